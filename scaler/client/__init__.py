@@ -1,0 +1,1 @@
+"""The user-facing side: Client, ScalerFuture, ObjectReference, Serializer."""

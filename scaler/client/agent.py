@@ -1,0 +1,364 @@
+"""The client's I/O thread: owns the sockets to the scheduler and to object storage.
+
+The user's thread never touches a socket: it hands work over with
+``loop.call_soon_threadsafe`` (a deque plus one wake-up byte) and waits on futures or
+:class:`Waiter` objects. Everything in this module after ``start()`` runs on the I/O
+thread unless its docstring says otherwise.
+"""
+
+import logging
+import threading
+import time
+from concurrent.futures import Future, InvalidStateError
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from ..io.address import Address, connectable_host, parse_address
+from ..io.connection import Connection, Handler
+from ..io.loop import EventLoop
+from ..protocol.codec import Message
+from ..protocol.messages import (ROLE_CLIENT, STATUS_CANCELLED, STATUS_FAILED, STATUS_MISSING_OBJECT,
+                                 STATUS_NOT_SERIALIZABLE, STATUS_OK, STATUS_OK_OBJECT, STATUS_PROCESSOR_DIED,
+                                 STATUS_WORKER_DIED, ClientConnect, ClientConnectReply, ClientDisconnect, Heartbeat,
+                                 HeartbeatEcho, ObjectDelete, ObjectGet, ObjectGetReply, ObjectPut, ObjectPutReply,
+                                 SchedulerShutdown, ShutdownRefused, TaskCancel, TaskResult)
+from ..utility.exceptions import (AuthenticationError, ClientShutdownException, DisconnectedError, MissingObjects,
+                                  ObjectStorageException, ProcessorDiedError, TaskExceptionNotSerializableError,
+                                  WorkerDiedError)
+from .future import ScalerFuture
+
+logger = logging.getLogger(__name__)
+
+CONNECT_RETRY_SECONDS = 0.1
+
+
+class RemoteTraceback(Exception):
+    """Carries the worker-side traceback text; set as ``__cause__`` of a re-raised task exception."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return "\n\n" + self.text
+
+
+class Waiter:
+    """A one-shot result for the user's thread, with a timeout on every wait."""
+
+    __slots__ = ("_event", "value", "error")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.value: Any = None
+        self.error: Optional[BaseException] = None
+
+    def set(self, value: Any = None, error: Optional[BaseException] = None) -> None:
+        self.value = value
+        self.error = error
+        self._event.set()
+
+    def wait(self, timeout: float, what: str) -> Any:
+        if not self._event.wait(timeout):
+            raise TimeoutError("%s: no answer within %.0fs" % (what, timeout))
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class ClientAgent(Handler):
+    def __init__(self, address: str, client_id: bytes, key: Optional[bytes], timeout_seconds: float,
+                 heartbeat_interval_seconds: float, object_storage_address: Optional[str]) -> None:
+        self.address = parse_address(address)
+        self.client_id = client_id
+        self.key = key
+        self.timeout_seconds = timeout_seconds
+        self.heartbeat_interval_seconds = heartbeat_interval_seconds
+        self.storage_override = object_storage_address
+        self.loop = EventLoop()
+        self.scheduler: Optional[Connection] = None
+        self.storage: Optional[Connection] = None
+        self.storage_address: Optional[Address] = None
+        self.protected = True
+        self.futures: Dict[bytes, ScalerFuture] = {}
+        self.put_waiters: Dict[bytes, Waiter] = {}
+        self.result_fetches: Dict[bytes, ScalerFuture] = {}
+        self.shutdown_waiter: Optional[Waiter] = None
+        self.ready = Waiter()
+        self.failure: Optional[BaseException] = None  # once set, the client is finished
+        self.deserialize: Callable[[Any], Any] = lambda payload: payload
+        self.last_echo = time.monotonic()
+        self._connect_deadline = 0.0
+        self._thread = threading.Thread(target=self._run, name="scaler-client-io", daemon=True)
+
+    # --- called from the user's thread ---
+    def start(self) -> None:
+        self._connect_deadline = time.monotonic() + self.timeout_seconds
+        self._thread.start()
+        self.loop.call_soon_threadsafe(self._dial_scheduler)
+        self.ready.wait(self.timeout_seconds + 5, "connecting to the scheduler at %s" % self.address)
+
+    def call(self, fn: Callable[[], Any]) -> None:
+        if self.failure is not None:
+            raise self.failure
+        self.loop.call_soon_threadsafe(fn)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self._disconnect)
+            self._thread.join(timeout)
+
+    # --- the thread ---
+    def _run(self) -> None:
+        try:
+            self.loop.run()
+        except BaseException as exc:  # a bug here must not leave futures hanging forever
+            logger.exception("client I/O thread failed")
+            self._fail_all(DisconnectedError("client I/O thread failed: %r" % exc))
+        finally:
+            self.loop.close()
+            if not self.ready._event.is_set():
+                self.ready.set(error=self.failure or DisconnectedError("client stopped"))
+
+    def _dial_scheduler(self) -> None:
+        try:
+            self.scheduler = Connection.dial(self.loop, connectable_host(self.address), _Link(self, True),
+                                             ROLE_CLIENT, self.key)
+        except OSError as exc:
+            self._connect_failed(str(exc), retry=True)
+
+    def _connect_failed(self, reason: str, retry: bool) -> None:
+        if retry and time.monotonic() < self._connect_deadline:
+            self.loop.call_later(CONNECT_RETRY_SECONDS, self._dial_scheduler)
+            return
+        error: BaseException
+        if retry:
+            error = ConnectionError("cannot reach the scheduler at %s within %.0fs: %s"
+                                    % (self.address, self.timeout_seconds, reason))
+        else:
+            error = AuthenticationError(reason)
+        self._finish(error)
+
+    def scheduler_open(self, conn: Connection) -> None:
+        conn.send(ClientConnect(self.client_id))
+
+    def scheduler_message(self, conn: Connection, msg: Message) -> None:
+        self.last_echo = time.monotonic()
+        kind = type(msg)
+        if kind is TaskResult:
+            self._task_result(msg)
+        elif kind is HeartbeatEcho:
+            pass
+        elif kind is ClientConnectReply:
+            self.protected = msg.protected
+            storage = parse_address(self.storage_override or msg.object_storage_address)
+            if storage.scheme == "tcp" and storage.host in ("0.0.0.0", "::"):
+                storage = storage._replace(host=self.address.host)
+            self.storage_address = storage
+            try:
+                self.storage = Connection.dial(self.loop, connectable_host(storage), _Link(self, False),
+                                               ROLE_CLIENT, self.key)
+            except OSError as exc:
+                self._finish(ConnectionError("cannot reach object storage at %s: %s" % (storage, exc)))
+        elif kind is SchedulerShutdown:
+            self._finish(ClientShutdownException("the cluster was shut down: %s" % msg.reason))
+        elif kind is ShutdownRefused:
+            if self.shutdown_waiter is not None:
+                self.shutdown_waiter.set(error=ValueError(msg.reason))
+                self.shutdown_waiter = None
+        else:
+            logger.warning("unexpected %s from the scheduler", kind.__name__)
+
+    def storage_open(self, conn: Connection) -> None:
+        self.loop.call_every(self.heartbeat_interval_seconds, self._heartbeat)
+        self.ready.set()
+
+    def storage_message(self, conn: Connection, msg: Message) -> None:
+        kind = type(msg)
+        if kind is ObjectPutReply:
+            waiter = self.put_waiters.pop(msg.object_id, None)
+            if waiter is not None:
+                waiter.set(error=ObjectStorageException(msg.error) if msg.error else None)
+        elif kind is ObjectGetReply:
+            future = self.result_fetches.pop(msg.object_id, None)
+            if future is None:
+                return
+            self.storage.send(ObjectDelete([msg.object_id]))  # a result is read once
+            if msg.found:
+                _settle(future, lambda: future._set_payload(msg.payload, self.deserialize))
+            else:
+                _settle(future, lambda: future.set_exception(MissingObjects(
+                    "the result of task %s is gone from object storage" % future.task_id.hex())))
+
+    def link_closed(self, conn: Connection, reason: str, is_scheduler: bool) -> None:
+        if self.failure is not None:
+            return
+        if not conn.opened:
+            if getattr(conn, "failure", None):
+                self._connect_failed(conn.failure, retry=False)
+            elif is_scheduler:
+                self._connect_failed(reason, retry=True)
+            else:
+                self._finish(ConnectionError("cannot reach object storage at %s: %s" % (self.storage_address, reason)))
+            return
+        what = "scheduler" if is_scheduler else "object storage"
+        self._finish(DisconnectedError("lost the connection to the %s: %s" % (what, reason)))
+
+    # --- work handed over by the user's thread ---
+    def submit(self, batch: List[Tuple[ScalerFuture, Message]]) -> None:
+        if self.failure is not None:
+            for future, _ in batch:
+                _settle(future, lambda f=future: f.set_exception(self.failure))
+            return
+        futures = self.futures
+        send = self.scheduler.send
+        for future, msg in batch:
+            if future.done():  # cancelled before it left
+                continue
+            futures[msg.task_id] = future
+            send(msg)
+
+    def put(self, object_id: bytes, payload: Any, waiter: Waiter) -> None:
+        if self.failure is not None:
+            waiter.set(error=self.failure)
+            return
+        self.put_waiters[object_id] = waiter
+        self.storage.send(ObjectPut(object_id, self.client_id, payload))
+
+    def delete_objects(self, object_ids: List[bytes]) -> None:
+        if self.storage is not None and object_ids:
+            self.storage.send(ObjectDelete(object_ids))
+
+    def cancel(self, task_id: bytes) -> None:
+        if task_id in self.futures and self.scheduler is not None:
+            self.scheduler.send(TaskCancel(task_id))
+
+    def cancel_all(self, waiter: Waiter) -> None:
+        for task_id, future in list(self.futures.items()):
+            if not future.done():
+                future.cancel()
+        waiter.set()
+
+    def request_shutdown(self, waiter: Waiter) -> None:
+        self.shutdown_waiter = waiter
+        self.scheduler.send(ClientDisconnect(True))
+
+    # --- results ---
+    def _task_result(self, msg: Message) -> None:
+        status = msg.status
+        future = self.futures.pop(msg.task_id, None)
+        if future is None or future.done():
+            if status == STATUS_OK_OBJECT:
+                self.delete_objects([bytes(msg.payload)])
+            if future is not None and future._temp_objects:
+                self.delete_objects(list(future._temp_objects))
+            return
+        if future._temp_objects:
+            self.delete_objects(list(future._temp_objects))
+        if status == STATUS_OK:
+            _settle(future, lambda: future._set_payload(msg.payload, self.deserialize))
+        elif status == STATUS_OK_OBJECT:
+            object_id = bytes(msg.payload)
+            self.result_fetches[object_id] = future
+            self.storage.send(ObjectGet(object_id))
+        elif status == STATUS_FAILED:
+            _settle(future, lambda: future.set_exception(_remote_exception(msg.payload, msg.detail)))
+        elif status == STATUS_CANCELLED:
+            _settle(future, future.cancel)
+        else:
+            error_type = {STATUS_WORKER_DIED: WorkerDiedError, STATUS_PROCESSOR_DIED: ProcessorDiedError,
+                          STATUS_MISSING_OBJECT: MissingObjects,
+                          STATUS_NOT_SERIALIZABLE: TaskExceptionNotSerializableError}.get(status, WorkerDiedError)
+            _settle(future, lambda: future.set_exception(error_type(msg.detail)))
+
+    # --- time and endings ---
+    def _heartbeat(self) -> None:
+        if self.failure is not None:
+            return
+        if time.monotonic() - self.last_echo > self.timeout_seconds:
+            self._finish(TimeoutError("no answer from the scheduler at %s for %.0fs"
+                                      % (self.address, self.timeout_seconds)))
+            return
+        self.scheduler.send(Heartbeat(time.time()))
+
+    def _fail_all(self, error: BaseException) -> None:
+        for future in list(self.futures.values()) + list(self.result_fetches.values()):
+            _settle(future, lambda f=future: f.set_exception(error))
+        self.futures.clear()
+        self.result_fetches.clear()
+        for waiter in list(self.put_waiters.values()):
+            waiter.set(error=error)
+        self.put_waiters.clear()
+        if self.shutdown_waiter is not None:
+            # The scheduler went away after we asked it to: that is the shutdown succeeding.
+            self.shutdown_waiter.set()
+            self.shutdown_waiter = None
+
+    def _finish(self, error: BaseException) -> None:
+        """The client cannot go on: fail everything pending, close, stop the thread."""
+        if self.failure is None:
+            self.failure = error
+        self._fail_all(error)
+        if not self.ready._event.is_set():
+            self.ready.set(error=error)
+        for conn in (self.scheduler, self.storage):
+            if conn is not None:
+                conn.close_after_flush()
+        self.loop.call_later(0.01, self.loop.stop)
+
+    def _disconnect(self) -> None:
+        if self.failure is None:
+            from ..utility.exceptions import ClientQuitException
+            self.failure = ClientQuitException("client is already stopped.")
+            for future in list(self.futures.values()):
+                Future.cancel(future)  # the scheduler cancels them itself when we leave
+            self._fail_all(self.failure)
+            if self.scheduler is not None and self.scheduler.opened:
+                self.scheduler.send(ClientDisconnect(False))
+        for conn in (self.scheduler, self.storage):
+            if conn is not None:
+                conn.close_after_flush()
+        self.loop.call_later(0.01, self.loop.stop)
+
+
+def _settle(future: ScalerFuture, action: Callable[[], Any]) -> None:
+    try:
+        action()
+    except InvalidStateError:
+        pass  # cancelled by the user in the meantime
+
+
+def _remote_exception(payload: Any, traceback_text: str) -> BaseException:
+    import pickle
+    try:
+        exc = pickle.loads(payload)
+        if not isinstance(exc, BaseException):
+            raise TypeError("not an exception")
+    except Exception as error:
+        return TaskExceptionNotSerializableError("the task failed and its exception could not be rebuilt "
+                                                 "(%r):\n%s" % (error, traceback_text))
+    exc.__cause__ = RemoteTraceback(traceback_text)
+    return exc
+
+
+class _Link(Handler):
+    def __init__(self, agent: ClientAgent, is_scheduler: bool) -> None:
+        self.agent = agent
+        self.is_scheduler = is_scheduler
+
+    def connection_open(self, conn: Connection) -> None:
+        if self.is_scheduler:
+            self.agent.scheduler_open(conn)
+        else:
+            self.agent.storage_open(conn)
+
+    def message_received(self, conn: Connection, msg: Message) -> None:
+        if self.is_scheduler:
+            self.agent.scheduler_message(conn, msg)
+        else:
+            self.agent.storage_message(conn, msg)
+
+    def connection_closed(self, conn: Connection, reason: str) -> None:
+        self.agent.link_closed(conn, reason, self.is_scheduler)
+
+
+__all__ = ["ClientAgent", "Waiter", "RemoteTraceback"]

@@ -1,0 +1,300 @@
+"""``Client``: submit Python functions to a scaler cluster and get futures back."""
+
+import hashlib
+import itertools
+import logging
+import os
+import uuid
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+import cloudpickle
+
+from ..protocol.codec import encode
+from ..protocol.handshake import normalize_key
+from ..protocol.messages import (ARG_INLINE, ARG_OBJECT, ARG_PACKED, ARG_PACKED_TEMP, ARG_TEMP, FLAG_PROFILE, Call,
+                                 TaskSubmit)
+from ..utility.exceptions import ClientQuitException, MissingObjects
+from ..utility.process import AUTH_KEY_ENV
+from .agent import ClientAgent, Waiter
+from .future import ScalerFuture
+from .object_reference import ObjectReference
+from .serializer import DefaultSerializer, Serializer
+
+logger = logging.getLogger(__name__)
+
+INLINE_LIMIT = 64 * 1024  # serialised arguments above this go through object storage
+SUBMIT_BATCH = 1000  # tasks handed to the I/O thread at once by map
+SCHEDULER_ADDRESS_ENV = "SCALER_SCHEDULER_ADDRESS"
+_SERIALIZER_TAG = b"serializer"
+
+
+class Client:
+    """A connection to a scheduler.
+
+    ``address`` may be omitted inside a task: the client then joins the scheduler that runs
+    the task. ``auth_key`` (or the ``SCALER_AUTH_KEY`` environment variable) must match the
+    scheduler's when it has one. Use as a context manager, or call :meth:`disconnect`.
+    """
+
+    def __init__(self, address: Optional[str] = None, profiling: bool = False, timeout_seconds: float = 60,
+                 heartbeat_interval_seconds: float = 2, serializer: Optional[Serializer] = None,
+                 stream_output: bool = False, object_storage_address: Optional[str] = None,
+                 security_config: Any = None, auth_key: Optional[Any] = None) -> None:
+        if address is None:
+            address = os.environ.get(SCHEDULER_ADDRESS_ENV)
+            if not address:
+                raise ValueError("No scheduler address provided, and not running inside a worker context: "
+                                 "pass Client(address='tcp://HOST:PORT')")
+        self._address = address
+        self._profiling = profiling
+        self._timeout_seconds = timeout_seconds
+        self._heartbeat_interval_seconds = heartbeat_interval_seconds
+        self._stream_output = stream_output
+        self._serializer: Serializer = serializer if serializer is not None else DefaultSerializer()
+        self._packed = type(self._serializer) is DefaultSerializer
+        self._identity = ("Client|%s" % uuid.uuid4().hex).encode()
+        self._auth_key = auth_key if auth_key is not None else os.environ.get(AUTH_KEY_ENV)
+        self._functions: Dict[int, Tuple[Any, bytes]] = {}  # id(fn) -> (fn, object id)
+        self._uploaded: set = set()  # object ids this client has stored (functions, send_object)
+        self._serializer_id = b""
+        self._task_ids = itertools.count()
+        self._stopped = False
+        self._agent = ClientAgent(address, self._identity, normalize_key(self._auth_key), timeout_seconds,
+                                  heartbeat_interval_seconds, object_storage_address)
+        self._agent.deserialize = self._serializer.deserialize
+        self._agent.start()
+        if not self._packed:  # a custom serializer travels to the workers once
+            self._serializer_id = self._object_id(_SERIALIZER_TAG)
+            self._put(self._serializer_id, cloudpickle.dumps(self._serializer))
+
+    # --- identity ---
+    @property
+    def identity(self) -> bytes:
+        return self._identity
+
+    @property
+    def scheduler_address(self) -> str:
+        return self._address
+
+    def __repr__(self) -> str:
+        return "<Client %s -> %s%s>" % (self._identity.decode(), self._address, " (stopped)" if self._stopped else "")
+
+    # --- submitting ---
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> ScalerFuture:
+        """Run ``fn(*args, **kwargs)`` on a worker; return its future at once."""
+        return self.submit_verbose(fn, args, kwargs)
+
+    def submit_verbose(self, fn: Callable[..., Any], args: Tuple[Any, ...], kwargs: Dict[str, Any],
+                       capabilities: Optional[Dict[str, int]] = None, reserialize: bool = False) -> ScalerFuture:
+        self._check_open()
+        if not callable(fn):
+            raise TypeError("fn must be callable, got %r" % (fn,))
+        func_id = self._function_id(fn)
+        batch, puts = [], []
+        future = self._task(func_id, tuple(args), dict(kwargs), _capabilities(capabilities), batch, puts)
+        self._send(batch, puts)
+        return future
+
+    def map_futures(self, fn: Callable[..., Any], *iterables: Iterable[Any],
+                    capabilities: Optional[Dict[str, int]] = None) -> List[ScalerFuture]:
+        """Like ``map`` but returns at once with one future per call (in order)."""
+        if not iterables:
+            raise TypeError("map() needs at least one iterable")
+        return self.starmap_futures(fn, zip(*iterables), capabilities=capabilities)
+
+    def starmap_futures(self, fn: Callable[..., Any], iterable: Iterable[Any],
+                        capabilities: Optional[Dict[str, int]] = None) -> List[ScalerFuture]:
+        """``fn(*args)`` for each ``args`` of ``iterable``; returns the futures at once."""
+        self._check_open()
+        if not callable(fn):
+            raise TypeError("fn must be callable, got %r" % (fn,))
+        func_id = self._function_id(fn)
+        caps = _capabilities(capabilities)
+        futures: List[ScalerFuture] = []
+        batch: List[Any] = []
+        puts: List[Tuple[bytes, Any]] = []
+        for args in iterable:
+            if not isinstance(args, (tuple, list)):
+                raise TypeError("starmap items must be tuples or lists of arguments, got %r" % type(args).__name__)
+            futures.append(self._task(func_id, tuple(args), {}, caps, batch, puts))
+            if len(batch) >= SUBMIT_BATCH:
+                self._send(batch, puts)
+                batch, puts = [], []
+        if batch:
+            self._send(batch, puts)
+        return futures
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], capabilities: Optional[Dict[str, int]] = None,
+            reserialize: bool = False) -> List[Any]:
+        """``[fn(*args) for args in zip(*iterables)]`` on the cluster; blocks, returns the results."""
+        return _results(self.map_futures(fn, *iterables, capabilities=capabilities))
+
+    def starmap(self, fn: Callable[..., Any], iterable: Iterable[Any], capabilities: Optional[Dict[str, int]] = None,
+                reserialize: bool = False) -> List[Any]:
+        """``[fn(*args) for args in iterable]`` on the cluster; blocks, returns the results."""
+        return _results(self.starmap_futures(fn, iterable, capabilities=capabilities))
+
+    # --- objects ---
+    def send_object(self, obj: Any, name: Optional[str] = None) -> ObjectReference:
+        """Store ``obj`` once; pass the returned reference to any number of tasks."""
+        self._check_open()
+        payload = self._serializer.serialize(obj)
+        object_id = self._object_id(uuid.uuid4().bytes)
+        self._put(object_id, payload)
+        label = (name if name is not None else "<%s>" % type(obj).__name__)
+        return ObjectReference(label.encode() if isinstance(label, str) else bytes(label), len(payload), object_id)
+
+    def clear(self) -> None:
+        """Cancel this client's unfinished tasks and delete every object it stored."""
+        self._check_open()
+        waiter = Waiter()
+        self._agent.call(lambda: self._agent.cancel_all(waiter))
+        waiter.wait(self._timeout_seconds, "cancelling tasks")
+        ids = list(self._uploaded)
+        self._uploaded.clear()
+        self._functions.clear()
+        if self._serializer_id:
+            self._uploaded.add(self._serializer_id)
+            ids.remove(self._serializer_id)
+        self._agent.call(lambda: self._agent.delete_objects(ids))
+
+    # --- ending ---
+    def disconnect(self) -> None:
+        """Cancel this client's unfinished tasks and leave; the cluster keeps running. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._agent.stop()
+
+    close = disconnect
+
+    def shutdown(self) -> None:
+        """Ask the scheduler to stop the whole cluster (refused with ValueError if it is protected)."""
+        self._check_open()
+        waiter = Waiter()
+        self._agent.call(lambda: self._agent.request_shutdown(waiter))
+        waiter.wait(self._timeout_seconds, "shutting down the scheduler")
+        self.disconnect()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.disconnect()
+
+    def __del__(self) -> None:
+        try:
+            if not getattr(self, "_stopped", True):
+                self.disconnect()
+        except Exception:
+            pass
+
+    def __getstate__(self) -> Dict[str, Any]:
+        """A pickled client reconnects on unpickling (for tasks that submit tasks)."""
+        return {"address": self._address, "profiling": self._profiling, "timeout_seconds": self._timeout_seconds,
+                "heartbeat_interval_seconds": self._heartbeat_interval_seconds,
+                "stream_output": self._stream_output}
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+    # --- internals ---
+    def _check_open(self) -> None:
+        if self._stopped:
+            raise ClientQuitException("client is already stopped.")
+        if self._agent.failure is not None:
+            raise self._agent.failure
+
+    def _object_id(self, salt: bytes) -> bytes:
+        return hashlib.blake2b(self._identity + b"\0" + salt, digest_size=32).digest()
+
+    def _put(self, object_id: bytes, payload: Any) -> None:
+        waiter = Waiter()
+        self._agent.call(lambda: self._agent.put(object_id, payload, waiter))
+        waiter.wait(max(self._timeout_seconds, 60.0), "storing an object")
+        self._uploaded.add(object_id)
+
+    def _function_id(self, fn: Callable[..., Any]) -> bytes:
+        cached = self._functions.get(id(fn))
+        if cached is not None and cached[0] is fn:
+            return cached[1]
+        payload = self._serializer.serialize(fn)
+        object_id = self._object_id(hashlib.blake2b(payload, digest_size=32).digest())
+        if object_id not in self._uploaded:
+            self._put(object_id, payload)
+        self._functions[id(fn)] = (fn, object_id)
+        return object_id
+
+    def _task(self, func_id: bytes, args: Tuple[Any, ...], kwargs: Dict[str, Any], capabilities: str,
+              batch: List[Any], puts: List[Tuple[bytes, Any]]) -> ScalerFuture:
+        serialize = self._serializer.serialize
+        temp: List[bytes] = []
+        has_refs = any(type(a) is ObjectReference for a in args) or any(
+            type(a) is ObjectReference for a in kwargs.values())
+        if self._packed and not has_refs:
+            blob = serialize((args, kwargs))
+            if len(blob) <= INLINE_LIMIT:
+                kinds, names, values = bytes((ARG_PACKED,)), [b""], [blob]
+            else:
+                object_id = self._object_id(uuid.uuid4().bytes)
+                puts.append((object_id, blob))
+                temp.append(object_id)
+                kinds, names, values = bytes((ARG_PACKED_TEMP,)), [b""], [object_id]
+        else:
+            kind_list, names, values = [], [], []
+            for name, arg in itertools.chain(((None, a) for a in args), kwargs.items()):
+                names.append(name.encode() if name else b"")
+                if type(arg) is ObjectReference:
+                    if arg.object_id not in self._uploaded:
+                        raise MissingObjects("%r is not an object of this client (deleted by clear()?)" % (arg,))
+                    kind_list.append(ARG_OBJECT)
+                    values.append(arg.object_id)
+                    continue
+                blob = serialize(arg)
+                if len(blob) <= INLINE_LIMIT:
+                    kind_list.append(ARG_INLINE)
+                    values.append(blob)
+                else:
+                    object_id = self._object_id(uuid.uuid4().bytes)
+                    puts.append((object_id, blob))
+                    temp.append(object_id)
+                    kind_list.append(ARG_TEMP)
+                    values.append(object_id)
+            kinds = bytes(kind_list)
+        call = encode(Call(self._serializer_id, kinds, names, values))[8:]
+        task_id = uuid.uuid4().bytes
+        future = ScalerFuture(task_id, self._cancel_task)
+        future._temp_objects = tuple(temp)
+        batch.append((future, TaskSubmit(task_id, FLAG_PROFILE if self._profiling else 0, func_id, call,
+                                         capabilities)))
+        return future
+
+    def _send(self, batch: List[Any], puts: List[Tuple[bytes, Any]]) -> None:
+        if puts:  # large arguments must be stored before any worker asks for them
+            waiters = []
+            for object_id, blob in puts:
+                waiter = Waiter()
+                waiters.append(waiter)
+                self._agent.call(lambda o=object_id, b=blob, w=waiter: self._agent.put(o, b, w))
+            for waiter in waiters:
+                waiter.wait(max(self._timeout_seconds, 60.0), "storing a large argument")
+        self._agent.call(lambda: self._agent.submit(batch))
+
+    def _cancel_task(self, task_id: bytes) -> None:
+        if not self._stopped and self._agent.failure is None:
+            self._agent.call(lambda: self._agent.cancel(task_id))
+
+
+def _results(futures: List[ScalerFuture]) -> List[Any]:
+    try:
+        return [future.result() for future in futures]
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
+
+
+def _capabilities(capabilities: Optional[Dict[str, int]]) -> str:
+    if not capabilities:
+        return ""
+    return ",".join(name if value == -1 else "%s=%d" % (name, value) for name, value in capabilities.items())

@@ -1,0 +1,232 @@
+"""Fixed pools of workers: ``Cluster`` and ``SchedulerClusterCombo``."""
+
+import atexit
+import dataclasses
+import json
+import logging
+import signal
+import socket
+import weakref
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+from ..config.components import ClusterConfig, SchedulerConfig, default_worker_count
+from ..io.address import listen, parse_address
+from ..utility import process as proc_util
+
+logger = logging.getLogger(__name__)
+
+
+def _spawn_cluster(config: ClusterConfig, auth_key: Optional[str]) -> proc_util.Child:
+    from .__main__ import config_args
+    config = dataclasses.replace(config, auth_key=None)
+    env = proc_util.child_environment({proc_util.AUTH_KEY_ENV: auth_key} if auth_key else None)
+    return proc_util.spawn("cluster", "cluster", config_args(config), env=env)
+
+
+class Cluster:
+    """A process running a fixed pool of workers connected to ``address``.
+
+    Mirrors upstream's ``Cluster`` (a ``multiprocessing.Process``): ``start()``, ``join()``,
+    ``terminate()``, ``is_alive()``, ``pid``. One worker per entry of ``worker_names``, or
+    ``n_workers`` workers.
+    """
+
+    def __init__(self, address: str, n_workers: Optional[int] = None, worker_names: Sequence[str] = (),
+                 per_worker_capabilities: str = "", per_worker_task_queue_size: int = 1000,
+                 heartbeat_interval_seconds: float = 2, task_timeout_seconds: float = 0,
+                 death_timeout_seconds: float = 300, garbage_collect_interval_seconds: float = 30,
+                 trim_memory_threshold_bytes: int = 1073741824, hard_processor_suspend: bool = False,
+                 worker_io_threads: int = 1, event_loop: str = "builtin", preload: Optional[str] = None,
+                 logging_paths: Tuple[str, ...] = ("/dev/stdout",), logging_level: str = "INFO",
+                 logging_config_file: Optional[str] = None, auth_key: Optional[str] = None,
+                 object_storage_address: Optional[str] = None) -> None:
+        parse_address(address)
+        names = tuple(worker_names)
+        count = n_workers if n_workers is not None else (len(names) or default_worker_count())
+        self.config = ClusterConfig(
+            scheduler_address=address, num_of_workers=count, worker_names=names,
+            per_worker_capabilities=per_worker_capabilities, per_worker_task_queue_size=per_worker_task_queue_size,
+            heartbeat_interval_seconds=heartbeat_interval_seconds, task_timeout_seconds=task_timeout_seconds,
+            death_timeout_seconds=death_timeout_seconds,
+            garbage_collect_interval_seconds=garbage_collect_interval_seconds,
+            trim_memory_threshold_bytes=trim_memory_threshold_bytes, hard_processor_suspend=hard_processor_suspend,
+            io_threads=worker_io_threads, preload=preload, object_storage_address=object_storage_address,
+            logging_paths=tuple(logging_paths), logging_level=logging_level,
+            logging_config_file=logging_config_file)
+        self._auth_key = auth_key or proc_util.auth_key_from_env()
+        self._child: Optional[proc_util.Child] = None
+
+    def start(self) -> None:
+        if self._child is not None:
+            raise RuntimeError("cluster already started")
+        self._child = _spawn_cluster(self.config, self._auth_key)
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self._child.pid if self._child else None
+
+    @property
+    def exitcode(self) -> Optional[int]:
+        return self._child.poll() if self._child else None
+
+    def is_alive(self) -> bool:
+        return self._child is not None and self._child.is_alive()
+
+    def join(self, timeout: Optional[float] = None) -> None:
+        if self._child is not None:
+            try:
+                self._child.popen.wait(timeout)
+            except Exception:
+                pass
+
+    def terminate(self) -> None:
+        if self._child is not None:
+            self._child.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        if self._child is not None:
+            self._child.send_signal(signal.SIGKILL)
+
+    def shutdown(self) -> None:
+        if self._child is not None:
+            self._child.stop(grace_seconds=10.0)
+
+
+_LIVE_COMBOS: "weakref.WeakSet[SchedulerClusterCombo]" = weakref.WeakSet()
+
+
+@atexit.register
+def _shutdown_live_combos() -> None:
+    for combo in list(_LIVE_COMBOS):
+        combo.shutdown()
+
+
+class SchedulerClusterCombo:
+    """A scheduler (with its object storage server) and a fixed pool of workers, on this machine.
+
+    The listening sockets are bound here, before any process starts, so a busy port fails
+    right away in the caller and clients can connect at once: the kernel queues their
+    connections until the scheduler accepts them. The scheduler and the pool start in
+    parallel.
+    """
+
+    def __init__(self, n_workers: Optional[int] = None, address: Optional[str] = None,
+                 object_storage_address: Optional[str] = None, monitor_address: Optional[str] = None,
+                 per_worker_capabilities: Optional[Dict[str, int]] = None, worker_io_threads: int = 1,
+                 scheduler_io_threads: int = 1, max_number_of_tasks_waiting: int = -1,
+                 heartbeat_interval_seconds: float = 2, client_timeout_seconds: float = 60,
+                 worker_timeout_seconds: float = 60, object_retention_seconds: float = 60,
+                 task_timeout_seconds: float = 0, death_timeout_seconds: float = 300,
+                 load_balance_seconds: float = 1, load_balance_trigger_times: int = 2,
+                 garbage_collect_interval_seconds: float = 30, trim_memory_threshold_bytes: int = 1073741824,
+                 per_worker_task_queue_size: int = 1000, hard_processor_suspend: bool = False,
+                 protected: bool = True, scaler_policy: Any = None, event_loop: str = "builtin",
+                 logging_paths: Tuple[str, ...] = ("/dev/stdout",), logging_level: str = "INFO",
+                 logging_config_file: Optional[str] = None, worker_manager_id: str = "combo",
+                 security_config: Any = None, auth_key: Optional[str] = None,
+                 per_worker_queue_size: Optional[int] = None, preload: Optional[str] = None) -> None:
+        if per_worker_queue_size is not None:  # upstream's older name
+            per_worker_task_queue_size = per_worker_queue_size
+        n_workers = default_worker_count() if n_workers is None else n_workers
+        if n_workers < 0:
+            raise ValueError("n_workers must be >= 0, got %d" % n_workers)
+        self._auth_key = auth_key or proc_util.auth_key_from_env()
+        self._children = []
+        self._stopped = False
+
+        if address is None:
+            sock = _listen_free_port("127.0.0.1")
+            bind = parse_address("tcp://127.0.0.1:%d" % sock.getsockname()[1])
+        else:
+            bind = parse_address(address)
+            sock = listen(bind)
+        self._address = str(bind)
+        try:
+            if object_storage_address is not None:
+                storage_sock = listen(parse_address(object_storage_address))
+                storage = parse_address(object_storage_address)
+            elif address is None:
+                storage_sock = _listen_free_port(bind.host)
+                storage = bind._replace(port=storage_sock.getsockname()[1])
+            else:
+                storage = bind.with_port_offset(1)
+                storage_sock = listen(storage)
+        except BaseException:
+            sock.close()
+            raise
+        self._object_storage_address = str(storage)
+
+        scheduler_config = SchedulerConfig(
+            address=self._address, object_storage_address=self._object_storage_address,
+            monitor_address=monitor_address, protected=protected, client_timeout_seconds=client_timeout_seconds,
+            worker_timeout_seconds=worker_timeout_seconds, per_worker_queue_size=per_worker_task_queue_size,
+            logging_paths=tuple(logging_paths), logging_level=logging_level,
+            logging_config_file=logging_config_file)
+        capabilities = ",".join(k if v == -1 else "%s=%d" % (k, v) for k, v in (per_worker_capabilities or {}).items())
+        cluster_config = ClusterConfig(
+            scheduler_address=self._address, num_of_workers=n_workers, per_worker_capabilities=capabilities,
+            per_worker_task_queue_size=per_worker_task_queue_size,
+            heartbeat_interval_seconds=heartbeat_interval_seconds, task_timeout_seconds=task_timeout_seconds,
+            death_timeout_seconds=death_timeout_seconds,
+            garbage_collect_interval_seconds=garbage_collect_interval_seconds,
+            trim_memory_threshold_bytes=trim_memory_threshold_bytes, hard_processor_suspend=hard_processor_suspend,
+            io_threads=worker_io_threads, preload=preload, logging_paths=tuple(logging_paths),
+            logging_level=logging_level, logging_config_file=logging_config_file)
+        try:
+            env = proc_util.child_environment({proc_util.AUTH_KEY_ENV: self._auth_key} if self._auth_key else None)
+            self._scheduler = proc_util.spawn(
+                "scheduler", "scheduler",
+                ["--listen-fd", str(sock.fileno()), "--storage-listen-fd", str(storage_sock.fileno()),
+                 "--config-json", json.dumps(dataclasses.asdict(scheduler_config))],
+                env=env, pass_fds=(sock.fileno(), storage_sock.fileno()))
+            self._children.append(self._scheduler)
+            self._worker_manager_process = _spawn_cluster(cluster_config, self._auth_key)
+            self._children.append(self._worker_manager_process)
+        except BaseException:
+            self.shutdown()
+            raise
+        finally:
+            sock.close()
+            storage_sock.close()
+        _LIVE_COMBOS.add(self)
+
+    def get_address(self) -> str:
+        return self._address
+
+    @property
+    def object_storage_address(self) -> str:
+        return self._object_storage_address
+
+    def shutdown(self) -> None:
+        """Stop the workers, then the scheduler; reap every process. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        _LIVE_COMBOS.discard(self)
+        proc_util.stop_all(self._children, grace_seconds=10.0)
+
+    def __enter__(self) -> "SchedulerClusterCombo":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+    def __del__(self) -> None:
+        try:
+            self.shutdown()
+        except Exception:
+            pass
+
+
+def _listen_free_port(host: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, 0))
+        sock.listen(1024)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+__all__ = ["Cluster", "SchedulerClusterCombo"]

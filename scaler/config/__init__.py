@@ -1,0 +1,1 @@
+"""Component configuration: one dataclass per component."""

@@ -1,0 +1,144 @@
+"""Parsing and opening ``tcp://host:port`` and ``ipc://path`` addresses."""
+
+import dataclasses
+import os
+import socket
+from typing import Optional
+
+SCHEMES = ("tcp", "ipc")
+
+
+@dataclasses.dataclass(frozen=True)
+class Address:
+    scheme: str
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    def _replace(self, **changes: object) -> "Address":
+        return dataclasses.replace(self, **changes)
+
+    def __str__(self) -> str:
+        if self.scheme == "ipc":
+            return "ipc://%s" % self.path
+        host = "[%s]" % self.host if ":" in self.host else self.host
+        return "tcp://%s:%d" % (host, self.port)
+
+    def with_port_offset(self, offset: int) -> "Address":
+        """The address ``offset`` ports further on (ipc: a sibling socket path)."""
+        if self.scheme == "ipc":
+            return self._replace(path="%s.%d" % (self.path, offset))
+        port = self.port + offset
+        if not 0 < port < 65536:
+            raise ValueError("%s + %d is not a valid port" % (self, offset))
+        return self._replace(port=port)
+
+
+def parse_address(text: str) -> Address:
+    """Parse an address; raise ValueError with a message that says what is wrong."""
+    if not isinstance(text, str):
+        raise ValueError("address must be a string like tcp://127.0.0.1:8516, got %r" % (text,))
+    if "://" not in text:
+        raise ValueError("address %r has no scheme: expected tcp://HOST:PORT or ipc://PATH" % text)
+    scheme, rest = text.split("://", 1)
+    if scheme not in SCHEMES:
+        raise ValueError("address %r: unsupported scheme %r (supported: tcp, ipc)" % (text, scheme))
+    if scheme == "ipc":
+        if not rest:
+            raise ValueError("address %r: ipc:// needs a socket path" % text)
+        return Address("ipc", path=rest)
+    if rest.startswith("["):
+        host, sep, port_text = rest[1:].partition("]:")
+    else:
+        host, sep, port_text = rest.rpartition(":")
+    if not sep or not host:
+        raise ValueError("address %r: expected tcp://HOST:PORT" % text)
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError("address %r: port %r is not a number" % (text, port_text)) from None
+    if not 0 < port < 65536:
+        raise ValueError("address %r: port %d is out of range 1-65535" % (text, port))
+    if host == "*":
+        host = "0.0.0.0"
+    return Address("tcp", host=host, port=port)
+
+
+def _family(address: Address) -> int:
+    if address.scheme == "ipc":
+        return socket.AF_UNIX
+    return socket.AF_INET6 if ":" in address.host else socket.AF_INET
+
+
+def listen(address: Address, backlog: int = 1024) -> socket.socket:
+    """Bind and listen; raise OSError with the address in the message."""
+    sock = socket.socket(_family(address), socket.SOCK_STREAM)
+    try:
+        if address.scheme == "ipc":
+            if os.path.exists(address.path) and not _is_live_unix_socket(address.path):
+                os.unlink(address.path)  # a stale socket file from a previous run
+            sock.bind(address.path)
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((address.host, address.port))
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, "cannot listen on %s: %s" % (address, exc.strerror)) from None
+    sock.setblocking(False)
+    return sock
+
+
+def _is_live_unix_socket(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def connect_nonblocking(address: Address) -> socket.socket:
+    """Start a non-blocking connect; completion is seen as writability."""
+    sock = socket.socket(_family(address), socket.SOCK_STREAM)
+    sock.setblocking(False)
+    target = address.path if address.scheme == "ipc" else (address.host, address.port)
+    err = sock.connect_ex(target)
+    if err not in (0, 115, 36, 11, 10035):  # EINPROGRESS (Linux, macOS), EAGAIN (unix sockets), WSAEWOULDBLOCK
+        sock.close()
+        raise ConnectionRefusedError(err, "cannot connect to %s: %s" % (address, os.strerror(err)))
+    return sock
+
+
+def tune(sock: socket.socket) -> None:
+    """Low latency for small frames; big kernel buffers for big ones."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, 4 * 1024 * 1024)
+        except OSError:
+            pass
+
+
+def connectable_host(address: Address) -> Address:
+    """A listen address of 0.0.0.0 / :: is reached locally on loopback."""
+    if address.scheme == "tcp" and address.host in ("0.0.0.0", "::", ""):
+        return address._replace(host="127.0.0.1" if address.host != "::" else "::1")
+    return address
+
+
+def free_tcp_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (for tests and combos that pick their own)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+def optional_address(text: Optional[str]) -> Optional[Address]:
+    return parse_address(text) if text else None

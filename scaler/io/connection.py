@@ -1,0 +1,405 @@
+"""A framed, non-blocking, authenticated connection driven by an :class:`EventLoop`.
+
+Reading: frames are reassembled from a read buffer; a frame length is checked against
+the limit before a byte of it is allocated (4 KiB until the handshake is done). Frames of
+1 MiB and more are received straight into a buffer of their own size (one copy).
+Writing: frames are queued as lists of buffers and sent with ``sendmsg`` when the loop
+flushes, so big payloads are never concatenated and many small frames share a syscall.
+"""
+
+import collections
+import logging
+import os
+import selectors
+import socket
+from typing import Any, Deque, List, Optional, Tuple
+
+from ..protocol.codec import FRAME_HEADER, Buffer, _nbytes, Message, ProtocolError, decode, encode_parts, frame_length
+from ..protocol.handshake import (HANDSHAKE_FRAME_LIMIT, AcceptorHandshake, ConnectorHandshake, HandshakeError)
+from ..protocol.messages import Rejected
+from .address import Address, connect_nonblocking, tune
+from .loop import EventLoop
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_FRAME_BYTES = 4 * 1024 ** 3  # 4 GiB; configurable per component
+HANDSHAKE_TIMEOUT_SECONDS = 10.0
+_READ_CHUNK = 256 * 1024
+_BIG_FRAME = 1024 * 1024
+_READ_BUDGET = 8 * 1024 * 1024  # bytes read per readiness event, so one sender cannot hog the loop
+_IOV_MAX = 512
+
+_CONNECTING, _HANDSHAKE, _OPEN, _CLOSED = range(4)
+
+
+class Handler:
+    """What a connection reports to its owner."""
+
+    def connection_open(self, conn: "Connection") -> None:
+        pass
+
+    def message_received(self, conn: "Connection", msg: Message) -> None:
+        raise NotImplementedError
+
+    def connection_closed(self, conn: "Connection", reason: str) -> None:
+        pass
+
+
+class Connection:
+    """One peer. ``role`` is our role when dialling; ``allowed_roles`` is set when accepting."""
+
+    def __init__(self, loop: EventLoop, sock: socket.socket, handler: Handler, *, peer: str,
+                 auth_key: Optional[bytes] = None, role: int = 0, allowed_roles: Tuple[int, ...] = (),
+                 connecting: bool = False, handshake: bool = True,
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.handler = handler
+        self.peer = peer
+        self.max_frame_bytes = max_frame_bytes
+        self.peer_role = role if not allowed_roles else 0
+        self.data: Any = None  # owner's per-connection state
+        self.opened = False
+        self._rbuf = bytearray()
+        self._big: Optional[bytearray] = None
+        self._big_filled = 0
+        self._wbuf: Deque[Buffer] = collections.deque()
+        self.write_backlog = 0
+        self._events = selectors.EVENT_READ
+        self._close_when_flushed = False
+        self._timeout = None
+        if not handshake:
+            self._handshake: Any = None
+            self._state = _OPEN
+        elif allowed_roles:
+            self._handshake = AcceptorHandshake(auth_key, allowed_roles)
+            self._state = _HANDSHAKE
+        else:
+            self._handshake = ConnectorHandshake(role, auth_key)
+            self._state = _CONNECTING if connecting else _HANDSHAKE
+        if self._state == _CONNECTING:
+            self._events = selectors.EVENT_WRITE
+        loop.add(sock, self._events, self._on_event)
+        if self._handshake is not None:
+            self._timeout = loop.call_later(HANDSHAKE_TIMEOUT_SECONDS, self._handshake_timed_out)
+            if isinstance(self._handshake, ConnectorHandshake) and self._state == _HANDSHAKE:
+                self._send_now(self._handshake.start())
+        elif self._state == _OPEN:
+            self.opened = True
+
+    @classmethod
+    def dial(cls, loop: EventLoop, address: Address, handler: Handler, role: int,
+             auth_key: Optional[bytes], **kwargs: Any) -> "Connection":
+        sock = connect_nonblocking(address)
+        tune(sock)
+        return cls(loop, sock, handler, peer=str(address), role=role, auth_key=auth_key, connecting=True, **kwargs)
+
+    @property
+    def closed(self) -> bool:
+        return self._state == _CLOSED
+
+    # --- sending ---
+    def send(self, msg: Message) -> None:
+        if self._state != _OPEN or self._close_when_flushed:
+            return
+        self._send_now(msg)
+
+    def _send_now(self, msg: Message) -> None:
+        parts = encode_parts(msg)
+        self._wbuf.extend(parts)
+        for part in parts:
+            self.write_backlog += _nbytes(part)
+        self.loop.want_flush(self)
+
+    def close_after_flush(self) -> None:
+        self._close_when_flushed = True
+        self.loop.want_flush(self)
+
+    def flush(self) -> None:
+        if self._state in (_CLOSED, _CONNECTING):
+            return
+        wbuf = self._wbuf
+        sock = self.sock
+        while wbuf:
+            batch = [wbuf[i] for i in range(min(len(wbuf), _IOV_MAX))]
+            try:
+                sent = sock.sendmsg(batch)
+            except (BlockingIOError, InterruptedError):
+                self._set_events(selectors.EVENT_READ | selectors.EVENT_WRITE)
+                return
+            except OSError as exc:
+                self.close("send failed: %s" % exc)
+                return
+            self.write_backlog -= sent
+            while sent:
+                head = wbuf[0]
+                size = _nbytes(head)
+                if size <= sent:
+                    sent -= size
+                    wbuf.popleft()
+                else:
+                    wbuf[0] = memoryview(head).cast("B")[sent:]
+                    sent = 0
+        self._set_events(selectors.EVENT_READ)
+        if self._close_when_flushed:
+            self.close("closed")
+
+    def _set_events(self, events: int) -> None:
+        if events != self._events and self._state != _CLOSED:
+            self._events = events
+            self.loop.modify(self.sock, events, self._on_event)
+
+    # --- receiving ---
+    def _on_event(self, mask: int) -> None:
+        if self._state == _CONNECTING:
+            error = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if error:
+                self.close("cannot connect to %s: %s" % (self.peer, _strerror(error)))
+                return
+            self._state = _HANDSHAKE
+            self._set_events(selectors.EVENT_READ)
+            self._send_now(self._handshake.start())
+            return
+        if mask & selectors.EVENT_READ:
+            self._read()
+        if mask & selectors.EVENT_WRITE and self._state != _CLOSED:
+            self.flush()
+
+    def _read(self) -> None:
+        budget = _READ_BUDGET
+        sock = self.sock
+        while budget > 0 and self._state != _CLOSED:
+            try:
+                if self._big is not None:
+                    view = memoryview(self._big)[self._big_filled:]
+                    n = sock.recv_into(view, min(len(view), budget))
+                    view.release()
+                    if n:
+                        self._big_filled += n
+                        budget -= n
+                        if self._big_filled == len(self._big):
+                            frame, self._big = self._big, None
+                            self._deliver(frame)
+                        continue
+                else:
+                    data = sock.recv(_READ_CHUNK)
+                    n = len(data)
+                    if n:
+                        budget -= n
+                        self._rbuf += data
+                        self._parse()
+                        if n < _READ_CHUNK:
+                            return
+                        continue
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.close("receive failed: %s" % exc)
+                return
+            self.close("connection closed by %s" % self.peer)
+            return
+
+    def _parse(self) -> None:
+        buf = self._rbuf
+        pos = 0
+        limit = self.max_frame_bytes if self._state == _OPEN else HANDSHAKE_FRAME_LIMIT
+        while self._state != _CLOSED:
+            available = len(buf) - pos
+            if available < 8:
+                break
+            try:
+                length = frame_length(buf[pos:pos + 8], limit)
+            except ProtocolError as exc:
+                self.close("protocol error from %s: %s" % (self.peer, exc))
+                return
+            if available - 8 >= length:
+                frame = buf[pos + 8:pos + 8 + length]
+                pos += 8 + length
+                self._deliver(frame)
+                limit = self.max_frame_bytes if self._state == _OPEN else HANDSHAKE_FRAME_LIMIT
+            elif length >= _BIG_FRAME:
+                self._big = bytearray(length)
+                have = buf[pos + 8:]
+                self._big[:len(have)] = have
+                self._big_filled = len(have)
+                pos = len(buf)
+                break
+            else:
+                break
+        if self._state != _CLOSED:
+            del buf[:pos]
+
+    def _deliver(self, frame: bytearray) -> None:
+        try:
+            msg = decode(frame)
+        except ProtocolError as exc:
+            self.close("protocol error from %s: %s" % (self.peer, exc))
+            return
+        if self._state == _OPEN:
+            try:
+                self.handler.message_received(self, msg)
+            except Exception:
+                logger.exception("error handling %s from %s", type(msg).__name__, self.peer)
+                self.close("internal error handling %s" % type(msg).__name__)
+            return
+        self._handshake_step(msg)
+
+    def _handshake_step(self, msg: Message) -> None:
+        hs = self._handshake
+        if isinstance(hs, AcceptorHandshake):
+            reply, failure = hs.receive(msg)
+            if reply is not None:
+                self._send_now(reply)
+            if failure:
+                logger.warning("refused %s: %s", self.peer, failure)
+                self._fail(failure)
+                return
+            if hs.done:
+                self.peer_role = hs.role
+                self._open()
+            return
+        try:
+            reply = hs.receive(msg)
+        except HandshakeError as exc:
+            if not isinstance(msg, Rejected):
+                self._send_now(Rejected(str(exc)))
+            self._fail(str(exc))
+            return
+        if reply is not None:
+            self._send_now(reply)
+        if hs.done:
+            self._open()
+
+    def _fail(self, reason: str) -> None:
+        self._state = _HANDSHAKE  # still able to flush the Rejected frame
+        self.failure = reason
+        self.flush()
+        self.close(reason)
+
+    def _open(self) -> None:
+        self._state = _OPEN
+        self.opened = True
+        if self._timeout is not None:
+            self._timeout.cancel()
+        self.handler.connection_open(self)
+
+    def _handshake_timed_out(self) -> None:
+        if self._state in (_CONNECTING, _HANDSHAKE):
+            self.close("handshake with %s timed out" % self.peer)
+
+    def close(self, reason: str = "closed") -> None:
+        if self._state == _CLOSED:
+            return
+        self._state = _CLOSED
+        if self._timeout is not None:
+            self._timeout.cancel()
+        self.loop.remove(self.sock)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self._wbuf.clear()
+        self._rbuf = bytearray()
+        self._big = None
+        self.handler.connection_closed(self, reason)
+
+
+def _strerror(code: int) -> str:
+    return os.strerror(code)
+
+
+class Listener:
+    """Accepts connections on a listening socket and wraps each in a :class:`Connection`."""
+
+    def __init__(self, loop: EventLoop, sock: socket.socket, handler: Handler, *, address: str,
+                 auth_key: Optional[bytes], allowed_roles: Tuple[int, ...],
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.address = address
+        self.handler = handler
+        self.auth_key = auth_key
+        self.allowed_roles = allowed_roles
+        self.max_frame_bytes = max_frame_bytes
+        sock.setblocking(False)
+        loop.add(sock, selectors.EVENT_READ, self._on_accept)
+
+    def _on_accept(self, _mask: int) -> None:
+        for _ in range(64):
+            try:
+                sock, addr = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                logger.warning("accept failed on %s: %s", self.address, exc)
+                return
+            sock.setblocking(False)
+            tune(sock)
+            peer = "%s:%s" % addr[:2] if isinstance(addr, tuple) else (addr or self.address)
+            Connection(self.loop, sock, self.handler, peer=peer, auth_key=self.auth_key,
+                       allowed_roles=self.allowed_roles, max_frame_bytes=self.max_frame_bytes)
+
+    def close(self) -> None:
+        self.loop.remove(self.sock)
+        self.sock.close()
+
+
+class BlockingChannel:
+    """The same framing over a blocking socket, for the processor side of a socketpair."""
+
+    def __init__(self, sock: socket.socket, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        self.sock = sock
+        self.max_frame_bytes = max_frame_bytes
+        self._buf = bytearray()
+
+    def send(self, msg: Message) -> None:
+        parts = encode_parts(msg)
+        if len(parts) == 1:
+            self.sock.sendall(parts[0])
+        else:
+            for part in parts:
+                self.sock.sendall(part)
+
+    def send_many(self, msgs: List[Message]) -> None:
+        parts: List[Buffer] = []
+        for msg in msgs:
+            parts.extend(encode_parts(msg))
+        for part in parts:
+            self.sock.sendall(part)
+
+    def recv(self) -> Message:
+        """Block for one message; raise EOFError when the peer is gone."""
+        header = self._recv_exact(8)
+        length = frame_length(header, self.max_frame_bytes)
+        return decode(self._recv_exact(length))
+
+    def _recv_exact(self, n: int) -> bytearray:
+        buf = self._buf
+        if len(buf) >= n:
+            out = buf[:n]
+            del buf[:n]
+            return out
+        out = bytearray(n)
+        have = len(buf)
+        out[:have] = buf
+        buf.clear()
+        view = memoryview(out)
+        while have < n:
+            if n - have >= _READ_CHUNK:
+                got = self.sock.recv_into(view[have:])
+            else:
+                data = self.sock.recv(max(_READ_CHUNK, n - have))
+                got = len(data)
+                take = min(got, n - have)
+                view[have:have + take] = data[:take]
+                if got > take:
+                    buf += data[take:]
+                got = take
+            if not got:
+                raise EOFError("channel closed")
+            have += got
+        view.release()
+        return out
+
+
+__all__ = ["Connection", "Listener", "Handler", "BlockingChannel", "FRAME_HEADER"]

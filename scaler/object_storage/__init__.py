@@ -1,0 +1,1 @@
+"""Object storage: blobs by id with owners (``store``) behind a socket (``server``)."""

@@ -1,0 +1,229 @@
+"""Generic binary codec driven by message declarations.
+
+A message is declared once as a list of typed fields; the encoder and decoder are
+generated from that declaration. Fixed-size fields and the lengths of the variable-size
+ones are packed in a single ``struct`` header, the variable parts follow in order. Any
+byte string either decodes to a message or raises :class:`ProtocolError`; nothing in
+here ever unpickles.
+
+Frame on the wire: ``<Q length><payload>``; the payload's first byte is the message type.
+"""
+
+import struct
+from typing import Any, Dict, List, Sequence, Tuple, Type, Union
+
+Buffer = Union[bytes, bytearray, memoryview]
+
+FRAME_HEADER = struct.Struct("<Q")
+
+# Fields at least this long are returned as zero-copy memoryview slices of the frame;
+# shorter ones become ``bytes``. Callers only ever read them (``len``, slicing, loads).
+ZERO_COPY_THRESHOLD = 64 * 1024
+
+_FIXED_KINDS = {"u8": "B", "u16": "H", "u32": "I", "u64": "Q", "i64": "q", "f64": "d", "bool": "?"}
+_VAR_KINDS = ("bytes", "str", "bytes_list")
+_LIST_COUNT = struct.Struct("<I")
+_MAX_LIST_ITEMS = 10_000_000
+
+
+class ProtocolError(Exception):
+    """Raised for every malformed frame or message: the only error decoding can raise."""
+
+
+class Message:
+    """Base of declared messages; subclasses are created by :func:`declare`."""
+
+    __slots__ = ()
+    TYPE = 0
+    FIELDS: Tuple[Tuple[str, str], ...] = ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # replaced per class
+        raise TypeError("use a declared message class")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(_same(getattr(self, n), getattr(other, n)) for n, _ in self.FIELDS)
+
+    def __repr__(self) -> str:
+        parts = []
+        for name, _ in self.FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, (bytes, bytearray, memoryview)) and len(value) > 40:
+                value = "<%d bytes>" % len(value)
+            parts.append("%s=%r" % (name, value))
+        return "%s(%s)" % (type(self).__name__, ", ".join(parts))
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, memoryview):
+        a = a.tobytes()
+    if isinstance(b, memoryview):
+        b = b.tobytes()
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+class _Spec:
+    __slots__ = ("cls", "struct", "fixed", "variable", "nfixed")
+
+    def __init__(self, cls: Type[Message]) -> None:
+        self.cls = cls
+        self.fixed = [(n, k) for n, k in cls.FIELDS if k in _FIXED_KINDS]
+        self.variable = [(n, k) for n, k in cls.FIELDS if k in _VAR_KINDS]
+        self.nfixed = len(self.fixed)
+        fmt = "<B" + "".join(_FIXED_KINDS[k] for _, k in self.fixed) + "Q" * len(self.variable)
+        self.struct = struct.Struct(fmt)
+
+
+_SPECS: Dict[int, _Spec] = {}
+
+
+def declare(type_id: int, name: str, fields: Sequence[Tuple[str, str]]) -> Type[Message]:
+    """Create a message class with ``__slots__`` and a keyword/positional constructor."""
+    if type_id in _SPECS or not 0 < type_id < 256:
+        raise ValueError("message type %d is taken or out of range" % type_id)
+    for field_name, kind in fields:
+        if kind not in _FIXED_KINDS and kind not in _VAR_KINDS:
+            raise ValueError("%s.%s: unknown field kind %r" % (name, field_name, kind))
+    names = tuple(n for n, _ in fields)
+
+    def __init__(self: Message, *args: Any, **kwargs: Any) -> None:
+        if len(args) > len(names):
+            raise TypeError("%s takes %d fields" % (name, len(names)))
+        values = dict(zip(names, args))
+        for key, value in kwargs.items():
+            if key not in names or key in values:
+                raise TypeError("%s: unexpected or repeated field %r" % (name, key))
+            values[key] = value
+        missing = [n for n in names if n not in values]
+        if missing:
+            raise TypeError("%s: missing fields %s" % (name, ", ".join(missing)))
+        for key in names:
+            object.__setattr__(self, key, values[key])
+
+    cls = type(name, (Message,), {"__slots__": names, "__init__": __init__, "TYPE": type_id,
+                                  "FIELDS": tuple(fields)})
+    _SPECS[type_id] = _Spec(cls)
+    return cls
+
+
+def _nbytes(value: Buffer) -> int:
+    return len(value) if type(value) is bytes else memoryview(value).nbytes
+
+
+def _pack_list(items: Sequence[Buffer]) -> bytes:
+    lengths = [_nbytes(x) for x in items]
+    head = _LIST_COUNT.pack(len(items)) + struct.pack("<%dQ" % len(items), *lengths)
+    return b"".join([head, *items])
+
+
+def _unpack_list(view: memoryview) -> List[bytes]:
+    if len(view) < 4:
+        raise ProtocolError("list field too short")
+    (count,) = _LIST_COUNT.unpack_from(view, 0)
+    if count > _MAX_LIST_ITEMS or 4 + 8 * count > len(view):
+        raise ProtocolError("list field announces %d items in %d bytes" % (count, len(view)))
+    lengths = struct.unpack_from("<%dQ" % count, view, 4)
+    offset = 4 + 8 * count
+    out = []
+    for n in lengths:
+        end = offset + n
+        if end > len(view):
+            raise ProtocolError("list item overruns its field")
+        out.append(view[offset:end].tobytes() if n < ZERO_COPY_THRESHOLD else view[offset:end])
+        offset = end
+    if offset != len(view):
+        raise ProtocolError("trailing bytes in list field")
+    return out
+
+
+def encode_parts(msg: Message) -> List[Buffer]:
+    """Encode ``msg`` as a frame: a list of buffers to write back to back (no big copies)."""
+    spec = _SPECS[msg.TYPE]
+    parts: List[Buffer] = []
+    lengths = []
+    for field_name, kind in spec.variable:
+        value = getattr(msg, field_name)
+        if kind == "str":
+            value = value.encode("utf-8")
+        elif kind == "bytes_list":
+            value = _pack_list(value)
+        parts.append(value)
+        lengths.append(_nbytes(value))
+    try:
+        header = spec.struct.pack(msg.TYPE, *[getattr(msg, n) for n, _ in spec.fixed], *lengths)
+    except struct.error as exc:
+        raise ProtocolError("cannot encode %s: %s" % (type(msg).__name__, exc)) from None
+    total = len(header) + sum(lengths)
+    head = FRAME_HEADER.pack(total) + header
+    if total < ZERO_COPY_THRESHOLD:
+        return [b"".join([head, *parts])]
+    return [head, *parts]
+
+
+def encode(msg: Message) -> bytes:
+    """Encode ``msg`` as one contiguous frame (length prefix included)."""
+    return b"".join(encode_parts(msg))
+
+
+def decode(payload: Buffer) -> Message:
+    """Decode one frame payload (without its length prefix) into a message."""
+    view = memoryview(payload)
+    if not view.c_contiguous:
+        raise ProtocolError("frame buffer is not contiguous")
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    if len(view) == 0:
+        raise ProtocolError("empty frame")
+    spec = _SPECS.get(view[0])
+    if spec is None:
+        raise ProtocolError("unknown message type %d" % view[0])
+    if len(view) < spec.struct.size:
+        raise ProtocolError("%s: frame too short" % spec.cls.__name__)
+    values = spec.struct.unpack_from(view, 0)
+    msg = object.__new__(spec.cls)
+    setattr_ = object.__setattr__
+    for (field_name, kind), value in zip(spec.fixed, values[1:1 + spec.nfixed]):
+        setattr_(msg, field_name, value)
+    offset = spec.struct.size
+    for (field_name, kind), n in zip(spec.variable, values[1 + spec.nfixed:]):
+        end = offset + n
+        if end > len(view):
+            raise ProtocolError("%s.%s overruns the frame" % (spec.cls.__name__, field_name))
+        chunk = view[offset:end]
+        if kind == "bytes":
+            value: Any = chunk.tobytes() if n < ZERO_COPY_THRESHOLD else chunk
+        elif kind == "str":
+            try:
+                value = str(chunk, "utf-8")
+            except UnicodeDecodeError:
+                raise ProtocolError("%s.%s is not UTF-8" % (spec.cls.__name__, field_name)) from None
+        else:
+            value = _unpack_list(chunk)
+        setattr_(msg, field_name, value)
+        offset = end
+    if offset != len(view):
+        raise ProtocolError("%s: %d trailing bytes" % (spec.cls.__name__, len(view) - offset))
+    return msg
+
+
+def declared_messages() -> List[Type[Message]]:
+    return [spec.cls for _, spec in sorted(_SPECS.items())]
+
+
+def frame_length(header: Buffer, limit: int) -> int:
+    """Read a frame length prefix and check it against ``limit`` before anything is allocated."""
+    if len(header) < FRAME_HEADER.size:
+        raise ProtocolError("frame header too short")
+    (length,) = FRAME_HEADER.unpack_from(header, 0)
+    if length > limit:
+        raise ProtocolError("frame of %d bytes exceeds the limit of %d bytes" % (length, limit))
+    if length == 0:
+        raise ProtocolError("empty frame")
+    return length
+
+
+__all__ = ["Message", "ProtocolError", "declare", "encode", "encode_parts", "decode", "declared_messages",
+           "frame_length", "FRAME_HEADER"]

@@ -1,0 +1,127 @@
+"""Connection handshake as two small sans-I/O state machines.
+
+Connector                                  Acceptor
+  Hello(magic, version, role, nonce_c)  ->
+                                        <-  Welcome(version, auth_required, nonce_a, proof_a)
+  Proof(proof_c)                        ->
+                                        <-  Accepted | Rejected(reason)
+
+With a shared key, ``proof_a = HMAC(key, "acceptor" + nonce_c + nonce_a)`` and
+``proof_c = HMAC(key, "connector" + nonce_a + nonce_c)``: each side proves it knows the
+key to the other, and neither proof can be replayed on another connection. A side with
+a key refuses a peer without one, so a key cannot be silently dropped. Until the acceptor
+has sent Accepted it decodes nothing but these frames, and they are size-capped.
+"""
+
+import hashlib
+import hmac
+import os
+from typing import Optional, Tuple
+
+from .codec import Message
+from .messages import (MAGIC, PROTOCOL_VERSION, ROLE_NAMES, Accepted, Hello, Proof, Rejected, Welcome)
+
+HANDSHAKE_FRAME_LIMIT = 4096
+NONCE_BYTES = 32
+
+
+class HandshakeError(Exception):
+    """The peer could not be authenticated or speaks another protocol; the reason is user-facing."""
+
+
+def _mac(key: bytes, label: bytes, *parts: bytes) -> bytes:
+    return hmac.new(key, label + b"".join(parts), hashlib.sha256).digest()
+
+
+def normalize_key(auth_key: Optional[object]) -> Optional[bytes]:
+    """Accept str or bytes; empty means no key."""
+    if auth_key is None or auth_key == b"" or auth_key == "":
+        return None
+    if isinstance(auth_key, str):
+        return auth_key.encode("utf-8")
+    if isinstance(auth_key, (bytes, bytearray)):
+        return bytes(auth_key)
+    raise TypeError("auth_key must be str or bytes, not %s" % type(auth_key).__name__)
+
+
+class ConnectorHandshake:
+    """The side that dialled. ``start()`` gives the first frame; feed each reply to ``receive``."""
+
+    def __init__(self, role: int, auth_key: Optional[bytes]) -> None:
+        self.role = role
+        self.key = auth_key
+        self.nonce = os.urandom(NONCE_BYTES)
+        self.peer_nonce = b""
+        self.done = False
+
+    def start(self) -> Message:
+        return Hello(MAGIC, PROTOCOL_VERSION, self.role, self.nonce)
+
+    def receive(self, msg: Message) -> Optional[Message]:
+        """Return the frame to send next (or None); set ``done`` when accepted; raise on failure."""
+        if isinstance(msg, Rejected):
+            raise HandshakeError("connection refused by the server: %s" % msg.reason)
+        if isinstance(msg, Welcome) and not self.peer_nonce:
+            if msg.version != PROTOCOL_VERSION:
+                raise HandshakeError("protocol version mismatch: server speaks %d, this side %d"
+                                     % (msg.version, PROTOCOL_VERSION))
+            if len(msg.nonce) != NONCE_BYTES:
+                raise HandshakeError("malformed handshake from server")
+            self.peer_nonce = msg.nonce
+            if msg.auth_required and self.key is None:
+                raise HandshakeError("the server requires an auth key and none is configured "
+                                     "(pass auth_key=..., --auth-key or set SCALER_AUTH_KEY)")
+            if not msg.auth_required and self.key is not None:
+                raise HandshakeError("an auth key is configured but the server does not use one; "
+                                     "refusing an unauthenticated server")
+            if self.key is None:
+                return Proof(b"")
+            expected = _mac(self.key, b"acceptor", self.nonce, msg.nonce)
+            if not hmac.compare_digest(expected, msg.proof):
+                raise HandshakeError("authentication failed: the server does not know the auth key")
+            return Proof(_mac(self.key, b"connector", msg.nonce, self.nonce))
+        if isinstance(msg, Accepted) and self.peer_nonce:
+            self.done = True
+            return None
+        raise HandshakeError("unexpected %s during handshake" % type(msg).__name__)
+
+
+class AcceptorHandshake:
+    """The listening side. Feed frames to ``receive``; it returns frames to send back."""
+
+    def __init__(self, auth_key: Optional[bytes], allowed_roles: Tuple[int, ...]) -> None:
+        self.key = auth_key
+        self.allowed_roles = allowed_roles
+        self.nonce = os.urandom(NONCE_BYTES)
+        self.peer_nonce = b""
+        self.role = 0
+        self.done = False
+
+    def receive(self, msg: Message) -> Tuple[Optional[Message], Optional[str]]:
+        """Return (reply, failure reason). On a failure the reply is a Rejected to send before closing."""
+        if isinstance(msg, Rejected):
+            return None, "the peer refused the handshake: %s" % msg.reason
+        if isinstance(msg, Hello) and not self.peer_nonce:
+            if msg.magic != MAGIC:
+                return None, "not a scaler peer (bad magic)"
+            if msg.version != PROTOCOL_VERSION:
+                reason = "protocol version mismatch: peer speaks %d, server %d" % (msg.version, PROTOCOL_VERSION)
+                return Rejected(reason), reason
+            if msg.role not in self.allowed_roles:
+                reason = "role %s is not served on this address" % ROLE_NAMES.get(msg.role, msg.role)
+                return Rejected(reason), reason
+            if len(msg.nonce) != NONCE_BYTES:
+                return Rejected("malformed handshake"), "malformed handshake"
+            self.peer_nonce = msg.nonce
+            self.role = msg.role
+            proof = _mac(self.key, b"acceptor", msg.nonce, self.nonce) if self.key is not None else b""
+            return Welcome(PROTOCOL_VERSION, self.key is not None, self.nonce, proof), None
+        if isinstance(msg, Proof) and self.peer_nonce and not self.done:
+            if self.key is not None:
+                expected = _mac(self.key, b"connector", self.nonce, self.peer_nonce)
+                if not hmac.compare_digest(expected, msg.proof):
+                    reason = "authentication failed: wrong auth key"
+                    return Rejected(reason), reason
+            self.done = True
+            return Accepted(), None
+        return Rejected("unexpected message during handshake"), "unexpected %s during handshake" % type(msg).__name__

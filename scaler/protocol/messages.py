@@ -1,0 +1,96 @@
+"""Every message of the scaler protocol, declared once.
+
+Payload fields (``payload``, ``call``) are opaque bytes to the scheduler and to the
+object storage server: only clients and workers (de)serialise them.
+"""
+
+from .codec import declare
+
+MAGIC = 0x53434C52  # b"SCLR"
+PROTOCOL_VERSION = 1
+
+# Roles a peer announces in its Hello.
+ROLE_CLIENT = 1
+ROLE_WORKER = 2
+ROLE_MANAGER = 3
+ROLE_MONITOR = 4
+ROLE_SCHEDULER = 5  # the scheduler talking to a separate object storage server
+ROLE_NAMES = {ROLE_CLIENT: "client", ROLE_WORKER: "worker", ROLE_MANAGER: "worker manager",
+              ROLE_MONITOR: "monitor", ROLE_SCHEDULER: "scheduler"}
+
+# TaskResult.status
+STATUS_OK = 0  # payload: the serialised result
+STATUS_OK_OBJECT = 1  # payload: object id of the serialised result in object storage
+STATUS_FAILED = 2  # payload: pickled exception (may be empty); detail: remote traceback text
+STATUS_CANCELLED = 3
+STATUS_WORKER_DIED = 4  # detail: why
+STATUS_PROCESSOR_DIED = 5  # detail: exit code / signal
+STATUS_MISSING_OBJECT = 6  # detail: which object
+STATUS_NOT_SERIALIZABLE = 7  # detail: "Type: message" of an exception that could not be pickled
+
+# TaskSubmit.flags / WorkerTask.flags
+FLAG_PROFILE = 1
+
+# Call.kinds: one byte per value.
+ARG_INLINE = 0  # value: one serialised argument
+ARG_OBJECT = 1  # value: id of a send_object payload (kept in the worker's cache)
+ARG_PACKED = 2  # value: the serialised (args, kwargs) pair of the whole call
+ARG_PACKED_TEMP = 3  # value: id of a serialised (args, kwargs) pair too large to travel inline
+ARG_TEMP = 4  # value: id of one argument too large to travel inline
+OBJECT_KINDS = (ARG_OBJECT, ARG_PACKED_TEMP, ARG_TEMP)  # kinds whose value is an object id
+TEMP_KINDS = (ARG_PACKED_TEMP, ARG_TEMP)  # used by one task only: not cached on the worker
+
+# --- handshake (the only frames accepted before authentication) ---
+Hello = declare(1, "Hello", [("magic", "u32"), ("version", "u16"), ("role", "u8"), ("nonce", "bytes")])
+Welcome = declare(2, "Welcome", [("version", "u16"), ("auth_required", "bool"), ("nonce", "bytes"),
+                                 ("proof", "bytes")])
+Proof = declare(3, "Proof", [("proof", "bytes")])
+Accepted = declare(4, "Accepted", [])
+Rejected = declare(5, "Rejected", [("reason", "str")])
+
+# --- client <-> scheduler ---
+ClientConnect = declare(10, "ClientConnect", [("client_id", "bytes")])
+ClientConnectReply = declare(11, "ClientConnectReply", [("object_storage_address", "str"), ("protected", "bool"),
+                                                        ("scheduler_version", "str")])
+Heartbeat = declare(12, "Heartbeat", [("sent_at", "f64")])
+HeartbeatEcho = declare(13, "HeartbeatEcho", [("sent_at", "f64")])
+TaskSubmit = declare(14, "TaskSubmit", [("task_id", "bytes"), ("flags", "u8"), ("func_id", "bytes"),
+                                        ("call", "bytes"), ("capabilities", "str")])
+TaskCancel = declare(15, "TaskCancel", [("task_id", "bytes")])
+TaskResult = declare(16, "TaskResult", [("task_id", "bytes"), ("status", "u8"), ("payload", "bytes"),
+                                        ("detail", "str")])
+ClientDisconnect = declare(17, "ClientDisconnect", [("shutdown", "bool")])
+ShutdownRefused = declare(18, "ShutdownRefused", [("reason", "str")])
+SchedulerShutdown = declare(19, "SchedulerShutdown", [("reason", "str")])
+
+# --- worker <-> scheduler ---
+WorkerConnect = declare(20, "WorkerConnect", [("worker_id", "bytes"), ("name", "str"), ("queue_size", "u32"),
+                                              ("capabilities", "str"), ("pid", "u32"), ("manager_id", "str")])
+WorkerConnectReply = declare(21, "WorkerConnectReply", [("object_storage_address", "str")])
+WorkerHeartbeat = declare(22, "WorkerHeartbeat", [("sent_at", "f64"), ("queued", "u32"), ("rss", "u64"),
+                                                  ("cpu", "f64")])
+WorkerTask = declare(23, "WorkerTask", [("task_id", "bytes"), ("client_id", "bytes"), ("flags", "u8"),
+                                        ("func_id", "bytes"), ("call", "bytes")])
+WorkerTaskCancel = declare(24, "WorkerTaskCancel", [("task_id", "bytes")])
+WorkerDisconnect = declare(25, "WorkerDisconnect", [("reason", "str")])
+
+# --- anyone <-> object storage ---
+ObjectPut = declare(30, "ObjectPut", [("object_id", "bytes"), ("owner_id", "bytes"), ("payload", "bytes")])
+ObjectPutReply = declare(31, "ObjectPutReply", [("object_id", "bytes"), ("error", "str")])
+ObjectGet = declare(32, "ObjectGet", [("object_id", "bytes")])
+ObjectGetReply = declare(33, "ObjectGetReply", [("object_id", "bytes"), ("found", "bool"), ("payload", "bytes")])
+ObjectDelete = declare(34, "ObjectDelete", [("object_ids", "bytes_list")])
+# Also sent by the scheduler to workers when a client leaves: drop what you cached for it.
+ObjectDeleteOwner = declare(35, "ObjectDeleteOwner", [("owner_id", "bytes")])
+
+# --- worker agent <-> its processor (a socketpair, same framing) ---
+ProcessorReady = declare(40, "ProcessorReady", [("pid", "u32"), ("error", "str")])
+ProcessorObject = declare(41, "ProcessorObject", [("object_id", "bytes"), ("payload", "bytes")])
+ProcessorDropObjects = declare(42, "ProcessorDropObjects", [("object_ids", "bytes_list")])
+ProcessorTask = declare(43, "ProcessorTask", [("task_id", "bytes"), ("flags", "u8"), ("func_id", "bytes"),
+                                              ("call", "bytes")])
+
+# --- not a frame: the argument list of a task, built by clients, read by processors ---
+# serializer_id: object id of the client's cloudpickled Serializer, empty for the default.
+Call = declare(60, "Call", [("serializer_id", "bytes"), ("kinds", "bytes"), ("names", "bytes_list"),
+                            ("values", "bytes_list")])

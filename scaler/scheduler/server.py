@@ -1,0 +1,276 @@
+"""The scheduler process: routes frames between peers and :class:`SchedulerState`.
+
+By default the object storage server runs inside this process on its own port (address
+port + 1): a put or get then costs no extra process wake-up, and the scheduler frees a
+departed client's objects with a function call instead of a message.
+"""
+
+import logging
+import socket
+import time
+from typing import Dict, List, Optional
+
+from .. import __version__
+from ..config.components import SchedulerConfig
+from ..io.address import Address, connectable_host, listen, parse_address
+from ..io.connection import Connection, Handler, Listener
+from ..io.loop import EventLoop
+from ..object_storage.server import ObjectStorageServer
+from ..object_storage.store import ObjectStore
+from ..protocol.codec import Message
+from ..protocol.handshake import normalize_key
+from ..protocol.messages import (ROLE_CLIENT, ROLE_SCHEDULER, ROLE_WORKER, ClientConnect, ClientConnectReply,
+                                 ClientDisconnect, Heartbeat, HeartbeatEcho, ObjectDelete, ObjectDeleteOwner,
+                                 ShutdownRefused, TaskCancel, TaskResult, TaskSubmit, WorkerConnect,
+                                 WorkerConnectReply, WorkerDisconnect, WorkerHeartbeat)
+from .state import SchedulerState, WorkerInfo
+
+logger = logging.getLogger(__name__)
+
+TIMEOUT_CHECK_SECONDS = 1.0
+
+
+class _ClientPeer:
+    __slots__ = ("peer_id",)
+
+    def __init__(self, peer_id: bytes) -> None:
+        self.peer_id = peer_id
+
+
+class _WorkerPeer(_ClientPeer):
+    __slots__ = ()
+
+
+class SchedulerServer(Handler):
+    def __init__(self, loop: EventLoop, config: SchedulerConfig, sock: socket.socket,
+                 storage_sock: Optional[socket.socket] = None) -> None:
+        self.loop = loop
+        self.config = config
+        self.address = parse_address(config.address)
+        key = normalize_key(config.auth_key)
+        self.peers: Dict[bytes, Connection] = {}
+        self.store: Optional[ObjectStore] = None
+        self.storage_server: Optional[ObjectStorageServer] = None
+        self._storage_link: Optional[Connection] = None
+        if config.object_storage_address is None or storage_sock is not None:
+            storage_address = (parse_address(config.object_storage_address) if config.object_storage_address
+                               else self.address.with_port_offset(1))
+            if storage_sock is None:
+                storage_sock = listen(storage_address)
+            self.store = ObjectStore(config.object_storage_max_bytes)
+            self.storage_server = ObjectStorageServer(loop, storage_sock, str(storage_address), key, self.store)
+        else:
+            storage_address = parse_address(config.object_storage_address)
+        self.storage_address = storage_address
+        self._key = key
+        self.state = SchedulerState(self._send, self._free_owner, self._free_objects,
+                                    max_task_retries=config.max_task_retries,
+                                    client_timeout_seconds=config.client_timeout_seconds,
+                                    worker_timeout_seconds=config.worker_timeout_seconds)
+        self.listener = Listener(loop, sock, self, address=config.address, auth_key=key,
+                                 allowed_roles=(ROLE_CLIENT, ROLE_WORKER))
+        self._dispatch_scheduled = False
+        self.stopping = False
+        loop.call_every(TIMEOUT_CHECK_SECONDS, self._check_timeouts)
+        if self.store is None:
+            self._link_storage()
+        logger.info("scheduler %s listening on %s, object storage %s%s", __version__, config.address,
+                    storage_address, " (in-process)" if self.store is not None else "")
+
+    # --- object storage side effects ---
+    def _free_owner(self, owner_id: bytes) -> None:
+        if self.store is not None:
+            self.store.delete_owner(owner_id)
+        elif self._storage_link is not None and self._storage_link.opened:
+            self._storage_link.send(ObjectDeleteOwner(owner_id))
+
+    def _free_objects(self, object_ids: List[bytes]) -> None:
+        if self.store is not None:
+            self.store.delete(object_ids)
+        elif self._storage_link is not None and self._storage_link.opened:
+            self._storage_link.send(ObjectDelete(object_ids))
+
+    def _link_storage(self) -> None:
+        if self.stopping:
+            return
+        try:
+            self._storage_link = Connection.dial(self.loop, connectable_host(self.storage_address),
+                                                 _StorageLink(self), ROLE_SCHEDULER, self._key)
+        except OSError as exc:
+            logger.warning("cannot reach object storage at %s: %s", self.storage_address, exc)
+            self.loop.call_later(1.0, self._link_storage)
+
+    # --- routing ---
+    def _send(self, peer_id: bytes, msg: Message) -> None:
+        conn = self.peers.get(peer_id)
+        if conn is not None:
+            conn.send(msg)
+
+    def _schedule_dispatch(self) -> None:
+        if not self._dispatch_scheduled:
+            self._dispatch_scheduled = True
+            self.loop.call_soon(self._dispatch)
+
+    def _dispatch(self) -> None:
+        self._dispatch_scheduled = False
+        self.state.dispatch()
+
+    def message_received(self, conn: Connection, msg: Message) -> None:
+        peer = conn.data
+        kind = type(msg)
+        now = time.monotonic()
+        if type(peer) is _ClientPeer:
+            client_id = peer.peer_id
+            self.state.client_seen(client_id, now)
+            if kind is TaskSubmit:
+                self.state.task_submitted(client_id, msg.task_id, msg.flags, msg.func_id, msg.call, msg.capabilities)
+                self._schedule_dispatch()
+            elif kind is Heartbeat:
+                conn.send(HeartbeatEcho(msg.sent_at))
+            elif kind is TaskCancel:
+                self.state.task_cancel_requested(client_id, msg.task_id)
+            elif kind is ClientDisconnect:
+                if msg.shutdown:
+                    self._shutdown_requested(conn)
+                else:
+                    conn.close("client disconnected")
+            else:
+                conn.close("unexpected %s from a client" % kind.__name__)
+        elif type(peer) is _WorkerPeer:
+            worker_id = peer.peer_id
+            if kind is TaskResult:
+                self.state.task_result(worker_id, msg)
+                self._schedule_dispatch()
+            elif kind is WorkerHeartbeat:
+                worker = self.state.workers.get(worker_id)
+                if worker is not None:
+                    worker.last_seen = now
+                    worker.queued_reported = msg.queued
+                    worker.rss = msg.rss
+                    worker.cpu = msg.cpu
+                conn.send(HeartbeatEcho(msg.sent_at))
+            elif kind is WorkerDisconnect:
+                conn.close("worker left: %s" % (msg.reason or "shutting down"))
+            else:
+                conn.close("unexpected %s from a worker" % kind.__name__)
+        else:
+            self._register(conn, msg, now)
+
+    def _register(self, conn: Connection, msg: Message, now: float) -> None:
+        kind = type(msg)
+        if conn.peer_role == ROLE_CLIENT and kind is ClientConnect:
+            if len(msg.client_id) == 0 or msg.client_id in self.peers:
+                conn.close("duplicate or empty client id")
+                return
+            conn.data = _ClientPeer(msg.client_id)
+            self.peers[msg.client_id] = conn
+            self.state.client_connected(msg.client_id, now)
+            conn.send(ClientConnectReply(str(self.storage_address), self.config.protected, __version__))
+            logger.debug("client %s connected from %s", msg.client_id.hex()[:12], conn.peer)
+        elif conn.peer_role == ROLE_WORKER and kind is WorkerConnect:
+            if len(msg.worker_id) == 0 or msg.worker_id in self.peers:
+                conn.close("duplicate or empty worker id")
+                return
+            conn.data = _WorkerPeer(msg.worker_id)
+            self.peers[msg.worker_id] = conn
+            queue_size = min(msg.queue_size, self.config.per_worker_queue_size)
+            self.state.worker_connected(WorkerInfo(msg.worker_id, msg.name, queue_size, msg.capabilities,
+                                                   msg.pid, msg.manager_id, now))
+            conn.send(WorkerConnectReply(str(self.storage_address)))
+            logger.debug("worker %s (pid %d) connected from %s", msg.name, msg.pid, conn.peer)
+            self._schedule_dispatch()
+        else:
+            conn.close("expected a connect message, got %s" % kind.__name__)
+
+    def connection_closed(self, conn: Connection, reason: str) -> None:
+        peer = conn.data
+        if peer is None:
+            return
+        self.peers.pop(peer.peer_id, None)
+        if type(peer) is _ClientPeer:
+            self.state.client_disconnected(peer.peer_id, reason)
+        else:
+            worker = self.state.workers.get(peer.peer_id)
+            if worker is not None and not self.stopping:
+                logger.debug("worker %s disconnected: %s", worker.name, reason)
+            self.state.worker_disconnected(peer.peer_id, reason)
+            self._schedule_dispatch()
+
+    def _check_timeouts(self) -> None:
+        for peer_id in list(self.state.expired_peers(time.monotonic())):
+            conn = self.peers.get(peer_id)
+            if conn is not None:
+                conn.close("no heartbeat for too long")
+
+    def _shutdown_requested(self, conn: Connection) -> None:
+        if self.config.protected:
+            conn.send(ShutdownRefused("Scheduler is in protected mode. Can't shutdown"))
+            return
+        logger.info("shutdown requested by a client")
+        self.stop("shutdown requested by a client")
+
+    def stop(self, reason: str) -> None:
+        """Tell every peer, flush, then stop the loop."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self.state.shutdown_everyone(reason)
+        for conn in list(self.peers.values()):
+            conn.close_after_flush()
+        self.loop.call_later(0.05, self.loop.stop)
+
+    def close(self) -> None:
+        self.listener.close()
+        if self.storage_server is not None:
+            self.storage_server.close()
+
+
+class _StorageLink(Handler):
+    """The scheduler's own connection to a separate object storage server (for deletions)."""
+
+    def __init__(self, server: SchedulerServer) -> None:
+        self.server = server
+
+    def message_received(self, conn: Connection, msg: Message) -> None:
+        pass
+
+    def connection_closed(self, conn: Connection, reason: str) -> None:
+        if not self.server.stopping:
+            logger.warning("lost object storage link (%s); retrying", reason)
+            self.server.loop.call_later(1.0, self.server._link_storage)
+
+
+def run_scheduler(config: SchedulerConfig, sock: Optional[socket.socket] = None,
+                  storage_sock: Optional[socket.socket] = None, lifeline_fd: Optional[int] = None) -> None:
+    """Run a scheduler until SIGINT/SIGTERM, a client's shutdown, or the parent's death."""
+    from ..utility.process import exit_soon_after, on_stop_signals, watch_lifeline
+
+    loop = EventLoop()
+    if sock is None:
+        sock = listen(parse_address(config.address))
+    server = SchedulerServer(loop, config, sock, storage_sock)
+
+    def stop_from_signal(_signum: int) -> None:
+        loop.call_soon_threadsafe(lambda: server.stop("scheduler stopped by signal"))
+
+    on_stop_signals(stop_from_signal)
+    watch_lifeline(lifeline_fd, lambda: (exit_soon_after(5.0),
+                                         loop.call_soon_threadsafe(lambda: server.stop("parent exited"))))
+    try:
+        loop.run()
+    finally:
+        server.close()
+        loop.close()
+        if server.address.scheme == "ipc":
+            _unlink_quietly(server.address)
+        if server.store is not None and server.storage_address.scheme == "ipc":
+            _unlink_quietly(server.storage_address)
+        logger.debug("scheduler stopped")
+
+
+def _unlink_quietly(address: Address) -> None:
+    import os
+    try:
+        os.unlink(address.path)
+    except OSError:
+        pass

@@ -1,0 +1,57 @@
+"""Exceptions raised to users. Names and module path match upstream Scaler for drop-in use."""
+
+
+class TaskNotFoundError(Exception):
+    pass
+
+
+class WorkerDiedError(Exception):
+    """The worker running the task died, and the task could not be run elsewhere."""
+
+
+class NoWorkerError(Exception):
+    pass
+
+
+class DisconnectedError(Exception):
+    """The connection to the scheduler was lost."""
+
+
+class ProcessorDiedError(Exception):
+    """The processor running the task died (killed, segfault, ``os._exit``...)."""
+
+
+class TaskExceptionNotSerializableError(Exception):
+    """The task raised an exception that could not be pickled; the message keeps its type and text."""
+
+
+class DeserializeObjectError(Exception):
+    pass
+
+
+class MissingObjects(Exception):
+    """An ObjectReference (or a function/argument) is not in object storage any more."""
+
+
+class ClientCancelledException(Exception):
+    pass
+
+
+class ClientShutdownException(Exception):
+    """The cluster was shut down while this client was using it."""
+
+
+class ClientQuitException(Exception):
+    """The client was used after it disconnected."""
+
+
+class ObjectStorageException(Exception):
+    """Object storage refused or lost an object (for example: it is full)."""
+
+
+class CapnpDeserializationError(Exception):
+    """Kept for import compatibility: malformed messages raise ProtocolError here."""
+
+
+class AuthenticationError(ConnectionError):
+    """The peer could not be authenticated (wrong or missing auth key, or protocol mismatch)."""

@@ -1,0 +1,176 @@
+"""Starting, watching and reaping the framework's own processes.
+
+Children are started as ``python -m <this package>.<module>`` with the module path derived
+from ``__name__``, so a copy vendored as ``theirpkg._vendor.scaler`` starts its own
+modules. Each child gets the read end of a *lifeline* pipe whose write end only the parent
+holds: when the parent dies for any reason the pipe reads EOF and the child stops, so no
+process outlives the one that started it.
+"""
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from typing import Callable, Dict, List, Optional, Sequence
+
+PACKAGE = __name__.rsplit(".", 2)[0]  # "scaler", or "theirpkg._vendor.scaler"
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT_DIR = PACKAGE_DIR
+for _ in PACKAGE.split("."):
+    ROOT_DIR = os.path.dirname(ROOT_DIR)
+
+AUTH_KEY_ENV = "SCALER_AUTH_KEY"
+logger = logging.getLogger(__name__)
+
+
+def module_path(submodule: str) -> str:
+    return "%s.%s" % (PACKAGE, submodule)
+
+
+def child_environment(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """The parent's environment with a PYTHONPATH that finds this package and the parent's modules."""
+    env = dict(os.environ)
+    paths = [ROOT_DIR]
+    for entry in sys.path:
+        entry = entry or os.getcwd()
+        if entry not in paths and os.path.isdir(entry):
+            paths.append(entry)
+    if env.get("PYTHONPATH"):
+        paths.extend(p for p in env["PYTHONPATH"].split(os.pathsep) if p not in paths)
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    if extra:
+        env.update(extra)
+    return env
+
+
+class Child:
+    """A started child process and the write end of its lifeline."""
+
+    def __init__(self, name: str, popen: "subprocess.Popen[bytes]", lifeline_fd: int) -> None:
+        self.name = name
+        self.popen = popen
+        self.lifeline_fd = lifeline_fd
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def poll(self) -> Optional[int]:
+        return self.popen.poll()
+
+    def is_alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def send_signal(self, signum: int) -> None:
+        if self.popen.poll() is None:
+            try:
+                os.kill(self.popen.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, grace_seconds: float = 5.0, signum: int = signal.SIGTERM) -> Optional[int]:
+        """Ask the child to stop, kill it after the grace period, reap it. Idempotent."""
+        self.send_signal(signum)
+        try:
+            code = self.popen.wait(grace_seconds)
+        except subprocess.TimeoutExpired:
+            logger.warning("%s (pid %d) did not stop within %.0fs: killing it", self.name, self.pid, grace_seconds)
+            self.popen.kill()
+            code = self.popen.wait()
+        self.close_lifeline()
+        return code
+
+    def close_lifeline(self) -> None:
+        if self.lifeline_fd >= 0:
+            try:
+                os.close(self.lifeline_fd)
+            except OSError:
+                pass
+            self.lifeline_fd = -1
+
+
+def spawn(name: str, submodule: str, args: Sequence[str], env: Optional[Dict[str, str]] = None,
+          pass_fds: Sequence[int] = (), stdin: Optional[int] = subprocess.DEVNULL) -> Child:
+    """Start ``python -m <package>.<submodule> --lifeline-fd N args...``."""
+    read_end, write_end = os.pipe()
+    try:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", module_path(submodule), "--lifeline-fd", str(read_end), *args],
+            env=env if env is not None else child_environment(), pass_fds=(read_end, *pass_fds), stdin=stdin)
+    except BaseException:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
+    return Child(name, popen, write_end)
+
+
+def watch_lifeline(fd: Optional[int], on_parent_death: Callable[[], None]) -> None:
+    """Call ``on_parent_death`` (from a daemon thread) when the parent's end of the lifeline closes."""
+    if fd is None or fd < 0:
+        return
+
+    def wait() -> None:
+        try:
+            while os.read(fd, 1):
+                pass
+        except OSError:
+            pass
+        on_parent_death()
+
+    threading.Thread(target=wait, name="lifeline", daemon=True).start()
+
+
+def exit_soon_after(seconds: float, code: int = 1) -> None:
+    """Hard exit if a graceful stop takes too long (runs on a daemon timer)."""
+    timer = threading.Timer(seconds, lambda: os._exit(code))
+    timer.daemon = True
+    timer.start()
+
+
+def on_stop_signals(callback: Callable[[int], None]) -> None:
+    """SIGINT and SIGTERM call ``callback(signum)`` (main thread only)."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda s, _frame: callback(s))
+
+
+def stop_all(children: List[Child], grace_seconds: float = 5.0) -> None:
+    """Stop children in reverse start order, in parallel within each call: signal all, then reap."""
+    for child in reversed(children):
+        child.send_signal(signal.SIGTERM)
+    for child in reversed(children):
+        child.stop(grace_seconds)
+
+
+def setup_logging(level: str = "INFO", paths: Sequence[str] = ("/dev/stdout",),
+                  config_file: Optional[str] = None, name: str = "") -> None:
+    """Configure the root logger as upstream does: level, sinks, or a logging.config file."""
+    if config_file:
+        import logging.config as logging_config
+        if config_file.endswith(".json"):
+            import json
+            with open(config_file) as f:
+                logging_config.dictConfig(json.load(f))
+        else:
+            logging_config.fileConfig(config_file, disable_existing_loggers=False)
+        return
+    fmt = logging.Formatter("[%(levelname)s]%(asctime)s: " + (name + ": " if name else "") + "%(message)s")
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for path in paths:
+        if path in ("/dev/stdout", "-"):
+            handler: logging.Handler = logging.StreamHandler(sys.stdout)
+        elif path == "/dev/stderr":
+            handler = logging.StreamHandler(sys.stderr)
+        else:
+            handler = logging.FileHandler(path)
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+    root.setLevel(getattr(logging, str(level).upper(), logging.INFO))
+
+
+def auth_key_from_env() -> Optional[str]:
+    return os.environ.get(AUTH_KEY_ENV) or None

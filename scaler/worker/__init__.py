@@ -1,0 +1,1 @@
+"""A worker: an agent process (scheduler link, queue, objects) and a processor subprocess."""

@@ -1,0 +1,231 @@
+"""The processor: a child of the worker agent that runs user code, one task at a time.
+
+It talks to its agent over a socketpair with blocking reads (it has nothing else to do
+between tasks) and keeps the deserialised functions and objects it was sent, so a
+function crosses the network once per worker, not once per task. It dies with its agent
+(lifeline), and the agent replaces it when it dies.
+"""
+
+import argparse
+import ast
+import gc
+import importlib
+import logging
+import os
+import pickle
+import signal
+import socket
+import sys
+import time
+import traceback
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..client.serializer import DefaultSerializer
+from ..io.connection import BlockingChannel
+from ..protocol.codec import decode
+from ..protocol.messages import (ARG_INLINE, ARG_OBJECT, ARG_PACKED, ARG_PACKED_TEMP, STATUS_FAILED, STATUS_MISSING_OBJECT, STATUS_NOT_SERIALIZABLE,
+                                 STATUS_OK, Call, ProcessorDropObjects, ProcessorObject, ProcessorReady,
+                                 ProcessorTask, TaskResult)
+from ..utility.process import watch_lifeline
+
+logger = logging.getLogger(__name__)
+SCHEDULER_ADDRESS_ENV = "SCALER_SCHEDULER_ADDRESS"
+
+
+class PreloadError(Exception):
+    pass
+
+
+def parse_preload(spec: str) -> Tuple[str, Optional[str], tuple, dict]:
+    """``pkg.mod:fn(1, 'a', debug=False)`` → (module, function, args, kwargs); literals only."""
+    spec = spec.strip()
+    if spec.endswith(".py") or os.sep in spec:
+        raise PreloadError("preload %r looks like a file path; use a module path such as "
+                           "'mypackage.init:setup'" % spec)
+    module, _, call = spec.partition(":")
+    if not module or not all(part.isidentifier() for part in module.split(".")):
+        raise PreloadError("preload %r: %r is not a module path" % (spec, module))
+    if not call:
+        return module, None, (), {}
+    try:
+        node = ast.parse(call, mode="eval").body
+    except SyntaxError as exc:
+        raise PreloadError("preload %r: cannot parse %r: %s" % (spec, call, exc.msg)) from None
+    if isinstance(node, ast.Name):
+        return module, node.id, (), {}
+    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
+        raise PreloadError("preload %r: expected module:function or module:function(literals)" % spec)
+    try:
+        args = tuple(ast.literal_eval(arg) for arg in node.args)
+        kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords if kw.arg}
+    except ValueError:
+        raise PreloadError("preload %r: arguments must be literals (numbers, strings, lists, dicts...)"
+                           % spec) from None
+    if len(kwargs) != len(node.keywords):
+        raise PreloadError("preload %r: **kwargs is not supported" % spec)
+    return module, node.func.id, args, kwargs
+
+
+def run_preload(spec: str) -> None:
+    module_name, function, args, kwargs = parse_preload(spec)
+    logger.info("preloading: %s with args %r and kwargs %r", spec, args, kwargs)
+    module = importlib.import_module(module_name)
+    if function is not None:
+        target = getattr(module, function, None)
+        if not callable(target):
+            raise PreloadError("preload %r: %s has no callable %r" % (spec, module_name, function))
+        target(*args, **kwargs)
+
+
+class Processor:
+    def __init__(self, channel: BlockingChannel, gc_interval: float, trim_threshold: int) -> None:
+        self.channel = channel
+        self.raw: Dict[bytes, Any] = {}  # object id -> payload bytes, until first use
+        self.loaded: Dict[bytes, Any] = {}  # object id -> deserialised object
+        self.gc_interval = gc_interval
+        self.trim_threshold = trim_threshold
+        self.last_gc = time.monotonic()
+        self.default_serializer = DefaultSerializer()
+
+    def serve(self) -> None:
+        recv = self.channel.recv
+        while True:
+            try:
+                msg = recv()
+            except (EOFError, OSError):
+                return
+            kind = type(msg)
+            if kind is ProcessorTask:
+                self.channel.send(self.run(msg))
+                self._housekeeping()
+            elif kind is ProcessorObject:
+                self.raw[msg.object_id] = msg.payload
+                self.loaded.pop(msg.object_id, None)
+            elif kind is ProcessorDropObjects:
+                for object_id in msg.object_ids:
+                    self.raw.pop(object_id, None)
+                    self.loaded.pop(object_id, None)
+
+    def _object(self, object_id: bytes, serializer: Any, keep: bool = True) -> Any:
+        try:
+            return self.loaded[object_id]
+        except KeyError:
+            pass
+        payload = self.raw.pop(object_id)  # KeyError: the agent did not send it
+        value = serializer.deserialize(payload)
+        if keep:
+            self.loaded[object_id] = value
+        return value
+
+    def run(self, msg: Any) -> Any:
+        task_id = msg.task_id
+        try:
+            call = decode(msg.call)
+            if call.serializer_id:
+                serializer = self._object(call.serializer_id, self.default_serializer)
+            else:
+                serializer = self.default_serializer
+            fn = self._object(msg.func_id, serializer)
+            args: List[Any] = []
+            kwargs: Dict[str, Any] = {}
+            for kind, name, value in zip(call.kinds, call.names, call.values):
+                if kind == ARG_PACKED or kind == ARG_PACKED_TEMP:
+                    packed = (serializer.deserialize(value) if kind == ARG_PACKED
+                              else self._object(bytes(value), serializer, keep=False))
+                    args.extend(packed[0])
+                    kwargs.update(packed[1])
+                    continue
+                if kind == ARG_INLINE:
+                    arg = serializer.deserialize(value)
+                else:
+                    arg = self._object(bytes(value), serializer, keep=kind == ARG_OBJECT)
+                if name:
+                    kwargs[name.decode("utf-8")] = arg
+                else:
+                    args.append(arg)
+        except KeyError as exc:
+            return TaskResult(task_id, STATUS_MISSING_OBJECT, b"", "object %r was not available on the worker"
+                              % (exc.args[0].hex() if exc.args and isinstance(exc.args[0], bytes) else exc))
+        except BaseException as exc:  # noqa: B902 - a broken argument fails only its task
+            return self._failure(task_id, exc)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: B902 - SystemExit in a task fails the task, not the worker
+            del args, kwargs
+            return self._failure(task_id, exc)
+        del args, kwargs
+        try:
+            payload = serializer.serialize(result)
+        except BaseException as exc:  # noqa: B902
+            return self._failure(task_id, exc)
+        return TaskResult(task_id, STATUS_OK, payload, "")
+
+    @staticmethod
+    def _failure(task_id: bytes, exc: BaseException) -> Any:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        try:
+            import cloudpickle
+            payload = cloudpickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.loads(payload)  # an exception that pickles but cannot be rebuilt is still unusable
+        except Exception:
+            return TaskResult(task_id, STATUS_NOT_SERIALIZABLE, b"", "%s: %s\n%s" % (type(exc).__name__, exc, text))
+        return TaskResult(task_id, STATUS_FAILED, payload, text)
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if self.gc_interval > 0 and now - self.last_gc >= self.gc_interval:
+            self.last_gc = now
+            gc.collect()
+            if self.trim_threshold >= 0 and _rss_bytes() >= self.trim_threshold:
+                _malloc_trim()
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _malloc_trim() -> None:
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except Exception:
+        pass
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="scaler processor (started by a worker agent)")
+    parser.add_argument("--lifeline-fd", type=int, default=-1)
+    parser.add_argument("--channel-fd", type=int, required=True)
+    parser.add_argument("--preload", default=None)
+    parser.add_argument("--gc-interval", type=float, default=30.0)
+    parser.add_argument("--trim-threshold", type=int, default=1 << 30)
+    parser.add_argument("--logging-level", default="INFO")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the agent decides when we stop
+    watch_lifeline(args.lifeline_fd, lambda: os._exit(1))
+    logging.basicConfig(level=getattr(logging, args.logging_level.upper(), logging.INFO), stream=sys.stderr,
+                        format="[%(levelname)s]%(asctime)s: processor[" + str(os.getpid()) + "]: %(message)s")
+    channel = BlockingChannel(socket.socket(fileno=args.channel_fd))
+    if args.preload:
+        try:
+            run_preload(args.preload)
+        except BaseException as exc:  # noqa: B902
+            text = "preload %r failed:\n%s" % (args.preload, "".join(
+                traceback.format_exception(type(exc), exc, exc.__traceback__)))
+            logger.error("%s", text)
+            try:
+                channel.send(ProcessorReady(os.getpid(), text))
+            except OSError:
+                pass
+            return 3
+    channel.send(ProcessorReady(os.getpid(), ""))
+    Processor(channel, args.gc_interval, args.trim_threshold).serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
