@@ -33,6 +33,8 @@ class SchedulerConfig(LoggingSettings):
     max_task_retries: int = 3
     per_worker_queue_size: int = 1000
     object_storage_max_bytes: int = 0
+    policy_content: str = "allocate=even_load; scaling=no"
+    adapter_webhook_urls: Tuple[str, ...] = ()
     auth_key: Optional[str] = None
 
 
@@ -73,4 +75,20 @@ class ClusterConfig(WorkerSettings, LoggingSettings):
     scheduler_address: str = ""
     num_of_workers: int = dataclasses.field(default_factory=default_worker_count)
     worker_names: Tuple[str, ...] = ()
+    auth_key: Optional[str] = None
+
+
+@dataclasses.dataclass
+class WorkerManagerConfig(WorkerSettings, LoggingSettings):
+    """``scaler_worker_manager baremetal_native`` and the two native worker adapters."""
+
+    scheduler_address: str = ""
+    worker_manager_id: str = ""  # empty: "NAT|<hostname>" (dynamic) or "FIX|<hostname>" (fixed)
+    worker_scheduler_address: Optional[str] = None  # what spawned workers dial; default scheduler_address
+    mode: str = "dynamic"  # or "fixed"
+    max_task_concurrency: int = dataclasses.field(default_factory=default_worker_count)  # -1: no limit (dynamic)
+    worker_type: str = ""  # prefix of worker names; default NAT (dynamic) / FIX (fixed)
+    adapter_web_host: Optional[str] = None  # with adapter_web_port: serve the webhook HTTP API
+    adapter_web_port: Optional[int] = None
+    restart_workers: bool = False  # fixed mode: restart dead workers (with back-off)
     auth_key: Optional[str] = None
