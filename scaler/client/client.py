@@ -4,6 +4,8 @@ import hashlib
 import itertools
 import logging
 import os
+import pickle
+import struct
 import uuid
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
@@ -11,8 +13,8 @@ import cloudpickle
 
 from ..protocol.codec import encode
 from ..protocol.handshake import normalize_key
-from ..protocol.messages import (ARG_INLINE, ARG_OBJECT, ARG_PACKED, ARG_PACKED_TEMP, ARG_TEMP, FLAG_PROFILE, Call,
-                                 TaskSubmit)
+from ..protocol.messages import (ARG_INLINE, ARG_OBJECT, ARG_PACKED, ARG_PACKED_TEMP, ARG_TEMP, FLAG_NEEDS_OBJECTS,
+                                 FLAG_PROFILE, Call, TaskSubmit)
 from ..utility.exceptions import ClientQuitException, MissingObjects
 from ..utility.process import AUTH_KEY_ENV
 from .agent import ClientAgent, Waiter
@@ -58,6 +60,8 @@ class Client:
         self._uploaded: set = set()  # object ids this client has stored (functions, send_object)
         self._serializer_id = b""
         self._task_ids = itertools.count()
+        self._task_prefix = os.urandom(8)  # task id = prefix + counter: unique without a syscall each
+        self._flags = FLAG_PROFILE if profiling else 0
         self._stopped = False
         self._agent = ClientAgent(address, self._identity, normalize_key(self._auth_key), timeout_seconds,
                                   heartbeat_interval_seconds, object_storage_address)
@@ -66,6 +70,7 @@ class Client:
         if not self._packed:  # a custom serializer travels to the workers once
             self._serializer_id = self._object_id(_SERIALIZER_TAG)
             self._put(self._serializer_id, cloudpickle.dumps(self._serializer))
+            self._flags |= FLAG_NEEDS_OBJECTS
 
     # --- identity ---
     @property
@@ -231,8 +236,9 @@ class Client:
         temp: List[bytes] = []
         has_refs = any(type(a) is ObjectReference for a in args) or any(
             type(a) is ObjectReference for a in kwargs.values())
+        flags = self._flags
         if self._packed and not has_refs:
-            blob = serialize((args, kwargs))
+            blob = _fast_dumps((args, kwargs)) if _all_plain(args, kwargs) else serialize((args, kwargs))
             if len(blob) <= INLINE_LIMIT:
                 kinds, names, values = bytes((ARG_PACKED,)), [b""], [blob]
             else:
@@ -240,6 +246,7 @@ class Client:
                 puts.append((object_id, blob))
                 temp.append(object_id)
                 kinds, names, values = bytes((ARG_PACKED_TEMP,)), [b""], [object_id]
+                flags |= FLAG_NEEDS_OBJECTS
         else:
             kind_list, names, values = [], [], []
             for name, arg in itertools.chain(((None, a) for a in args), kwargs.items()):
@@ -261,12 +268,14 @@ class Client:
                     kind_list.append(ARG_TEMP)
                     values.append(object_id)
             kinds = bytes(kind_list)
+            if has_refs or temp:
+                flags |= FLAG_NEEDS_OBJECTS
         call = encode(Call(self._serializer_id, kinds, names, values))[8:]
-        task_id = uuid.uuid4().bytes
+        task_id = self._task_prefix + _COUNTER.pack(next(self._task_ids))
         future = ScalerFuture(task_id, self._cancel_task)
-        future._temp_objects = tuple(temp)
-        batch.append((future, TaskSubmit(task_id, FLAG_PROFILE if self._profiling else 0, func_id, call,
-                                         capabilities)))
+        if temp:
+            future._temp_objects = tuple(temp)
+        batch.append((future, TaskSubmit(task_id, flags, func_id, call, capabilities)))
         return future
 
     def _send(self, batch: List[Any], puts: List[Tuple[bytes, Any]]) -> None:
@@ -283,6 +292,26 @@ class Client:
     def _cancel_task(self, task_id: bytes) -> None:
         if not self._stopped and self._agent.failure is None:
             self._agent.call(lambda: self._agent.cancel(task_id))
+
+
+_COUNTER = struct.Struct("<Q")
+_PLAIN_TYPES = frozenset((int, float, str, bytes, bool, type(None), complex))
+
+
+def _all_plain(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> bool:
+    """Only builtin scalars: plain pickle gives the same bytes as cloudpickle, faster."""
+    plain = _PLAIN_TYPES
+    for arg in args:
+        if type(arg) not in plain:
+            return False
+    for arg in kwargs.values():
+        if type(arg) not in plain:
+            return False
+    return True
+
+
+def _fast_dumps(value: Any) -> bytes:
+    return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
 
 
 def _results(futures: List[ScalerFuture]) -> List[Any]:

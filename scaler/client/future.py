@@ -5,7 +5,6 @@ callback, or ``asyncio.wrap_future``) deserialises them in the caller's thread. 
 ``wait``, ``as_completed`` and asyncio work unchanged, and the I/O thread stays free.
 """
 
-import threading
 from concurrent.futures import Future
 from typing import Any, Callable, Optional
 
@@ -21,7 +20,6 @@ class ScalerFuture(Future):
         self._canceller = canceller
         self._payload: Any = None
         self._deserialize: Optional[Callable[[Any], Any]] = None
-        self._decode_lock = threading.Lock()
         self._temp_objects: tuple = ()
 
     @property
@@ -40,7 +38,7 @@ class ScalerFuture(Future):
         return value
 
     def _decode(self) -> Any:
-        with self._decode_lock:
+        with self._condition:  # the Future's own lock: no extra lock per task
             if self._result is _NOT_DECODED:
                 try:
                     self._result = self._deserialize(self._payload)

@@ -361,11 +361,43 @@ class BlockingChannel:
                 self.sock.sendall(part)
 
     def send_many(self, msgs: List[Message]) -> None:
-        parts: List[Buffer] = []
+        """Send several messages with as few system calls as their sizes allow."""
+        small: List[Buffer] = []
         for msg in msgs:
-            parts.extend(encode_parts(msg))
-        for part in parts:
-            self.sock.sendall(part)
+            for part in encode_parts(msg):
+                if _nbytes(part) < _BIG_FRAME:
+                    small.append(part)
+                    continue
+                if small:
+                    self.sock.sendall(b"".join(small))
+                    small = []
+                self.sock.sendall(part)
+        if small:
+            self.sock.sendall(b"".join(small))
+
+    def recv_ready(self) -> List[Message]:
+        """The messages already complete in the socket buffer; never blocks."""
+        buf = self._buf
+        while True:
+            try:
+                data = self.sock.recv(_READ_CHUNK, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                break
+            if not data:
+                break  # end of stream: the next recv() raises EOFError
+            buf += data
+            if len(data) < _READ_CHUNK:
+                break
+        out = []
+        pos = 0
+        while len(buf) - pos >= 8:
+            length = frame_length(buf[pos:pos + 8], self.max_frame_bytes)
+            if len(buf) - pos - 8 < length:
+                break
+            out.append(decode(buf[pos + 8:pos + 8 + length]))
+            pos += 8 + length
+        del buf[:pos]
+        return out
 
     def recv(self) -> Message:
         """Block for one message; raise EOFError when the peer is gone."""

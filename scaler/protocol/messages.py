@@ -30,6 +30,7 @@ STATUS_NOT_SERIALIZABLE = 7  # detail: "Type: message" of an exception that coul
 
 # TaskSubmit.flags / WorkerTask.flags
 FLAG_PROFILE = 1
+FLAG_NEEDS_OBJECTS = 2  # the call refers to objects besides the function (worker must read the Call)
 
 # Call.kinds: one byte per value.
 ARG_INLINE = 0  # value: one serialised argument
@@ -89,6 +90,8 @@ ProcessorObject = declare(41, "ProcessorObject", [("object_id", "bytes"), ("payl
 ProcessorDropObjects = declare(42, "ProcessorDropObjects", [("object_ids", "bytes_list")])
 ProcessorTask = declare(43, "ProcessorTask", [("task_id", "bytes"), ("flags", "u8"), ("func_id", "bytes"),
                                               ("call", "bytes")])
+# Skip a task already sent but not started (the processor runs its tasks in order).
+ProcessorCancel = declare(44, "ProcessorCancel", [("task_id", "bytes")])
 
 # --- not a frame: the argument list of a task, built by clients, read by processors ---
 # serializer_id: object id of the client's cloudpickled Serializer, empty for the default.

@@ -22,7 +22,7 @@ from ..io.connection import Connection, Handler
 from ..io.loop import EventLoop
 from ..protocol.codec import Message, ProtocolError, decode
 from ..protocol.handshake import normalize_key
-from ..protocol.messages import (OBJECT_KINDS, ROLE_WORKER, TEMP_KINDS, STATUS_CANCELLED, STATUS_MISSING_OBJECT, STATUS_OK,
+from ..protocol.messages import (FLAG_NEEDS_OBJECTS, OBJECT_KINDS, ROLE_WORKER, TEMP_KINDS, ProcessorCancel, STATUS_CANCELLED, STATUS_MISSING_OBJECT, STATUS_OK,
                                  STATUS_OK_OBJECT, STATUS_PROCESSOR_DIED, HeartbeatEcho, ObjectDeleteOwner,
                                  ObjectGet, ObjectGetReply, ObjectPut, ObjectPutReply, ProcessorDropObjects,
                                  ProcessorObject, ProcessorReady, ProcessorTask, SchedulerShutdown, TaskResult,
@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 INLINE_RESULT_LIMIT = 64 * 1024  # results above this go through object storage
 RECONNECT_INTERVAL_SECONDS = 1.0
 PRELOAD_FAILED_EXIT = 3
+PIPELINE_DEPTH = 16  # tasks sent ahead to the processor, which runs them in order
 
 
 class WorkerAgent:
@@ -53,11 +54,10 @@ class WorkerAgent:
         self.registered = False
         self.last_contact = time.monotonic()
 
-        self.queue: Dict[bytes, Message] = collections.OrderedDict()  # WorkerTask by task id
-        self.current: Optional[Message] = None  # the task on the processor (or being prepared for it)
-        self.current_sent = False
-        self.current_temp: List[bytes] = []
-        self.waiting_objects: Set[bytes] = set()
+        self.queue: Dict[bytes, Message] = collections.OrderedDict()  # WorkerTask by task id, not yet sent
+        # Tasks sent to the processor, in the order it runs them: the first one is running.
+        self.inflight: Deque[_Inflight] = collections.deque()
+        self.preparing: Optional[_Inflight] = None  # next task, waiting for objects from storage
         self.object_owner: Dict[bytes, bytes] = {}  # objects the processor holds -> owning client
         self.pending_results: Dict[bytes, Message] = {}  # object id -> TaskResult waiting for its put ack
 
@@ -90,13 +90,14 @@ class WorkerAgent:
             self.stop(2)
             return
         # Whatever we held belongs to a scheduler that no longer knows us.
-        if self.queue or self.current is not None:
-            logger.warning("lost the scheduler (%s): dropping %d queued task(s)", reason,
-                           len(self.queue) + (self.current is not None))
+        held = len(self.queue) + len(self.inflight) + (self.preparing is not None)
+        if held:
+            logger.warning("lost the scheduler (%s): dropping %d task(s)", reason, held)
         self.queue.clear()
-        if self.current is not None and self.current_sent:
+        self.preparing = None
+        if self.inflight:
+            self.inflight.clear()
             self._restart_processor("scheduler lost")
-        self.current = None
         if time.monotonic() - self.last_contact > self.config.death_timeout_seconds:
             logger.error("no scheduler for %.0fs (death timeout): exiting", self.config.death_timeout_seconds)
             self.stop(1)
@@ -113,8 +114,8 @@ class WorkerAgent:
         kind = type(msg)
         if kind is WorkerTask:
             self.queue[msg.task_id] = msg
-            if self.current is None:
-                self._next_task()
+            if self.preparing is None and len(self.inflight) < PIPELINE_DEPTH:
+                self._pump()
         elif kind is WorkerTaskCancel:
             self._cancel(msg.task_id)
         elif kind is HeartbeatEcho:
@@ -153,95 +154,105 @@ class WorkerAgent:
         if self.stopping:
             return
         logger.warning("lost object storage (%s)", reason)
-        # Tasks waiting on objects cannot proceed: fail them clearly rather than hang.
+        self.storage = None
+        # Nothing can be fetched or stored any more: answer what waits on storage, then
+        # leave the scheduler, which re-queues the rest elsewhere; we reconnect afresh.
         for object_id in list(self.pending_results):
             result = self.pending_results.pop(object_id)
             self._send_result(TaskResult(result.task_id, STATUS_MISSING_OBJECT, b"",
                                          "object storage connection lost: %s" % reason))
-        if self.current is not None and not self.current_sent:
-            self._finish_current(TaskResult(self.current.task_id, STATUS_MISSING_OBJECT, b"",
-                                            "object storage connection lost: %s" % reason))
-        self.storage = None
         if self.scheduler is not None and self.scheduler.opened and not self.scheduler.closed:
             self.scheduler.close("object storage lost")
 
     # --- task flow ---
-    def _next_task(self) -> None:
-        """Prepare the oldest queued task: fetch missing objects, then hand it to the processor."""
-        if self.current is not None or not self.queue or not self.processor_ready:
-            return
-        _, task = self.queue.popitem(last=False)
-        self.current = task
-        self.current_sent = False
-        try:
-            call = decode(task.call)
-        except ProtocolError as exc:
-            self._finish_current(TaskResult(task.task_id, STATUS_MISSING_OBJECT, b"", "malformed task: %s" % exc))
-            return
-        needed = [task.func_id]
-        if call.serializer_id:
-            needed.append(call.serializer_id)
-        needed.extend(bytes(v) for k, v in zip(call.kinds, call.values) if k in OBJECT_KINDS)
-        self.current_temp = [bytes(v) for k, v in zip(call.kinds, call.values) if k in TEMP_KINDS]
-        missing = {object_id for object_id in needed if object_id not in self.object_owner}
-        if not missing:
-            self._send_current()
-            return
-        if self.storage is None or self.storage.closed:
-            self._finish_current(TaskResult(task.task_id, STATUS_MISSING_OBJECT, b"", "no object storage connection"))
-            return
-        self.waiting_objects = missing
-        for object_id in missing:
-            self.storage.send(ObjectGet(object_id))
+    def _pump(self) -> None:
+        """Keep the processor's pipeline full: prepare queued tasks in order and send them."""
+        while (self.preparing is None and self.queue and self.processor_ready
+               and len(self.inflight) < PIPELINE_DEPTH):
+            _, task = self.queue.popitem(last=False)
+            item = _Inflight(task)
+            needed = [task.func_id]
+            if task.flags & FLAG_NEEDS_OBJECTS:
+                try:
+                    call = decode(task.call)
+                except ProtocolError as exc:
+                    self._send_result(TaskResult(task.task_id, STATUS_MISSING_OBJECT, b"", "malformed task: %s" % exc))
+                    continue
+                if call.serializer_id:
+                    needed.append(call.serializer_id)
+                needed.extend(bytes(v) for k, v in zip(call.kinds, call.values) if k in OBJECT_KINDS)
+                item.temp = [bytes(v) for k, v in zip(call.kinds, call.values) if k in TEMP_KINDS]
+            missing = {object_id for object_id in needed if object_id not in self.object_owner}
+            if not missing:
+                self._send_to_processor(item)
+                continue
+            if self.storage is None or self.storage.closed:
+                self._send_result(TaskResult(task.task_id, STATUS_MISSING_OBJECT, b"", "no object storage connection"))
+                continue
+            item.waiting = missing
+            self.preparing = item
+            for object_id in missing:
+                self.storage.send(ObjectGet(object_id))
 
     def _object_arrived(self, msg: Message) -> None:
-        if msg.object_id not in self.waiting_objects or self.current is None:
+        item = self.preparing
+        if item is None or msg.object_id not in item.waiting:
             return
         if not msg.found:
-            self.waiting_objects = set()
-            self._finish_current(TaskResult(self.current.task_id, STATUS_MISSING_OBJECT, b"",
-                                            "object %s is not in object storage (deleted, or its owner left)"
-                                            % msg.object_id.hex()))
+            self.preparing = None
+            self._send_result(TaskResult(item.task.task_id, STATUS_MISSING_OBJECT, b"",
+                                         "object %s is not in object storage (deleted, or its owner left)"
+                                         % msg.object_id.hex()))
+            self._pump()
             return
-        self.waiting_objects.discard(msg.object_id)
-        self.object_owner[msg.object_id] = self.current.client_id
+        item.waiting.discard(msg.object_id)
+        self.object_owner[msg.object_id] = item.task.client_id
         self.processor_conn.send(ProcessorObject(msg.object_id, msg.payload))
-        if not self.waiting_objects:
-            self._send_current()
+        if not item.waiting:
+            self.preparing = None
+            self._send_to_processor(item)
+            self._pump()
 
-    def _send_current(self) -> None:
-        task = self.current
-        self.current_sent = True
+    def _send_to_processor(self, item: "_Inflight") -> None:
+        task = item.task
+        self.inflight.append(item)
         self.processor_conn.send(ProcessorTask(task.task_id, task.flags, task.func_id, task.call))
 
     def processor_message(self, conn: Connection, msg: Message) -> None:
         kind = type(msg)
         if kind is TaskResult:
-            if self.current is None or msg.task_id != self.current.task_id:
-                return  # a result for a task that was cancelled meanwhile
-            self._finish_current(msg)
+            self._processor_result(msg)
         elif kind is ProcessorReady:
             if msg.error:
                 logger.error("processor failed to start:\n%s", msg.error)
                 self.stop(PRELOAD_FAILED_EXIT)
                 return
             self.processor_ready = True
-            self._next_task()
+            self._pump()
 
-    def _finish_current(self, result: Message) -> None:
-        task = self.current
-        self.current = None
-        self.current_sent = False
-        for object_id in self.current_temp:  # the processor used them once and let them go
+    def _processor_result(self, result: Message) -> None:
+        inflight = self.inflight
+        if not inflight:
+            return
+        if inflight[0].task.task_id == result.task_id:
+            item = inflight.popleft()
+        else:  # should not happen (in-order), but never lose track of a task
+            matches = [i for i in inflight if i.task.task_id == result.task_id]
+            if not matches:
+                return
+            item = matches[0]
+            inflight.remove(item)
+        for object_id in item.temp:  # the processor used them once and let them go
             self.object_owner.pop(object_id, None)
-        self.current_temp = []
-        if result.status == STATUS_OK and len(result.payload) > INLINE_RESULT_LIMIT and self.storage is not None:
-            object_id = uuid.uuid4().bytes + uuid.uuid4().bytes
-            self.pending_results[object_id] = TaskResult(result.task_id, STATUS_OK_OBJECT, object_id, "")
-            self.storage.send(ObjectPut(object_id, task.client_id, result.payload))
-        else:
-            self._send_result(result)
-        self._next_task()
+        if not item.cancelled:
+            if result.status == STATUS_OK and len(result.payload) > INLINE_RESULT_LIMIT and self.storage is not None:
+                object_id = uuid.uuid4().bytes + uuid.uuid4().bytes
+                self.pending_results[object_id] = TaskResult(result.task_id, STATUS_OK_OBJECT, object_id, "")
+                self.storage.send(ObjectPut(object_id, item.task.client_id, result.payload))
+            else:
+                self._send_result(result)
+        if self.preparing is None and self.queue:
+            self._pump()
 
     def _send_result(self, result: Message) -> None:
         if self.scheduler is not None and self.registered:
@@ -251,15 +262,22 @@ class WorkerAgent:
         if self.queue.pop(task_id, None) is not None:
             self._send_result(TaskResult(task_id, STATUS_CANCELLED, b"", "cancelled"))
             return
-        if self.current is not None and self.current.task_id == task_id:
-            was_running = self.current_sent
-            self.current = None
-            self.waiting_objects = set()
+        if self.preparing is not None and self.preparing.task.task_id == task_id:
+            self.preparing = None
             self._send_result(TaskResult(task_id, STATUS_CANCELLED, b"", "cancelled"))
-            if was_running:
+            self._pump()
+            return
+        for position, item in enumerate(self.inflight):
+            if item.task.task_id != task_id or item.cancelled:
+                continue
+            self._send_result(TaskResult(task_id, STATUS_CANCELLED, b"", "cancelled"))
+            if position == 0:  # running now: the only way to stop it is to replace the processor
+                self.inflight.popleft()
                 self._restart_processor("task cancelled while running")
-            else:
-                self._next_task()
+            else:  # not started yet: the processor will skip it
+                item.cancelled = True
+                self.processor_conn.send(ProcessorCancel(task_id))
+            return
 
     def _drop_owner(self, owner_id: bytes) -> None:
         ids = [object_id for object_id, owner in self.object_owner.items() if owner == owner_id]
@@ -289,9 +307,21 @@ class WorkerAgent:
                                          peer="processor", handshake=False)
 
     def _restart_processor(self, why: str) -> None:
+        """Replace the processor; tasks it had not started go back to the front of the queue."""
         logger.info("restarting processor: %s", why)
         self._stop_processor()
+        self._requeue_inflight()
         self._start_processor()
+
+    def _requeue_inflight(self) -> None:
+        waiting = [item.task for item in self.inflight if not item.cancelled]
+        if self.preparing is not None:
+            waiting.append(self.preparing.task)
+            self.preparing = None
+        self.inflight.clear()
+        for task in reversed(waiting):
+            self.queue[task.task_id] = task
+            self.queue.move_to_end(task.task_id, last=False)
 
     def _stop_processor(self) -> None:
         conn, self.processor_conn = self.processor_conn, None
@@ -314,9 +344,12 @@ class WorkerAgent:
             self.stop(PRELOAD_FAILED_EXIT if code == PRELOAD_FAILED_EXIT else 1)
             return
         logger.warning("processor died (%s)", detail)
-        if self.current is not None:
-            task, self.current = self.current, None
-            self._send_result(TaskResult(task.task_id, STATUS_PROCESSOR_DIED, b"", "processor died: %s" % detail))
+        if self.inflight:
+            running = self.inflight.popleft()
+            if not running.cancelled:
+                self._send_result(TaskResult(running.task.task_id, STATUS_PROCESSOR_DIED, b"",
+                                             "processor died: %s" % detail))
+        self._requeue_inflight()
         now = time.monotonic()
         self.processor_failures.append(now)
         if len(self.processor_failures) == self.processor_failures.maxlen and now - self.processor_failures[0] < 1.0:
@@ -329,7 +362,7 @@ class WorkerAgent:
     def _heartbeat(self) -> None:
         now = time.monotonic()
         if self.scheduler is not None and self.registered:
-            self.scheduler.send(WorkerHeartbeat(time.time(), len(self.queue) + (self.current is not None),
+            self.scheduler.send(WorkerHeartbeat(time.time(), len(self.queue) + len(self.inflight),
                                                 _rss_bytes(), 0.0))
         if now - self.last_contact > self.config.death_timeout_seconds:
             logger.error("no scheduler contact for %.0fs (death timeout): exiting", now - self.last_contact)
@@ -347,6 +380,16 @@ class WorkerAgent:
 
     def shutdown(self) -> None:
         self._stop_processor()
+
+
+class _Inflight:
+    __slots__ = ("task", "temp", "waiting", "cancelled")
+
+    def __init__(self, task: Message) -> None:
+        self.task = task
+        self.temp: List[bytes] = []  # one-use objects of this task
+        self.waiting: Set[bytes] = set()  # objects still to fetch before it can be sent
+        self.cancelled = False
 
 
 class _Link(Handler):
