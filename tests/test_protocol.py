@@ -671,7 +671,7 @@ def test_encode_of_non_byte_memoryview_is_consistent():
 
 def test_generated_encoders_agree_with_the_reference_encoder():
     from scaler.protocol.codec import _encode_parts_generic
-    for cls in declared_messages():
+    for cls in MESSAGES:
         for variant in VARIANTS:
             msg = make(cls, variant)
             assert b"".join(encode_parts(msg)) == b"".join(_encode_parts_generic(msg)), cls.__name__
