@@ -376,26 +376,32 @@ class BlockingChannel:
             self.sock.sendall(b"".join(small))
 
     def recv_ready(self) -> List[Message]:
-        """The messages already complete in the socket buffer; never blocks."""
+        """The messages already complete in the socket buffer; never blocks.
+
+        Stops reading at an incomplete big frame: ``recv()`` then receives it straight
+        into a buffer of its own instead of growing this one.
+        """
         buf = self._buf
+        out: List[Message] = []
+        pos = 0
         while True:
+            while len(buf) - pos >= 8:
+                length = frame_length(buf[pos:pos + 8], self.max_frame_bytes)
+                if len(buf) - pos - 8 < length:
+                    break
+                out.append(decode(buf[pos + 8:pos + 8 + length]))
+                pos += 8 + length
+            if len(buf) - pos >= 8 and frame_length(buf[pos:pos + 8], self.max_frame_bytes) >= _BIG_FRAME:
+                break
             try:
                 data = self.sock.recv(_READ_CHUNK, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 break
             if not data:
                 break  # end of stream: the next recv() raises EOFError
+            del buf[:pos]
+            pos = 0
             buf += data
-            if len(data) < _READ_CHUNK:
-                break
-        out = []
-        pos = 0
-        while len(buf) - pos >= 8:
-            length = frame_length(buf[pos:pos + 8], self.max_frame_bytes)
-            if len(buf) - pos - 8 < length:
-                break
-            out.append(decode(buf[pos + 8:pos + 8 + length]))
-            pos += 8 + length
         del buf[:pos]
         return out
 
