@@ -1,0 +1,293 @@
+"""End to end: the Client API against a real scheduler and real workers (one shared combo)."""
+
+import concurrent.futures
+import hashlib
+import sys
+import threading
+
+import pytest
+
+from scaler import Client, ObjectReference
+from scaler.client.agent import RemoteTraceback
+from scaler.utility.exceptions import TaskExceptionNotSerializableError
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="e2e tests need Linux")
+
+TIMEOUT = 60  # seconds, for any single wait on the cluster
+BIG = 200 * 10 ** 6  # 200 MB
+
+
+# --- task functions (module level: workers import them by name) ---------------------------
+
+def add(a, b):
+    return a + b
+
+
+def square(x):
+    return x * x
+
+
+def combine(a, b=0, *, c=0, d=0):
+    return [a, b, c, d]
+
+
+def describe_object(obj, extra=None):
+    return (type(obj).__name__, len(obj), bytes(obj[:4]), extra)
+
+
+def keyword_only_object(*, data, scale=1):
+    return len(data) * scale
+
+
+def raise_value_error_in_task(x):
+    raise ValueError("bad value %r" % (x,))
+
+
+class CustomTaskError(Exception):
+    """A user-defined exception type that pickles fine."""
+
+    def __init__(self, code):
+        super().__init__(code)  # args must rebuild the exception: pickle calls CustomTaskError(*args)
+        self.code = code
+
+    def __str__(self):
+        return "custom failure %d" % self.code
+
+
+def raise_custom_error(code):
+    raise CustomTaskError(code)
+
+
+class UnpicklableError(Exception):
+    """Holds a lock: pickling it fails in the worker."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+def raise_unpicklable_error():
+    raise UnpicklableError("cannot travel")
+
+
+class UnrebuildableError(Exception):
+    """Pickles, but ``__init__`` needs two arguments while ``args`` holds one: unpickling fails."""
+
+    def __init__(self, first, second):
+        super().__init__(first)
+        self.second = second
+
+
+def raise_unrebuildable_error():
+    raise UnrebuildableError("first", "second")
+
+
+def blob_pattern(size):
+    """Deterministic, non-uniform bytes of ``size`` (cheap to build, catches misplaced chunks)."""
+    block = hashlib.sha256(b"scaler-e2e").digest() * 2048  # 64 KiB
+    whole, rest = divmod(size, len(block))
+    out = bytearray(block * whole + block[:rest])
+    for i in range(0, size, 1 << 20):  # a position marker every MiB
+        out[i:i + 8] = i.to_bytes(8, "little")
+    return bytes(out)
+
+
+def digest(data):
+    return len(data), hashlib.sha256(data).hexdigest()
+
+
+def make_blob(size):
+    return blob_pattern(size)
+
+
+def digest_with_offset(data, offset):
+    return offset, digest(data)
+
+
+# --- submit / map / starmap / map_futures ------------------------------------------------------
+
+def test_submit_returns_result(client):
+    assert client.submit(add, 2, 3).result(timeout=TIMEOUT) == 5
+
+
+def test_submit_kwargs(client):
+    future = client.submit(combine, 1, 2, c=3, d=4)
+    assert future.result(timeout=TIMEOUT) == [1, 2, 3, 4]
+    assert client.submit(combine, a=7, d=9).result(timeout=TIMEOUT) == [7, 0, 0, 9]
+
+
+def test_submit_builtin_and_lambda(client):
+    assert client.submit(sorted, [3, 1, 2]).result(timeout=TIMEOUT) == [1, 2, 3]
+    assert client.submit(lambda x: x + 1, 41).result(timeout=TIMEOUT) == 42
+
+
+def test_map(client):
+    assert client.map(square, range(10)) == [x * x for x in range(10)]
+    assert client.map(add, [1, 2, 3], [10, 20, 30]) == [11, 22, 33]
+    assert client.map(square, []) == []
+
+
+def test_starmap(client):
+    assert client.starmap(add, [(1, 2), (3, 4), [5, 6]]) == [3, 7, 11]
+
+
+def test_map_futures_in_order(client):
+    futures = client.map_futures(square, range(50))
+    done, not_done = concurrent.futures.wait(futures, timeout=TIMEOUT)
+    assert not not_done
+    assert [f.result() for f in futures] == [x * x for x in range(50)]
+    assert all(isinstance(f, concurrent.futures.Future) for f in futures)
+
+
+def test_as_completed_works_on_scaler_futures(client):
+    futures = [client.submit(square, x) for x in range(20)]
+    seen = sorted(f.result() for f in concurrent.futures.as_completed(futures, timeout=TIMEOUT))
+    assert seen == sorted(x * x for x in range(20))
+
+
+def test_map_100000_tasks(client):
+    n = 100000
+    results = client.map(square, range(n))
+    assert len(results) == n
+    assert results == [x * x for x in range(n)]
+
+
+# --- objects ----------------------------------------------------------------------------------
+
+def test_send_object_as_positional_and_keyword_argument(client):
+    ref = client.send_object(b"abcdefgh" * 1000, name="letters")
+    assert isinstance(ref, ObjectReference)
+    assert client.submit(describe_object, ref).result(timeout=TIMEOUT) == ("bytes", 8000, b"abcd", None)
+    assert client.submit(describe_object, ref, extra=1).result(timeout=TIMEOUT) == ("bytes", 8000, b"abcd", 1)
+    assert client.submit(describe_object, obj=ref, extra=2).result(timeout=TIMEOUT) == ("bytes", 8000, b"abcd", 2)
+    assert client.submit(keyword_only_object, data=ref, scale=3).result(timeout=TIMEOUT) == 24000
+
+
+def test_send_object_used_by_many_tasks(client):
+    ref = client.send_object(list(range(1000)))
+    assert client.map(len, [ref] * 10) == [1000] * 10
+    assert client.starmap(describe_object, [(ref, i) for i in range(4)]) == [
+        ("list", 1000, b"\x00\x01\x02\x03", i) for i in range(4)]
+    assert client.map(add, [ref] * 3, [[1], [2], [3]])[2][-1] == 3
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+def test_remote_exception_keeps_type_and_traceback(client):
+    future = client.submit(raise_value_error_in_task, 42)
+    with pytest.raises(ValueError) as info:
+        future.result(timeout=TIMEOUT)
+    assert type(info.value) is ValueError
+    assert "bad value 42" in str(info.value)
+    cause = info.value.__cause__
+    assert isinstance(cause, RemoteTraceback)
+    text = str(cause)
+    assert "Traceback" in text
+    assert "raise_value_error_in_task" in text
+    assert "bad value 42" in text
+    assert future.exception(timeout=0) is info.value
+
+
+def test_remote_custom_exception_type(client):
+    with pytest.raises(CustomTaskError) as info:
+        client.submit(raise_custom_error, 7).result(timeout=TIMEOUT)
+    assert info.value.code == 7
+    assert str(info.value) == "custom failure 7"
+    assert "raise_custom_error" in str(info.value.__cause__)
+
+
+def test_exception_in_map_is_raised(client):
+    with pytest.raises(ValueError):
+        client.map(raise_value_error_in_task, [1, 2, 3])
+    assert client.submit(add, 1, 1).result(timeout=TIMEOUT) == 2  # the client is still usable
+
+
+def test_unpicklable_exception(client):
+    with pytest.raises(TaskExceptionNotSerializableError) as info:
+        client.submit(raise_unpicklable_error).result(timeout=TIMEOUT)
+    message = str(info.value)
+    assert "UnpicklableError" in message
+    assert "cannot travel" in message
+
+
+def test_exception_that_cannot_be_rebuilt(client):
+    with pytest.raises(TaskExceptionNotSerializableError) as info:
+        client.submit(raise_unrebuildable_error).result(timeout=TIMEOUT)
+    assert "UnrebuildableError" in str(info.value)
+
+
+# --- big payloads ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def big_blob():
+    data = blob_pattern(BIG)
+    return data, digest(data)
+
+
+def test_200mb_argument(client, big_blob):
+    data, expected = big_blob
+    assert client.submit(digest, data).result(timeout=TIMEOUT) == expected
+
+
+def test_200mb_result(client, big_blob):
+    _, expected = big_blob
+    result = client.submit(make_blob, BIG).result(timeout=TIMEOUT)
+    assert digest(result) == expected
+
+
+def test_200mb_send_object_used_by_several_tasks(client, big_blob):
+    data, expected = big_blob
+    ref = client.send_object(data, name="big")
+    assert ref.size >= BIG
+    futures = [client.submit(digest_with_offset, ref, offset=i) for i in range(6)]
+    assert [f.result(timeout=TIMEOUT) for f in futures] == [(i, expected) for i in range(6)]
+
+
+# --- several clients --------------------------------------------------------------------------
+
+def test_two_clients_in_threads(shared_combo):
+    errors = []
+    results = {}
+    start = threading.Barrier(2, timeout=TIMEOUT)
+
+    def run(tag):
+        try:
+            with Client(shared_combo.get_address()) as own:
+                start.wait()
+                futures = [own.submit(add, tag, i) for i in range(200)]
+                mapped = own.map(add, [tag] * 300, range(300))
+                results[tag] = ([f.result(timeout=TIMEOUT) for f in futures], mapped)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(tag,)) for tag in (1000, 2000)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT * 2)
+    assert not any(thread.is_alive() for thread in threads), "a client thread hung"
+    assert not errors, errors
+    for tag in (1000, 2000):
+        submitted, mapped = results[tag]
+        assert submitted == [tag + i for i in range(200)]
+        assert mapped == [tag + i for i in range(300)]
+
+
+def test_two_clients_in_processes(shared_combo, procs):
+    script = (
+        "import sys\n"
+        "from scaler import Client\n"
+        "def mul(a, b):\n"
+        "    return a * b\n"
+        "tag = int(sys.argv[2])\n"
+        "with Client(sys.argv[1]) as c:\n"
+        "    got = c.map(mul, [tag] * 500, range(500))\n"
+        "    assert got == [tag * i for i in range(500)], got[:10]\n"
+        "    assert c.submit(mul, tag, 2).result(timeout=60) == 2 * tag\n"
+        "print('CLIENT-OK', tag, flush=True)\n"
+    )
+    children = [procs.python(["-c", script, shared_combo.get_address(), str(tag)], "client-%d" % tag)
+                for tag in (3, 5)]
+    for child, tag in zip(children, (3, 5)):
+        child.output.wait_for(r"^CLIENT-OK %d$" % tag, TIMEOUT)
+        assert child.popen.wait(TIMEOUT) == 0

@@ -1,0 +1,175 @@
+"""End to end: process lifecycles. Nothing outlives ``shutdown()``, nor the process that owns
+a combo, and the command-line components stop cleanly on a signal.
+
+Process trees are read from ``/proc`` (pid, parent pid, start time, state): a process counts
+as "gone" only when its ``/proc`` entry is gone, so an unreaped zombie is a failure.
+"""
+
+import os
+import signal
+import sys
+import time
+
+import pytest
+
+from e2e_support import (children, cmdline, combo_tree_complete, descendants, describe, exit_code_within,
+                         free_port_pair, has_exited, identify, is_present, proc_of, subprocess_env, wait_for_tree,
+                         wait_until)
+from scaler import Client
+from scaler.utility.exceptions import ClientShutdownException, DisconnectedError
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="e2e tests need Linux")
+
+TIMEOUT = 60
+
+
+def add(a, b):
+    return a + b
+
+
+def announce_and_sleep(port, seconds):
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(b"%d\n" % os.getpid())
+    time.sleep(seconds)
+    return seconds
+
+
+def combo_processes(combo, n_workers):
+    """The scheduler, the cluster process, its workers and their processors, once all are up."""
+    cluster_pid = combo._worker_manager_process.pid
+    tree = wait_for_tree(cluster_pid, combo_tree_complete(cluster_pid, n_workers), TIMEOUT,
+                         "%d workers with processors under the cluster process" % n_workers)
+    scheduler = identify(combo._scheduler.pid)
+    procs = [scheduler, identify(cluster_pid)] + [proc_of(s) for s in tree]
+    procs += [proc_of(s) for s in descendants(scheduler.pid)]
+    return procs
+
+
+# --- shutdown() -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("busy", [False, True], ids=["idle", "busy"])
+def test_shutdown_leaves_no_process(make_combo, announcements, busy):
+    combo = make_combo(n_workers=2)
+    with Client(combo.get_address()) as client:
+        assert client.map(add, range(10), range(10)) == [2 * i for i in range(10)]
+        procs = combo_processes(combo, 2)
+        running = None
+        if busy:  # a processor deep in user code when the cluster goes away
+            running = client.submit(announce_and_sleep, announcements.port, 300)
+            announcements.next_pid()
+
+        combo.shutdown()
+
+        leftovers = [p for p in procs if is_present(p)]
+        assert not leftovers, "still present after shutdown():\n" + describe(leftovers)
+        if running is not None:
+            # The client learns the cluster is gone; the future does not hang.
+            with pytest.raises((ClientShutdownException, DisconnectedError)):
+                running.result(timeout=30)
+    combo.shutdown()  # idempotent
+
+
+def test_shutdown_twice_and_context_manager():
+    from scaler import SchedulerClusterCombo
+
+    with SchedulerClusterCombo(n_workers=1, logging_level="WARNING") as combo:
+        with Client(combo.get_address()) as client:
+            assert client.submit(add, 1, 2).result(timeout=TIMEOUT) == 3
+        procs = combo_processes(combo, 1)
+    leftovers = [p for p in procs if is_present(p)]
+    assert not leftovers, "still present after leaving the with block:\n" + describe(leftovers)
+    combo.shutdown()
+
+
+# --- the owner dies -------------------------------------------------------------------------
+
+OWNER_SCRIPT = r"""
+import os, socket, sys, time
+from scaler import Client, SchedulerClusterCombo
+
+def add(a, b):
+    return a + b
+
+def sleepy(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(b"%d\n" % os.getpid())
+    time.sleep(300)
+
+combo = SchedulerClusterCombo(n_workers=2, logging_level="WARNING")
+client = Client(combo.get_address())
+assert client.map(add, range(10), range(10)) == [2 * i for i in range(10)]
+future = client.submit(sleepy, int(sys.argv[1]))  # one processor busy in user code
+print("READY", os.getpid(), flush=True)
+sys.stdin.readline()  # until the test kills us
+"""
+
+
+def test_killing_the_owner_stops_every_descendant(procs, announcements):
+    owner = procs.python(["-c", OWNER_SCRIPT, str(announcements.port)], "owner", stdin=True)
+    owner.output.wait_for("^READY", TIMEOUT)
+    announcements.next_pid()  # a processor is running the sleepy task
+
+    def complete(stats):
+        live = [s for s in descendants(owner.pid, stats) if s.state != "Z"]
+        return len(live) == 6  # scheduler, cluster, 2 workers, 2 processors
+
+    tree = wait_for_tree(owner.pid, complete, TIMEOUT, "the owner's 6 descendants")
+    family = [proc_of(s) for s in tree]
+
+    os.kill(owner.pid, signal.SIGKILL)
+    owner.popen.wait(TIMEOUT)
+
+    # Orphans are re-parented to PID 1; an exited one that nobody reaps counts as exited.
+    wait_until(lambda: all(has_exited(p) for p in family), 30,
+               "every descendant of the killed owner to exit (lifelines):\n" + describe(family))
+
+
+# --- the three-terminal flow ----------------------------------------------------------------
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_command_line_scheduler_and_cluster(procs, signum):
+    port = free_port_pair()
+    address = "tcp://127.0.0.1:%d" % port
+    env = subprocess_env()
+    scheduler = procs.python(["-m", "scaler.scheduler", address], "scheduler", env=env)
+    cluster = procs.python(["-m", "scaler.cluster", address, "-n", "2"], "cluster", env=env)
+
+    with Client(address) as client:
+        assert client.submit(add, 2, 3).result(timeout=TIMEOUT) == 5
+        assert client.map(add, [1, 2, 3], [10, 20, 30]) == [11, 22, 33]
+        ref = client.send_object(list(range(1000)))
+        assert client.submit(len, ref).result(timeout=TIMEOUT) == 1000
+
+    def complete(stats):
+        workers = [s for s in children(cluster.pid, stats) if s.state != "Z"]
+        return len(workers) == 2 and all(children(w.pid, stats) for w in workers)
+
+    tree = wait_for_tree(cluster.pid, complete, TIMEOUT, "2 workers with processors under the cluster")
+    family = [identify(scheduler.pid), identify(cluster.pid)] + [proc_of(s) for s in tree]
+    family += [proc_of(s) for s in descendants(scheduler.pid)]
+    assert all("scaler.worker" in " ".join(cmdline(p.pid)) for p in family[2:]), describe(family)
+
+    for child in (cluster, scheduler):
+        child.popen.send_signal(signum)
+    assert exit_code_within(cluster, 20) == 0, cluster.output.text()
+    assert exit_code_within(scheduler, 20) == 0, scheduler.output.text()
+    leftovers = [p for p in family if is_present(p)]
+    assert not leftovers, "still present after both exited:\n" + describe(leftovers)
+
+
+def test_client_raises_when_the_scheduler_dies(procs, announcements):
+    port = free_port_pair()
+    address = "tcp://127.0.0.1:%d" % port
+    env = subprocess_env()
+    scheduler = procs.python(["-m", "scaler.scheduler", address], "scheduler", env=env)
+    procs.python(["-m", "scaler.cluster", address, "-n", "1"], "cluster", env=env)
+    with Client(address, heartbeat_interval_seconds=1) as client:
+        running = client.submit(announce_and_sleep, announcements.port, 300)
+        announcements.next_pid()
+        os.kill(scheduler.pid, signal.SIGKILL)
+        with pytest.raises(DisconnectedError):
+            running.result(timeout=30)
+        with pytest.raises(Exception):
+            client.submit(add, 1, 1).result(timeout=30)
+    scheduler.popen.wait(TIMEOUT)

@@ -1,0 +1,224 @@
+"""End to end: failures are normal. Dead clients, killed workers and processors, cancellation.
+
+Destructive tests run on private combos. Tasks that must be "running right now" report it
+over a TCP connection to the test (an event to wait on), with their processor's pid.
+"""
+
+import os
+import signal
+import socket
+import sys
+import time
+
+import pytest
+
+from e2e_support import (children, combo_tree_complete, has_exited, identify, is_present, read_stat, wait_for_tree,
+                         wait_until)
+from scaler import Client
+from scaler.utility.exceptions import ProcessorDiedError
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="e2e tests need Linux")
+
+TIMEOUT = 60  # seconds, for any single wait on the cluster
+
+
+# --- task functions ---------------------------------------------------------------------------
+
+def add(a, b):
+    return a + b
+
+
+def processor_pid():
+    return os.getpid()
+
+
+def agent_pid_after(seconds):
+    """Sleep, then return the pid of the worker agent that ran this (the processor's parent)."""
+    time.sleep(seconds)
+    return os.getppid()
+
+
+def announce_and_sleep(port, seconds):
+    """Tell the test (on 127.0.0.1:port) that this task runs, and in which process; then sleep."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(b"%d\n" % os.getpid())
+    time.sleep(seconds)
+    return "slept %s" % seconds
+
+
+def announce_and_wait(port):
+    """Tell the test this task runs (and its pid), then block until the test says go (or goes away)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(b"%d\n" % os.getpid())
+        conn.settimeout(300)
+        conn.recv(16)
+    return os.getppid()
+
+
+@pytest.fixture(scope="module")
+def one_worker_combo():
+    """One worker, so "the worker then runs the next task" is about that very worker."""
+    from scaler import SchedulerClusterCombo
+
+    combo = SchedulerClusterCombo(n_workers=1, logging_level="WARNING")
+    try:
+        yield combo
+    finally:
+        combo.shutdown()
+
+
+@pytest.fixture
+def one_worker_client(one_worker_combo):
+    with Client(one_worker_combo.get_address()) as c:
+        yield c
+
+
+# --- processors -----------------------------------------------------------------------------
+
+def test_killed_processor_fails_only_its_task(one_worker_client, announcements):
+    client = one_worker_client
+    running = client.submit(announce_and_sleep, announcements.port, 300)
+    queued = [client.submit(add, i, 1) for i in range(5)]  # behind it on the only worker
+    pid = announcements.next_pid()
+    victim = identify(pid)
+    os.kill(pid, signal.SIGKILL)
+
+    with pytest.raises(ProcessorDiedError):
+        running.result(timeout=TIMEOUT)
+    assert [f.result(timeout=TIMEOUT) for f in queued] == [i + 1 for i in range(5)]
+    # The worker keeps serving, from a new processor.
+    new_pid = client.submit(processor_pid).result(timeout=TIMEOUT)
+    assert new_pid != pid
+    assert client.map(add, range(10), range(10)) == [2 * i for i in range(10)]
+    wait_until(lambda: not is_present(victim), 10, "the killed processor to be reaped by its agent")
+
+
+def test_cancel_running_task(one_worker_client, announcements):
+    client = one_worker_client
+    running = client.submit(announce_and_sleep, announcements.port, 300)
+    following = client.submit(add, 2, 3)
+    pid = announcements.next_pid()
+    victim = identify(pid)
+
+    assert running.cancel() is True
+    assert running.cancelled()
+    # The worker drops the long task and runs the next one long before the 300 s are up.
+    assert following.result(timeout=TIMEOUT) == 5
+    assert client.submit(processor_pid).result(timeout=TIMEOUT) != pid
+    wait_until(lambda: not is_present(victim), 10, "the cancelled task's processor to be stopped and reaped")
+
+
+def test_cancel_queued_task(one_worker_client, announcements):
+    client = one_worker_client
+    blocker = client.submit(announce_and_sleep, announcements.port, 300)
+    announcements.next_pid()
+    queued = client.submit(announce_and_sleep, announcements.port, 0)
+    assert queued.cancel() is True
+    assert blocker.cancel() is True
+    assert client.submit(add, 20, 22).result(timeout=TIMEOUT) == 42
+    # The cancelled queued task never ran: on this single worker it would have run (and
+    # connected to us) before add(20, 22), whose result we already have.
+    announcements.sock.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        announcements.sock.accept()
+
+
+def test_cancel_finished_task_is_refused(one_worker_client):
+    future = one_worker_client.submit(add, 1, 2)
+    assert future.result(timeout=TIMEOUT) == 3
+    assert future.cancel() is False
+    assert future.result(timeout=0) == 3
+
+
+# --- workers --------------------------------------------------------------------------------
+
+def test_killed_worker_tasks_run_elsewhere(make_combo, announcements):
+    combo = make_combo(n_workers=2)
+    cluster_pid = combo._worker_manager_process.pid
+    wait_for_tree(cluster_pid, combo_tree_complete(cluster_pid, 2), TIMEOUT, "2 workers with processors")
+    workers = sorted(s.pid for s in children(cluster_pid))
+
+    with Client(combo.get_address()) as client:
+        # Both workers registered with the scheduler (tasks land on each of them).
+        wait_until(lambda: sorted(set(client.map(agent_pid_after, [0.05] * 4))) == workers, TIMEOUT,
+                   "both workers to take tasks")
+        # Block each worker's processor on a gate that only the test opens: from here on no
+        # task can finish anywhere, so whatever the victim holds must be re-run by the survivor.
+        gates = [client.submit(announce_and_wait, announcements.port) for _ in range(2)]
+        held = [announcements.accept() for _ in range(2)]
+        agents = [read_stat(pid).ppid for pid, _ in held]
+        assert sorted(agents) == workers, "the two gates should run on the two workers"
+        victim, survivor = agents
+        victim_processor = identify(held[0][0])
+        futures = [client.submit(agent_pid_after, 0) for _ in range(20)]  # queued behind the gates
+
+        os.kill(victim, signal.SIGKILL)
+        held[1][1].sendall(b"go")  # open the survivor's gate
+        # The victim's gate task is re-run on the survivor: open it there too.
+        pid, conn = announcements.accept()
+        assert read_stat(pid).ppid == survivor
+        conn.sendall(b"go")
+
+        assert [f.result(timeout=TIMEOUT) for f in futures] == [survivor] * 20
+        assert [g.result(timeout=TIMEOUT) for g in gates] == [survivor, survivor]
+        assert client.submit(agent_pid_after, 0).result(timeout=TIMEOUT) == survivor
+        for _, conn in held + [(pid, conn)]:
+            conn.close()
+    # The dead worker's processor follows its agent (lifeline).
+    wait_until(lambda: has_exited(victim_processor), 15, "the dead worker's processor to exit")
+
+
+# --- clients --------------------------------------------------------------------------------
+
+CLIENT_SCRIPT = r"""
+import sys, time
+from scaler import Client
+
+def slow(x):
+    import time
+    time.sleep(2.0)
+    return x
+
+client = Client(sys.argv[1])
+futures = client.map_futures(slow, range(200))  # 200 x 2 s on 2 workers: minutes if not cancelled
+futures[0].result(timeout=60)  # the scheduler has them and workers are busy with them
+print("RUNNING", flush=True)
+command = sys.stdin.readline().strip()  # the test decides: killed, or told to disconnect
+if command == "disconnect":
+    client.disconnect()
+    print("DISCONNECTED", flush=True)
+"""
+
+
+@pytest.mark.parametrize("how", ["sigkill", "disconnect"])
+def test_dead_client_tasks_are_cancelled(make_combo, procs, how):
+    combo = make_combo(n_workers=2)
+    child = procs.python(["-c", CLIENT_SCRIPT, combo.get_address()], "client", stdin=True)
+    child.output.wait_for("^RUNNING$", TIMEOUT)
+    if how == "sigkill":
+        os.kill(child.pid, signal.SIGKILL)
+    else:
+        child.popen.stdin.write(b"disconnect\n")
+        child.popen.stdin.flush()
+        child.output.wait_for("^DISCONNECTED$", TIMEOUT)
+    child.popen.wait(TIMEOUT)
+
+    # Had the dead client's 198 queued 2-second tasks stayed, these would wait for minutes.
+    with Client(combo.get_address()) as client:
+        assert client.submit(add, 1, 2).result(timeout=30) == 3
+        assert client.map(add, range(20), range(20), ) == [2 * i for i in range(20)]
+
+
+def test_client_disconnect_in_process_then_new_client(make_combo, announcements):
+    combo = make_combo(n_workers=1)
+    first = Client(combo.get_address())
+    try:
+        running = first.submit(announce_and_sleep, announcements.port, 300)
+        queued = [first.submit(announce_and_sleep, announcements.port, 300) for _ in range(5)]
+        announcements.next_pid()
+    finally:
+        first.disconnect()
+    assert running.cancelled() or running.done()
+    assert all(f.done() for f in queued), "futures of a disconnected client must not stay pending"
+    with Client(combo.get_address()) as second:
+        assert second.submit(add, 4, 5).result(timeout=30) == 9
