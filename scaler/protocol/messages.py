@@ -72,8 +72,23 @@ WorkerHeartbeat = declare(22, "WorkerHeartbeat", [("sent_at", "f64"), ("queued",
                                                   ("cpu", "f64")])
 WorkerTask = declare(23, "WorkerTask", [("task_id", "bytes"), ("client_id", "bytes"), ("flags", "u8"),
                                         ("func_id", "bytes"), ("call", "bytes")])
-WorkerTaskCancel = declare(24, "WorkerTaskCancel", [("task_id", "bytes")])
+# force: also stop it if running (restarts the processor); otherwise only take it back if not started.
+WorkerTaskCancel = declare(24, "WorkerTaskCancel", [("task_id", "bytes"), ("force", "bool")])
 WorkerDisconnect = declare(25, "WorkerDisconnect", [("reason", "str")])
+
+# --- worker manager <-> scheduler ---
+# capacity: worker groups it may run; -1 no limit, 0 a fixed pool the scheduler never scales.
+ManagerConnect = declare(50, "ManagerConnect", [("manager_id", "str"), ("capacity", "i64"), ("mode", "str"),
+                                                ("capabilities", "str"), ("pid", "u32")])
+ManagerConnectReply = declare(51, "ManagerConnectReply", [("accepted", "bool"), ("reason", "str"),
+                                                          ("scaling", "str")])
+ManagerHeartbeat = declare(52, "ManagerHeartbeat", [("sent_at", "f64"), ("groups", "u32")])
+StartWorkerGroup = declare(53, "StartWorkerGroup", [("request_id", "u64")])
+# On success group_id names the group; its one worker connects with that name.
+WorkerGroupStarted = declare(54, "WorkerGroupStarted", [("request_id", "u64"), ("ok", "bool"), ("group_id", "str"),
+                                                        ("reason", "str")])
+ShutdownWorkerGroup = declare(55, "ShutdownWorkerGroup", [("group_id", "str")])
+WorkerGroupStopped = declare(56, "WorkerGroupStopped", [("group_id", "str"), ("ok", "bool"), ("reason", "str")])
 
 # --- anyone <-> object storage ---
 ObjectPut = declare(30, "ObjectPut", [("object_id", "bytes"), ("owner_id", "bytes"), ("payload", "bytes")])

@@ -1,48 +1,36 @@
-"""``python -m scaler.scheduler ADDRESS``: run a scheduler (and its object storage server)."""
+"""``scaler_scheduler ADDRESS`` / ``python -m scaler.scheduler ADDRESS``: run a scheduler.
 
-import argparse
-import json
+Unless ``--object-storage-address`` is given the scheduler also hosts the object storage,
+on ADDRESS port + 1. Flags and the ``[scheduler]`` TOML section are declared on
+``SchedulerConfig`` (``scaler.config.components``). Hidden flags used by the spawner:
+``--lifeline-fd``, ``--config-json``, ``--listen-fd``, ``--storage-listen-fd``.
+"""
+
 import socket
 import sys
 from typing import List, Optional
 
-from ..config.components import SchedulerConfig
-from ..utility.process import auth_key_from_env, setup_logging
+from ..config.commands import SCHEDULER
+from ..config.loader import parse_or_exit, start_component
+from ..io.address import listen, parse_address
 from .server import run_scheduler
 
 
-def _bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError("expected true or false, got %r" % text)
-
-
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="scaler_scheduler", description="run a scaler scheduler")
-    parser.add_argument("--lifeline-fd", type=int, default=-1, help=argparse.SUPPRESS)
-    parser.add_argument("--listen-fd", type=int, default=-1, help=argparse.SUPPRESS)
-    parser.add_argument("--storage-listen-fd", type=int, default=-1, help=argparse.SUPPRESS)
-    parser.add_argument("--config-json", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("address", nargs="?")
-    parser.add_argument("--object-storage-address", "-osa", default=None)
-    parser.add_argument("--protected", "-p", type=_bool, default=None)
-    parser.add_argument("--auth-key", default=None)
-    parser.add_argument("--logging-level", "-ll", default=None)
-    args = parser.parse_args(argv)
-    config = SchedulerConfig(**json.loads(args.config_json)) if args.config_json else SchedulerConfig()
-    for name in ("address", "object_storage_address", "protected", "auth_key", "logging_level"):
-        if getattr(args, name) is not None:
-            setattr(config, name, getattr(args, name))
-    if not config.address:
-        parser.error("the scheduler address is required")
-    config.auth_key = config.auth_key or auth_key_from_env()
-    setup_logging(config.logging_level, config.logging_paths, config.logging_config_file, "scheduler")
-    sock = _inherited(args.listen_fd)
-    storage_sock = _inherited(args.storage_listen_fd)
-    run_scheduler(config, sock, storage_sock, args.lifeline_fd)
+    loaded = parse_or_exit(SCHEDULER, argv)
+    config = loaded.config
+    start_component(config, "scheduler")
+    sock = _inherited(loaded.listen_fd)
+    storage_sock = _inherited(loaded.storage_listen_fd)
+    try:  # bind here so that a busy port is one clear line, not a traceback
+        if sock is None:
+            sock = listen(parse_address(config.address))
+        if storage_sock is None and config.object_storage_address is None:
+            storage_sock = listen(parse_address(config.address).with_port_offset(1))
+    except OSError as exc:
+        print("%s: error: %s" % (SCHEDULER.prog, exc.strerror or exc), file=sys.stderr)
+        return 1
+    run_scheduler(config, sock, storage_sock, loaded.lifeline_fd)
     return 0
 
 

@@ -19,15 +19,22 @@ from ..object_storage.server import ObjectStorageServer
 from ..object_storage.store import ObjectStore
 from ..protocol.codec import Message
 from ..protocol.handshake import normalize_key
-from ..protocol.messages import (ROLE_CLIENT, ROLE_SCHEDULER, ROLE_WORKER, ClientConnect, ClientConnectReply,
+from ..protocol.messages import (ROLE_CLIENT, ROLE_MANAGER, ROLE_SCHEDULER, ROLE_WORKER, ClientConnect,
+                                 ClientConnectReply, ManagerConnect, ManagerConnectReply, ManagerHeartbeat,
+                                 ShutdownWorkerGroup, StartWorkerGroup, WorkerGroupStarted, WorkerGroupStopped,
                                  ClientDisconnect, Heartbeat, HeartbeatEcho, ObjectDelete, ObjectDeleteOwner,
-                                 ShutdownRefused, TaskCancel, TaskResult, TaskSubmit, WorkerConnect,
+                                 SchedulerShutdown, ShutdownRefused, TaskCancel, TaskResult, TaskSubmit, WorkerConnect,
                                  WorkerConnectReply, WorkerDisconnect, WorkerHeartbeat)
+from .managers import ManagerRecord, ManagerTable
+from .policy import parse_policy
 from .state import SchedulerState, WorkerInfo
+from .webhook_client import RETRY_SECONDS, WebhookWorker
 
 logger = logging.getLogger(__name__)
 
 TIMEOUT_CHECK_SECONDS = 1.0
+SCALING_INTERVAL_SECONDS = 1.0
+BALANCE_INTERVAL_SECONDS = 1.0
 
 
 class _ClientPeer:
@@ -39,6 +46,14 @@ class _ClientPeer:
 
 class _WorkerPeer(_ClientPeer):
     __slots__ = ()
+
+
+class _ManagerPeer(_ClientPeer):
+    __slots__ = ("manager_id",)
+
+    def __init__(self, peer_id: bytes, manager_id: str) -> None:
+        super().__init__(peer_id)
+        self.manager_id = manager_id
 
 
 class SchedulerServer(Handler):
@@ -67,11 +82,20 @@ class SchedulerServer(Handler):
                                     max_task_retries=config.max_task_retries,
                                     client_timeout_seconds=config.client_timeout_seconds,
                                     worker_timeout_seconds=config.worker_timeout_seconds)
+        self.policy = parse_policy(config.policy_content)
+        self.managers = ManagerTable(self.state, self.policy, self._schedule_dispatch)
         self.listener = Listener(loop, sock, self, address=config.address, auth_key=key,
-                                 allowed_roles=(ROLE_CLIENT, ROLE_WORKER))
+                                 allowed_roles=(ROLE_CLIENT, ROLE_WORKER, ROLE_MANAGER))
         self._dispatch_scheduled = False
         self.stopping = False
         loop.call_every(TIMEOUT_CHECK_SECONDS, self._check_timeouts)
+        loop.call_every(SCALING_INTERVAL_SECONDS, lambda: self.managers.tick(time.monotonic()))
+        loop.call_every(BALANCE_INTERVAL_SECONDS, self.state.balance)
+        self.webhooks: Optional[WebhookWorker] = None
+        if config.adapter_webhook_urls:
+            self.webhooks = WebhookWorker(loop.call_soon_threadsafe)
+            for url in config.adapter_webhook_urls:
+                self._probe_webhook(url)
         if self.store is None:
             self._link_storage()
         logger.info("scheduler %s listening on %s, object storage %s%s", __version__, config.address,
@@ -153,6 +177,15 @@ class SchedulerServer(Handler):
                 conn.close("worker left: %s" % (msg.reason or "shutting down"))
             else:
                 conn.close("unexpected %s from a worker" % kind.__name__)
+        elif type(peer) is _ManagerPeer:
+            if kind is ManagerHeartbeat:
+                conn.send(HeartbeatEcho(msg.sent_at))
+            elif kind is WorkerGroupStarted:
+                self.managers.group_started(peer.manager_id, msg.request_id, msg.ok, msg.group_id, msg.reason)
+            elif kind is WorkerGroupStopped:
+                self.managers.group_stopped(peer.manager_id, msg.group_id, msg.ok, msg.reason)
+            else:
+                conn.close("unexpected %s from a worker manager" % kind.__name__)
         else:
             self._register(conn, msg, now)
 
@@ -177,8 +210,25 @@ class SchedulerServer(Handler):
             self.state.worker_connected(WorkerInfo(msg.worker_id, msg.name, queue_size, msg.capabilities,
                                                    msg.pid, msg.manager_id, now))
             conn.send(WorkerConnectReply(str(self.storage_address)))
+            self.managers.worker_connected(msg.worker_id, msg.name)
             logger.debug("worker %s (pid %d) connected from %s", msg.name, msg.pid, conn.peer)
             self._schedule_dispatch()
+            self.loop.call_soon(self.state.balance)  # a new, idle worker: share the others' queues
+        elif conn.peer_role == ROLE_MANAGER and kind is ManagerConnect:
+            manager_id = msg.manager_id
+            record = ManagerRecord(manager_id, msg.capacity, msg.mode,
+                                   lambda request_id: conn.send(StartWorkerGroup(request_id)),
+                                   lambda group_id: conn.send(ShutdownWorkerGroup(group_id)), "native")
+            refusal = self.managers.add(record)
+            if refusal:
+                logger.warning("refused worker manager from %s: %s", conn.peer, refusal)
+                conn.send(ManagerConnectReply(False, refusal, self.policy.scaling))
+                conn.close_after_flush()
+                return
+            peer_id = b"manager|" + manager_id.encode()
+            conn.data = _ManagerPeer(peer_id, manager_id)
+            self.peers[peer_id] = conn
+            conn.send(ManagerConnectReply(True, "", self.policy.scaling))
         else:
             conn.close("expected a connect message, got %s" % kind.__name__)
 
@@ -189,12 +239,56 @@ class SchedulerServer(Handler):
         self.peers.pop(peer.peer_id, None)
         if type(peer) is _ClientPeer:
             self.state.client_disconnected(peer.peer_id, reason)
+        elif type(peer) is _ManagerPeer:
+            self.managers.remove(peer.manager_id, reason)
         else:
             worker = self.state.workers.get(peer.peer_id)
             if worker is not None and not self.stopping:
                 logger.debug("worker %s disconnected: %s", worker.name, reason)
             self.state.worker_disconnected(peer.peer_id, reason)
             self._schedule_dispatch()
+
+    # --- webhook-driven managers ---
+    def _probe_webhook(self, url: str) -> None:
+        if self.stopping or self.webhooks is None:
+            return
+
+        def answered(status: int, reply: dict) -> None:
+            if status != 200:
+                logger.warning("worker adapter at %s: %s; retrying in %.0fs", url,
+                               reply.get("error", "HTTP %d" % status), RETRY_SECONDS)
+                self.loop.call_later(RETRY_SECONDS, lambda: self._probe_webhook(url))
+                return
+            manager_id = str(reply.get("worker_manager_id") or url)
+            try:
+                capacity = int(reply.get("max_worker_groups", -1))
+            except (TypeError, ValueError):
+                capacity = -1
+            record = ManagerRecord(manager_id, capacity, str(reply.get("mode", "webhook")),
+                                   lambda request_id: self._webhook_start(url, manager_id, request_id),
+                                   lambda group_id: self._webhook_stop(url, manager_id, group_id), url)
+            refusal = self.managers.add(record)
+            if refusal:
+                logger.warning("worker adapter at %s: %s", url, refusal)
+
+        self.webhooks.request(url, {"action": "get_worker_adapter_info"}, answered)
+
+    def _webhook_start(self, url: str, manager_id: str, request_id: int) -> None:
+        def answered(status: int, reply: dict) -> None:
+            group_id = str(reply.get("worker_group_id", ""))
+            reason = str(reply.get("error") or reply.get("status") or "HTTP %d" % status)
+            self.managers.group_started(manager_id, request_id, status == 200 and bool(group_id), group_id, reason)
+
+        self.webhooks.request(url, {"action": "start_worker_group"}, answered)
+
+    def _webhook_stop(self, url: str, manager_id: str, group_id: str) -> None:
+        def answered(status: int, reply: dict) -> None:
+            reason = str(reply.get("error") or reply.get("status") or "HTTP %d" % status)
+            if status == 404:
+                reason = "unknown group: " + reason
+            self.managers.group_stopped(manager_id, group_id, status == 200, reason)
+
+        self.webhooks.request(url, {"action": "shutdown_worker_group", "worker_group_id": group_id}, answered)
 
     def _check_timeouts(self) -> None:
         for peer_id in list(self.state.expired_peers(time.monotonic())):
@@ -215,12 +309,17 @@ class SchedulerServer(Handler):
             return
         self.stopping = True
         self.state.shutdown_everyone(reason)
+        for peer_id, conn in self.peers.items():
+            if type(conn.data) is _ManagerPeer:
+                conn.send(SchedulerShutdown(reason))
         for conn in list(self.peers.values()):
             conn.close_after_flush()
         self.loop.call_later(0.05, self.loop.stop)
 
     def close(self) -> None:
         self.listener.close()
+        if self.webhooks is not None:
+            self.webhooks.close()
         if self.storage_server is not None:
             self.storage_server.close()
 

@@ -14,6 +14,7 @@ that are stored and forwarded, never looked into.
 import collections
 import heapq
 import logging
+import time
 from typing import Callable, Deque, Dict, Iterable, List, Optional
 
 from ..protocol.codec import Message
@@ -26,7 +27,8 @@ Send = Callable[[bytes, Message], None]
 
 
 class Task:
-    __slots__ = ("task_id", "client_id", "flags", "func_id", "call", "capabilities", "worker_id", "retries")
+    __slots__ = ("task_id", "client_id", "flags", "func_id", "call", "capabilities", "worker_id", "retries",
+                 "moving", "cancel_requested")
 
     def __init__(self, task_id: bytes, client_id: bytes, flags: int, func_id: bytes, call: bytes,
                  capabilities: str) -> None:
@@ -38,11 +40,13 @@ class Task:
         self.capabilities = capabilities
         self.worker_id: Optional[bytes] = None
         self.retries = 0
+        self.moving = False  # asked its worker to give it back (balancing); requeued when it does
+        self.cancel_requested = False
 
 
 class WorkerInfo:
     __slots__ = ("worker_id", "name", "queue_size", "capabilities", "pid", "manager_id", "tasks", "last_seen",
-                 "queued_reported", "rss", "cpu", "draining")
+                 "queued_reported", "rss", "cpu", "draining", "group_id", "idle_since")
 
     def __init__(self, worker_id: bytes, name: str, queue_size: int, capabilities: str, pid: int,
                  manager_id: str, now: float) -> None:
@@ -57,7 +61,9 @@ class WorkerInfo:
         self.queued_reported = 0
         self.rss = 0
         self.cpu = 0.0
-        self.draining = False
+        self.draining = False  # scaling down: no new tasks, shut down once empty
+        self.group_id = ""  # set when a dynamic manager started this worker as a group
+        self.idle_since: Optional[float] = now
 
     @property
     def free_slots(self) -> int:
@@ -76,8 +82,10 @@ class ClientInfo:
 class SchedulerState:
     def __init__(self, send: Send, free_owner: Callable[[bytes], None],
                  free_objects: Callable[[List[bytes]], None], *, max_task_retries: int = 3,
-                 client_timeout_seconds: float = 60.0, worker_timeout_seconds: float = 60.0) -> None:
+                 client_timeout_seconds: float = 60.0, worker_timeout_seconds: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.send = send
+        self.clock = clock
         self.free_owner = free_owner
         self.free_objects = free_objects
         self.max_task_retries = max_task_retries
@@ -111,7 +119,9 @@ class SchedulerState:
                 worker = self.workers.get(task.worker_id)
                 if worker is not None:
                     worker.tasks.pop(task_id, None)
-                    self.send(worker.worker_id, WorkerTaskCancel(task_id))
+                    if not worker.tasks:
+                        worker.idle_since = self.clock()
+                    self.send(worker.worker_id, WorkerTaskCancel(task_id, False))  # running ones finish
         for worker_id in self.workers:
             self.send(worker_id, ObjectDeleteOwner(client_id))
         self.free_owner(client_id)
@@ -136,7 +146,8 @@ class SchedulerState:
             self._finish(task)  # its stale id in ``queue`` is skipped by dispatch
             self.send(client_id, TaskResult(task_id, STATUS_CANCELLED, b"", "cancelled"))
         else:
-            self.send(task.worker_id, WorkerTaskCancel(task_id))
+            task.cancel_requested = True
+            self.send(task.worker_id, WorkerTaskCancel(task_id, True))
 
     # --- workers ---
     def worker_connected(self, worker: WorkerInfo) -> None:
@@ -161,6 +172,7 @@ class SchedulerState:
             if task is None:
                 continue
             task.worker_id = None
+            task.moving = False
             if position == 0:  # the agent runs its tasks in order: this one was on the processor
                 task.retries += 1
                 if task.retries > self.max_task_retries:
@@ -177,11 +189,18 @@ class SchedulerState:
         worker = self.workers.get(worker_id)
         if worker is not None:
             worker.tasks.pop(msg.task_id, None)
+            if not worker.tasks:
+                worker.idle_since = self.clock()
         task = self.tasks.get(msg.task_id)
         if task is None or task.worker_id != worker_id:
             # The client left or cancelled meanwhile: nobody wants this result.
             if msg.status == STATUS_OK_OBJECT:
                 self.free_objects([bytes(msg.payload)])
+            return
+        if task.moving and msg.status == STATUS_CANCELLED and not task.cancel_requested:
+            task.moving = False  # given back for balancing: it goes to the front of the queue
+            task.worker_id = None
+            self.queue.appendleft(task.task_id)
             return
         self._finish(task)
         self.send(task.client_id, msg)
@@ -213,6 +232,7 @@ class SchedulerState:
             load, index, worker = heap[0]
             task.worker_id = worker.worker_id
             worker.tasks[task.task_id] = None
+            worker.idle_since = None
             send(worker.worker_id, WorkerTask(task.task_id, task.client_id, task.flags, task.func_id, task.call))
             assigned += 1
             if worker.free_slots > 0:
@@ -220,6 +240,34 @@ class SchedulerState:
             else:
                 heapq.heappop(heap)
         return assigned
+
+    def balance(self) -> int:
+        """When a worker sits idle while others hold queued tasks, ask those back (newest first).
+
+        A worker gives back only tasks it has not started; they return to the front of the
+        queue and ``dispatch`` hands them to the least loaded workers. Returns how many
+        tasks were asked back.
+        """
+        workers = [w for w in self.workers.values() if not w.draining]
+        if len(workers) < 2 or not any(not w.tasks for w in workers):
+            return 0
+        target = -(-sum(len(w.tasks) for w in workers) // len(workers))  # ceil(mean)
+        asked = 0
+        for worker in workers:
+            excess = len(worker.tasks) - target
+            if excess <= 0:
+                continue
+            for task_id in reversed(list(worker.tasks)):
+                if excess <= 0:
+                    break
+                task = self.tasks.get(task_id)
+                if task is None or task.moving:
+                    continue
+                task.moving = True
+                self.send(worker.worker_id, WorkerTaskCancel(task_id, False))
+                excess -= 1
+                asked += 1
+        return asked
 
     # --- time ---
     def expired_peers(self, now: float) -> Iterable[bytes]:
@@ -233,6 +281,12 @@ class SchedulerState:
     def shutdown_everyone(self, reason: str) -> None:
         for peer_id in list(self.clients) + list(self.workers):
             self.send(peer_id, SchedulerShutdown(reason))
+
+    def waiting_without_worker(self) -> int:
+        """Tasks queued while no worker can take any (none connected, or all draining)."""
+        if any(not w.draining for w in self.workers.values()):
+            return 0
+        return len(self.tasks)
 
     @property
     def unassigned_count(self) -> int:

@@ -35,7 +35,17 @@ logger = logging.getLogger(__name__)
 INLINE_RESULT_LIMIT = 64 * 1024  # results above this go through object storage
 RECONNECT_INTERVAL_SECONDS = 1.0
 PRELOAD_FAILED_EXIT = 3
-PIPELINE_DEPTH = 16  # tasks sent ahead to the processor, which runs them in order
+PIPELINE_DEPTH = 16  # tasks sent ahead to the processor (which runs them in order) while tasks are short
+
+
+def pipeline_depth(task_seconds: float) -> int:
+    """Short tasks: send many ahead (fewer wake-ups). Long ones: one at a time, so queued
+    tasks stay in the agent where the scheduler can move them to idle workers."""
+    if task_seconds < 0.002:
+        return PIPELINE_DEPTH
+    if task_seconds < 0.02:
+        return 4
+    return 1
 
 
 class WorkerAgent:
@@ -58,6 +68,10 @@ class WorkerAgent:
         # Tasks sent to the processor, in the order it runs them: the first one is running.
         self.inflight: Deque[_Inflight] = collections.deque()
         self.preparing: Optional[_Inflight] = None  # next task, waiting for objects from storage
+        # Moving average of the processor's time per task; start by assuming tasks are slow.
+        self.task_seconds = 0.1
+        self.depth = pipeline_depth(self.task_seconds)
+        self.last_result_at = 0.0
         self.object_owner: Dict[bytes, bytes] = {}  # objects the processor holds -> owning client
         self.pending_results: Dict[bytes, Message] = {}  # object id -> TaskResult waiting for its put ack
 
@@ -114,10 +128,10 @@ class WorkerAgent:
         kind = type(msg)
         if kind is WorkerTask:
             self.queue[msg.task_id] = msg
-            if self.preparing is None and len(self.inflight) < PIPELINE_DEPTH:
+            if self.preparing is None and len(self.inflight) < self.depth:
                 self._pump()
         elif kind is WorkerTaskCancel:
-            self._cancel(msg.task_id)
+            self._cancel(msg.task_id, msg.force)
         elif kind is HeartbeatEcho:
             pass
         elif kind is ObjectDeleteOwner:
@@ -168,7 +182,7 @@ class WorkerAgent:
     def _pump(self) -> None:
         """Keep the processor's pipeline full: prepare queued tasks in order and send them."""
         while (self.preparing is None and self.queue and self.processor_ready
-               and len(self.inflight) < PIPELINE_DEPTH):
+               and len(self.inflight) < self.depth):
             _, task = self.queue.popitem(last=False)
             item = _Inflight(task)
             needed = [task.func_id]
@@ -215,6 +229,7 @@ class WorkerAgent:
 
     def _send_to_processor(self, item: "_Inflight") -> None:
         task = item.task
+        item.sent_at = time.monotonic()
         self.inflight.append(item)
         self.processor_conn.send(ProcessorTask(task.task_id, task.flags, task.func_id, task.call))
 
@@ -244,6 +259,10 @@ class WorkerAgent:
             inflight.remove(item)
         for object_id in item.temp:  # the processor used them once and let them go
             self.object_owner.pop(object_id, None)
+        now = time.monotonic()
+        self.task_seconds += 0.25 * (now - max(item.sent_at, self.last_result_at) - self.task_seconds)
+        self.last_result_at = now
+        self.depth = pipeline_depth(self.task_seconds)
         if not item.cancelled:
             if result.status == STATUS_OK and len(result.payload) > INLINE_RESULT_LIMIT and self.storage is not None:
                 object_id = uuid.uuid4().bytes + uuid.uuid4().bytes
@@ -258,7 +277,8 @@ class WorkerAgent:
         if self.scheduler is not None and self.registered:
             self.scheduler.send(result)
 
-    def _cancel(self, task_id: bytes) -> None:
+    def _cancel(self, task_id: bytes, force: bool) -> None:
+        """Take back a task not started yet; with ``force`` also stop it if it runs."""
         if self.queue.pop(task_id, None) is not None:
             self._send_result(TaskResult(task_id, STATUS_CANCELLED, b"", "cancelled"))
             return
@@ -267,6 +287,8 @@ class WorkerAgent:
             self._send_result(TaskResult(task_id, STATUS_CANCELLED, b"", "cancelled"))
             self._pump()
             return
+        if not force:
+            return  # already with the processor: it runs to completion
         for position, item in enumerate(self.inflight):
             if item.task.task_id != task_id or item.cancelled:
                 continue
@@ -383,10 +405,11 @@ class WorkerAgent:
 
 
 class _Inflight:
-    __slots__ = ("task", "temp", "waiting", "cancelled")
+    __slots__ = ("task", "temp", "waiting", "cancelled", "sent_at")
 
     def __init__(self, task: Message) -> None:
         self.task = task
+        self.sent_at = 0.0
         self.temp: List[bytes] = []  # one-use objects of this task
         self.waiting: Set[bytes] = set()  # objects still to fetch before it can be sent
         self.cancelled = False

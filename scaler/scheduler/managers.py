@@ -1,0 +1,177 @@
+"""The scheduler's table of worker managers and the scaling actions it carries out.
+
+A manager is reached either over a native connection (``ROLE_MANAGER``) or over HTTP
+(``--adapter-webhook-urls``); both sit behind the same two calls, ``start_group`` and
+``stop_group``, and report back through :meth:`ManagerTable.group_started` /
+:meth:`ManagerTable.group_stopped`.
+"""
+
+import itertools
+import logging
+import time
+from typing import Callable, Dict, List, Optional
+
+from .policy import Policy
+from .scaling import Decision, ManagerView, WorkerView, decide
+from .state import SchedulerState
+
+logger = logging.getLogger(__name__)
+
+PENDING_START_TIMEOUT_SECONDS = 60.0
+NO_WORKER_WARNING_SECONDS = 10.0
+
+
+class ManagerRecord:
+    def __init__(self, manager_id: str, capacity: int, mode: str, start: Callable[[int], None],
+                 stop: Callable[[str], None], via: str) -> None:
+        self.manager_id = manager_id
+        self.capacity = capacity
+        self.mode = mode
+        self.start = start  # start(request_id): ask for one group
+        self.stop = stop  # stop(group_id)
+        self.via = via  # "native" or the webhook URL
+        self.groups: Dict[str, Optional[bytes]] = {}  # group id -> its worker once connected
+        self.stopping: Dict[str, float] = {}  # group id -> when we asked
+        self.pending: Dict[int, float] = {}  # start request id -> when we asked
+        self.refused_at: Optional[float] = None
+
+    def view(self) -> ManagerView:
+        return ManagerView(self.manager_id, self.capacity, len(self.groups), len(self.pending), self.refused_at)
+
+
+class ManagerTable:
+    def __init__(self, state: SchedulerState, policy: Policy, on_change: Callable[[], None]) -> None:
+        self.state = state
+        self.policy = policy
+        self.on_change = on_change  # called when workers become available again (undrain)
+        self.managers: Dict[str, ManagerRecord] = {}  # in connection order
+        self._request_ids = itertools.count(1)
+        self._waiting_since: Optional[float] = None
+        self._last_warning = 0.0
+
+    # --- registration ---
+    def add(self, record: ManagerRecord) -> Optional[str]:
+        """Register a manager; return a reason to refuse it."""
+        if not record.manager_id:
+            return "empty worker_manager_id"
+        if record.manager_id in self.managers:
+            return "worker_manager_id %r is already connected" % record.manager_id
+        self.managers[record.manager_id] = record
+        logger.info("worker manager %s connected (%s, capacity %s, via %s)", record.manager_id, record.mode,
+                    "unlimited" if record.capacity < 0 else record.capacity, record.via)
+        if record.capacity != 0 and self.policy.scaling == "no":
+            logger.warning("worker manager %s can start workers, but the scaling policy is 'no', so it will "
+                           "never be asked to: tasks wait until a worker connects. Start the scheduler with "
+                           "--policy-content 'allocate=even_load; scaling=vanilla' to scale.", record.manager_id)
+        return None
+
+    def remove(self, manager_id: str, reason: str) -> None:
+        record = self.managers.pop(manager_id, None)
+        if record is not None:
+            logger.info("worker manager %s left: %s", manager_id, reason)
+
+    # --- reports from managers ---
+    def group_started(self, manager_id: str, request_id: int, ok: bool, group_id: str, reason: str) -> None:
+        record = self.managers.get(manager_id)
+        if record is None or record.pending.pop(request_id, None) is None:
+            return
+        if ok:
+            record.groups[group_id] = None
+            for worker in self.state.workers.values():  # its worker may have connected first
+                if worker.name == group_id:
+                    worker.group_id = group_id
+                    record.groups[group_id] = worker.worker_id
+            logger.info("worker manager %s started worker group %s", manager_id, group_id)
+        else:
+            record.refused_at = time.monotonic()
+            logger.warning("worker manager %s refused to start a worker group: %s", manager_id, reason)
+
+    def group_stopped(self, manager_id: str, group_id: str, ok: bool, reason: str) -> None:
+        record = self.managers.get(manager_id)
+        if record is None:
+            return
+        record.stopping.pop(group_id, None)
+        if ok or "unknown" in reason:
+            record.groups.pop(group_id, None)
+            logger.info("worker manager %s shut down worker group %s", manager_id, group_id)
+        else:
+            logger.warning("worker manager %s could not shut down group %s: %s", manager_id, group_id, reason)
+
+    def worker_connected(self, worker_id: bytes, name: str) -> None:
+        for record in self.managers.values():
+            if name in record.groups:
+                record.groups[name] = worker_id
+                worker = self.state.workers.get(worker_id)
+                if worker is not None:
+                    worker.group_id = name
+                return
+
+    # --- the periodic decision ---
+    def tick(self, now: float) -> Decision:
+        self._expire(now)
+        workers = [WorkerView(w.worker_id, w.manager_id, w.group_id, len(w.tasks), w.idle_since, w.draining)
+                   for w in self.state.workers.values()]
+        managers = [m.view() for m in self.managers.values()]
+        decision = decide(self.policy, now, len(self.state.tasks), workers, managers)
+        for manager_id in decision.starts:
+            record = self.managers[manager_id]
+            request_id = next(self._request_ids)
+            record.pending[request_id] = now
+            record.start(request_id)
+        for worker_id in decision.drain:
+            worker = self.state.workers.get(worker_id)
+            if worker is not None:
+                worker.draining = True
+                logger.debug("draining worker %s for scale-down", worker.name)
+        for worker_id in decision.undrain:
+            worker = self.state.workers.get(worker_id)
+            if worker is not None:
+                worker.draining = False
+        if decision.undrain:
+            self.on_change()
+        for manager_id, group_id in decision.stops:
+            record = self.managers.get(manager_id)
+            if record is None or group_id in record.stopping or group_id not in record.groups:
+                continue
+            record.stopping[group_id] = now
+            record.stop(group_id)
+        self._warn_if_stuck(now)
+        return decision
+
+    def _expire(self, now: float) -> None:
+        for record in self.managers.values():
+            for request_id, asked in list(record.pending.items()):
+                if now - asked > PENDING_START_TIMEOUT_SECONDS:
+                    del record.pending[request_id]
+                    record.refused_at = now
+                    logger.warning("worker manager %s did not answer a start request within %.0fs",
+                                   record.manager_id, PENDING_START_TIMEOUT_SECONDS)
+            for group_id, asked in list(record.stopping.items()):
+                if now - asked > PENDING_START_TIMEOUT_SECONDS:
+                    del record.stopping[group_id]
+
+    def _warn_if_stuck(self, now: float) -> None:
+        """Say so when tasks wait and nothing can run them (the upstream silent hang)."""
+        waiting = self.state.waiting_without_worker()
+        if not waiting:
+            self._waiting_since = None
+            return
+        if self._waiting_since is None:
+            self._waiting_since = now
+        if now - self._waiting_since < NO_WORKER_WARNING_SECONDS or now - self._last_warning < NO_WORKER_WARNING_SECONDS:
+            return
+        self._last_warning = now
+        if not self.managers:
+            why = "no worker is connected and no worker manager either"
+        elif self.policy.scaling == "no":
+            why = "no worker is connected and the scaling policy is 'no', so no manager is asked for one"
+        else:
+            why = "no worker is connected yet; worker managers were asked"
+        logger.warning("%d task(s) have waited %.0fs: %s", waiting, now - self._waiting_since, why)
+
+    def stuck_seconds(self, now: float) -> float:
+        return 0.0 if self._waiting_since is None else now - self._waiting_since
+
+    def snapshot(self) -> List[dict]:
+        return [{"manager_id": m.manager_id, "capacity": m.capacity, "mode": m.mode, "via": m.via,
+                 "groups": sorted(m.groups), "pending_starts": len(m.pending)} for m in self.managers.values()]
