@@ -1,0 +1,178 @@
+"""The scheduler's state machine, driven directly: no sockets, no processes."""
+
+from scaler.protocol.messages import (STATUS_CANCELLED, STATUS_OK, STATUS_OK_OBJECT, STATUS_WORKER_DIED,
+                                      ObjectDeleteOwner, SchedulerShutdown, TaskResult, WorkerTask, WorkerTaskCancel)
+from scaler.scheduler.state import SchedulerState, WorkerInfo
+
+
+class Harness:
+    def __init__(self, **kwargs):
+        self.sent = []
+        self.freed_owners = []
+        self.freed_objects = []
+        self.now = 100.0
+        self.state = SchedulerState(lambda peer, msg: self.sent.append((peer, msg)), self.freed_owners.append,
+                                    self.freed_objects.extend, clock=lambda: self.now, **kwargs)
+
+    def take(self, kind=None):
+        out = [(p, m) for p, m in self.sent if kind is None or type(m) is kind]
+        self.sent = [(p, m) for p, m in self.sent if not (kind is None or type(m) is kind)]
+        return out
+
+    def worker(self, name, queue_size=1000):
+        worker_id = name.encode()
+        self.state.worker_connected(WorkerInfo(worker_id, name, queue_size, "", 1, "", self.now))
+        return worker_id
+
+    def submit(self, client, n, prefix=b"t"):
+        ids = []
+        for i in range(n):
+            task_id = prefix + b"%04d" % i
+            self.state.task_submitted(client, task_id, 0, b"f" * 32, b"call", "")
+            ids.append(task_id)
+        return ids
+
+
+def test_tasks_go_to_the_least_loaded_worker():
+    h = Harness()
+    h.state.client_connected(b"c", h.now)
+    a, b = h.worker("a"), h.worker("b")
+    h.submit(b"c", 10)
+    assert h.state.dispatch() == 10
+    sent = h.take(WorkerTask)
+    assert sorted(p for p, _ in sent).count(a) == 5 and sorted(p for p, _ in sent).count(b) == 5
+    assert all(m.client_id == b"c" and m.call == b"call" for _, m in sent)
+
+
+def test_queue_size_is_a_hard_limit_and_the_rest_waits():
+    h = Harness()
+    h.state.client_connected(b"c", h.now)
+    w = h.worker("a", queue_size=3)
+    h.submit(b"c", 5)
+    assert h.state.dispatch() == 3
+    assert len(h.state.queue) == 2
+    h.take()
+    first = next(iter(h.state.workers[w].tasks))
+    h.state.task_result(w, TaskResult(first, STATUS_OK, b"r", ""))
+    assert h.take(TaskResult) == [(b"c", TaskResult(first, STATUS_OK, b"r", ""))]
+    assert h.state.dispatch() == 1
+
+
+def test_worker_loss_requeues_everything_and_charges_only_the_running_task():
+    h = Harness(max_task_retries=1)
+    h.state.client_connected(b"c", h.now)
+    a = h.worker("a")
+    ids = h.submit(b"c", 3)
+    h.state.dispatch()
+    h.state.worker_disconnected(a, "killed")
+    assert list(h.state.queue) == ids  # same order, at the front
+    assert [h.state.tasks[i].retries for i in ids] == [1, 0, 0]
+    b = h.worker("b")
+    h.state.dispatch()
+    h.take()
+    h.state.worker_disconnected(b, "killed again")
+    # the running task is past the retry limit: the client is told, nothing is lost silently
+    failed = h.take(TaskResult)
+    assert failed == [(b"c", failed[0][1])] and failed[0][1].status == STATUS_WORKER_DIED
+    assert failed[0][1].task_id == ids[0] and "gave up" in failed[0][1].detail
+    assert list(h.state.queue) == ids[1:]
+
+
+def test_client_disconnect_cancels_its_tasks_and_frees_its_objects():
+    h = Harness()
+    h.state.client_connected(b"c", h.now)
+    h.state.client_connected(b"d", h.now)
+    a = h.worker("a")
+    h.submit(b"c", 2, b"c")
+    h.submit(b"d", 1, b"d")
+    h.state.dispatch()
+    h.take()
+    h.state.client_disconnected(b"c", "gone")
+    cancels = h.take(WorkerTaskCancel)
+    assert sorted(m.task_id for _, m in cancels) == [b"c0000", b"c0001"]
+    assert all(not m.force for _, m in cancels)  # running ones finish; results are dropped
+    assert h.take(ObjectDeleteOwner) == [(a, ObjectDeleteOwner(b"c"))]
+    assert h.freed_owners == [b"c"]
+    assert list(h.state.tasks) == [b"d0000"]
+    # a late result for a dropped task frees its stored result object
+    h.state.task_result(a, TaskResult(b"c0000", STATUS_OK_OBJECT, b"o" * 32, ""))
+    assert h.take(TaskResult) == [] and h.freed_objects == [b"o" * 32]
+
+
+def test_cancel_of_a_queued_task_answers_at_once_and_of_an_assigned_one_forces_the_worker():
+    h = Harness()
+    h.state.client_connected(b"c", h.now)
+    ids = h.submit(b"c", 1)
+    h.state.task_cancel_requested(b"c", ids[0])
+    assert h.take(TaskResult) == [(b"c", TaskResult(ids[0], STATUS_CANCELLED, b"", "cancelled"))]
+    assert h.state.dispatch() == 0
+    w = h.worker("w")
+    ids = h.submit(b"c", 1, b"x")
+    h.state.dispatch()
+    h.take()
+    h.state.task_cancel_requested(b"c", ids[0])
+    assert h.take(WorkerTaskCancel) == [(w, WorkerTaskCancel(ids[0], True))]
+    h.state.task_cancel_requested(b"other", ids[0])  # not its task: ignored
+    assert h.take() == []
+
+
+def test_balance_takes_back_queued_tasks_for_an_idle_worker():
+    h = Harness()
+    h.state.client_connected(b"c", h.now)
+    a = h.worker("a")
+    ids = h.submit(b"c", 10)
+    h.state.dispatch()
+    h.take()
+    b = h.worker("b")
+    assert h.state.balance() == 5
+    asked = h.take(WorkerTaskCancel)
+    assert [m.task_id for _, m in asked] == ids[:4:-1]  # newest first, not forced
+    assert all(p == a and not m.force for p, m in asked)
+    # the worker gives back three; two had already started and finish normally
+    for _, m in asked[:3]:
+        h.state.task_result(a, TaskResult(m.task_id, STATUS_CANCELLED, b"", "cancelled"))
+    assert h.take(TaskResult) == []  # nothing reaches the client
+    assert h.state.dispatch() == 3
+    assert [p for p, _ in h.take(WorkerTask)] == [b, b, b]
+    assert h.state.balance() == 0  # nobody is idle any more
+
+
+def test_a_client_cancel_wins_over_a_balancing_move():
+    h = Harness()
+    h.state.client_connected(b"c", h.now)
+    a = h.worker("a")
+    ids = h.submit(b"c", 4)
+    h.state.dispatch()
+    h.worker("b")
+    h.state.balance()
+    h.take()
+    h.state.task_cancel_requested(b"c", ids[-1])
+    h.state.task_result(a, TaskResult(ids[-1], STATUS_CANCELLED, b"", "cancelled"))
+    assert h.take(TaskResult) == [(b"c", TaskResult(ids[-1], STATUS_CANCELLED, b"", "cancelled"))]
+    assert ids[-1] not in h.state.tasks
+
+
+def test_draining_workers_get_nothing_new_and_idle_time_is_tracked():
+    h = Harness()
+    h.state.client_connected(b"c", h.now)
+    a, b = h.worker("a"), h.worker("b")
+    h.state.workers[a].draining = True
+    h.submit(b"c", 4)
+    h.state.dispatch()
+    assert {p for p, _ in h.take(WorkerTask)} == {b}
+    assert h.state.workers[b].idle_since is None and h.state.workers[a].idle_since == 100.0
+    assert h.state.waiting_without_worker() == 0
+    h.state.workers[b].draining = True
+    assert h.state.waiting_without_worker() == 4
+
+
+def test_timeouts_and_shutdown_reach_everyone():
+    h = Harness(client_timeout_seconds=10, worker_timeout_seconds=5)
+    h.state.client_connected(b"c", h.now)
+    w = h.worker("w")
+    assert list(h.state.expired_peers(h.now + 4)) == []
+    assert list(h.state.expired_peers(h.now + 6)) == [w]
+    h.state.client_seen(b"c", h.now + 5)
+    assert list(h.state.expired_peers(h.now + 11)) == [w]
+    h.state.shutdown_everyone("bye")
+    assert sorted(p for p, m in h.take(SchedulerShutdown)) == [b"c", w]
