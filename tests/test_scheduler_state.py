@@ -90,7 +90,7 @@ def test_client_disconnect_cancels_its_tasks_and_frees_its_objects():
     h.state.client_disconnected(b"c", "gone")
     cancels = h.take(WorkerTaskCancel)
     assert sorted(m.task_id for _, m in cancels) == [b"c0000", b"c0001"]
-    assert all(not m.force for _, m in cancels)  # running ones finish; results are dropped
+    assert all(m.force for _, m in cancels)  # running ones are stopped too: nobody wants them
     assert h.take(ObjectDeleteOwner) == [(a, ObjectDeleteOwner(b"c"))]
     assert h.freed_owners == [b"c"]
     assert list(h.state.tasks) == [b"d0000"]

@@ -121,7 +121,8 @@ class SchedulerState:
                     worker.tasks.pop(task_id, None)
                     if not worker.tasks:
                         worker.idle_since = self.clock()
-                    self.send(worker.worker_id, WorkerTaskCancel(task_id, False))  # running ones finish
+                    # Forced: nobody wants the result, and the next client should not wait for it.
+                    self.send(worker.worker_id, WorkerTaskCancel(task_id, True))
         for worker_id in self.workers:
             self.send(worker_id, ObjectDeleteOwner(client_id))
         self.free_owner(client_id)
