@@ -1,38 +1,25 @@
-"""``python -m scaler.cluster SCHEDULER_ADDRESS -n N``: a fixed pool of workers."""
+"""``scaler_cluster SCHEDULER_ADDRESS -n N`` / ``python -m scaler.cluster``: a fixed pool of workers.
 
-import argparse
+Flags and the ``[cluster]`` TOML section are declared on ``ClusterConfig``
+(``scaler.config.components``). Hidden flags used by the spawner: ``--lifeline-fd``,
+``--config-json``.
+"""
+
 import dataclasses
 import json
 import sys
 from typing import List, Optional
 
+from ..config.commands import CLUSTER
 from ..config.components import ClusterConfig
-from ..utility.process import setup_logging
+from ..config.loader import parse_or_exit, start_component
 from .pool import run_cluster
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="scaler_cluster", description="start a fixed pool of scaler workers")
-    parser.add_argument("--lifeline-fd", type=int, default=-1, help=argparse.SUPPRESS)
-    parser.add_argument("--config-json", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("scheduler_address", nargs="?")
-    parser.add_argument("--num-of-workers", "-n", type=int, default=None)
-    parser.add_argument("--auth-key", default=None)
-    parser.add_argument("--logging-level", "-ll", default=None)
-    args = parser.parse_args(argv)
-    config = ClusterConfig(**json.loads(args.config_json)) if args.config_json else ClusterConfig()
-    if args.scheduler_address:
-        config.scheduler_address = args.scheduler_address
-    if args.num_of_workers is not None:
-        config.num_of_workers = args.num_of_workers
-    if args.auth_key:
-        config.auth_key = args.auth_key
-    if args.logging_level:
-        config.logging_level = args.logging_level
-    if not config.scheduler_address:
-        parser.error("the scheduler address is required")
-    setup_logging(config.logging_level, config.logging_paths, config.logging_config_file, "cluster")
-    return run_cluster(config, args.lifeline_fd)
+    loaded = parse_or_exit(CLUSTER, argv)
+    start_component(loaded.config, "cluster")
+    return run_cluster(loaded.config, loaded.lifeline_fd)
 
 
 def config_args(config: ClusterConfig) -> List[str]:

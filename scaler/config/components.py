@@ -1,14 +1,26 @@
 """The settings of each component, with upstream's defaults.
 
 Each component is built from one of these dataclasses, whether it is started from the
-command line, a TOML file or Python (``SchedulerClusterCombo``).
+command line, a TOML file or Python (``SchedulerClusterCombo``). Every user-settable field
+is declared with ``option(...)``: its help, kind, short flags and aliases live here and
+nowhere else. The command-line parsers, the TOML sections, the validation and
+``docs/commands.rst`` / ``docs/configuration.rst`` are derived from these declarations
+(``scaler.config.loader``, ``scaler.config.commands``, ``scaler.config.docs``).
 """
 
 import dataclasses
 import os
 from typing import Optional, Tuple
 
+from .fields import internal, option
+
 DEFAULT_PORT = 8516
+LOGGING_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+EVENT_LOOPS = ("builtin", "uvloop")
+CPUS_MINUS_ONE = "number of CPUs - 1"
+
+_TLS_HELP = "TLS certificate/key (not available in this build: any value is rejected)"
+_NO_TLS = "this build has no TLS transport; use --auth-key (or SCALER_AUTH_KEY) to authenticate peers"
 
 
 def default_worker_count() -> int:
@@ -17,78 +29,216 @@ def default_worker_count() -> int:
 
 @dataclasses.dataclass
 class LoggingSettings:
-    logging_level: str = "INFO"
-    logging_paths: Tuple[str, ...] = ("/dev/stdout",)
-    logging_config_file: Optional[str] = None
+    logging_level: str = option(
+        "INFO", kind="choice", choices=LOGGING_LEVELS, short=("-ll",), group="logging",
+        help="log threshold")
+    logging_paths: Tuple[str, ...] = option(
+        ("/dev/stdout",), kind="log_paths", short=("-lp",), group="logging", metavar="PATH",
+        help="where logs go: /dev/stdout, /dev/stderr or file paths (several allowed); "
+             "a file's directory is created if missing")
+    logging_config_file: Optional[str] = option(
+        None, kind="file", short=("-lcf", "-lc"), group="logging", metavar="FILE",
+        help="a Python logging.config file (INI, or JSON dictConfig if it ends in .json); "
+             "when given, --logging-level and --logging-paths are ignored")
 
 
 @dataclasses.dataclass
-class SchedulerConfig(LoggingSettings):
-    address: str = ""
-    object_storage_address: Optional[str] = None  # None: host one in-process on port + 1
-    monitor_address: Optional[str] = None
-    protected: bool = True
-    client_timeout_seconds: float = 60
-    worker_timeout_seconds: float = 60
-    max_task_retries: int = 3
-    per_worker_queue_size: int = 1000
-    object_storage_max_bytes: int = 0
-    policy_content: str = "allocate=even_load; scaling=no"
-    adapter_webhook_urls: Tuple[str, ...] = ()
-    auth_key: Optional[str] = None
+class SecuritySettings:
+    auth_key: Optional[str] = option(
+        None, kind="str", group="security", secret=True, default_text="$SCALER_AUTH_KEY",
+        help="shared secret that clients, workers and servers must all present (prefer the SCALER_AUTH_KEY "
+             "environment variable: command lines are visible to other users)")
 
 
 @dataclasses.dataclass
-class ObjectStorageConfig(LoggingSettings):
-    address: str = ""
-    max_bytes: int = 0
-    auth_key: Optional[str] = None
+class TLSSettings:
+    tls_cert: Optional[str] = option(None, kind="str", short=("-tc",), group="security", metavar="FILE",
+                                     help=_TLS_HELP, unsupported=_NO_TLS)
+    tls_key: Optional[str] = option(None, kind="str", short=("-tk",), group="security", metavar="FILE",
+                                    help=_TLS_HELP, unsupported=_NO_TLS)
 
 
 @dataclasses.dataclass
-class WorkerSettings:
+class LoopSettings:
+    event_loop: str = option(
+        "builtin", kind="choice", choices=EVENT_LOOPS, short=("-el", "-e"),
+        help="accepted for compatibility: this build always runs its own selectors-based event loop; "
+             "uvloop is reported in the log and ignored")
+    io_threads: int = option(
+        1, kind="int", short=("-it", "-wit"), aliases=("worker-io-threads",), minimum=1, inert=True,
+        help="transport I/O threads (of each worker, for clusters and managers)")
+
+
+@dataclasses.dataclass
+class SchedulerConfig(LoggingSettings, LoopSettings, TLSSettings, SecuritySettings):
+    address: str = option(
+        "", kind="address", toml_aliases=("scheduler_address", "bind_address"), metavar="ADDRESS",
+        help="address to listen on for clients and workers, e.g. tcp://127.0.0.1:8516")
+    object_storage_address: Optional[str] = option(  # None: host one in-process on port + 1
+        None, kind="address", short=("-osa",),
+        default_text="the scheduler hosts one itself on ADDRESS port + 1",
+        help="address of a separate object storage server (scaler_object_storage_server) to use")
+    advertised_object_storage_address: Optional[str] = option(
+        None, kind="address", short=("-aosa",), inert=True, default_text="the object storage address",
+        help="object storage address told to clients and workers (NAT, containers)")
+    monitor_address: Optional[str] = option(
+        None, kind="address", short=("-ma",), default_text="ADDRESS port + 2",
+        help="where the scheduler publishes its status for monitors (the monitor is not part of this build "
+             "yet: the address is only validated)")
+    protected: bool = option(
+        True, kind="bool", short=("-p",),
+        help="refuse Client.shutdown() so one client cannot stop a shared scheduler (-p false to allow it)")
+    client_timeout_seconds: float = option(
+        60, kind="float", short=("-ct",), above=0,
+        help="drop a client not heard from for this long (its tasks are cancelled, its objects freed)")
+    worker_timeout_seconds: float = option(
+        60, kind="float", short=("-wt",), above=0,
+        help="drop a worker not heard from for this long (its tasks go to other workers)")
+    max_task_retries: int = option(
+        3, kind="int", minimum=0,
+        help="how many times a task is re-run after the worker running it died, before it fails")
+    per_worker_queue_size: int = option(
+        1000, kind="int", short=("-qs",), minimum=1,
+        help="at most this many tasks queued on one worker (also capped by the worker's own "
+             "--per-worker-task-queue-size)")
+    object_storage_max_bytes: int = option(
+        0, kind="int", minimum=0,
+        help="memory cap of the in-process object storage, in bytes; 0 means no cap")
+    policy_content: str = option(
+        "allocate=even_load; scaling=no", kind="policy", short=("-pc",),
+        help="allocation and scaling policy: 'allocate=even_load|capability; scaling=no|vanilla' "
+             "(vanilla also takes upper_task_ratio=N; lower_task_ratio=N)")
+    allocate_policy: Optional[str] = option(
+        None, kind="choice", choices=("even", "even_load", "capability"),
+        help="older spelling of the allocate= part of --policy-content: even (= even_load) or capability; "
+             "it replaces that part")
+    policy_engine_type: str = option(
+        "simple", kind="choice", choices=("simple", "waterfall_v1"), short=("-et",),
+        help="grammar of --policy-content; this build implements simple only")
+    adapter_webhook_urls: Tuple[str, ...] = option(
+        (), kind="list", short=("-awu",), metavar="URL",
+        help="webhook URLs of worker adapters (scaler_worker_adapter_* --adapter-web-port) the scheduler drives")
+    max_number_of_tasks_waiting: int = option(
+        -1, kind="int", short=("-mt",), minimum=-1, inert=True,
+        help="intended cap on queued tasks; -1 means no cap")
+    object_retention_seconds: float = option(
+        60, kind="float", short=("-ot",), above=0, inert=True,
+        help="how long unreferenced objects are kept")
+    load_balance_seconds: float = option(
+        1, kind="float", short=("-ls",), nonzero=True, inert=True,
+        help="period of task balancing between workers; negative disables it, 0 is rejected")
+    load_balance_trigger_times: int = option(
+        2, kind="int", short=("-lbt",), above=0, inert=True,
+        help="identical balancing advices needed before tasks move")
+    status_report_interval_seconds: float = option(
+        1, kind="float", short=("-sri",), above=0, inert=True,
+        help="period of the status snapshot published on the monitor address")
+
+
+@dataclasses.dataclass
+class ObjectStorageConfig(LoggingSettings, TLSSettings, SecuritySettings):
+    address: str = option(
+        "", kind="address", toml_aliases=("object_storage_address", "bind_address"), metavar="ADDRESS",
+        help="address to listen on, e.g. tcp://127.0.0.1:8517 (or give --name and --port)")
+    max_bytes: int = option(0, kind="int", minimum=0, help="memory cap in bytes; 0 means no cap")
+    identity: str = option("ObjectStorageServer", kind="str", inert=True, help="server identity")
+    name: Optional[str] = option(
+        None, kind="str", short=("-n",), default_text="127.0.0.1",
+        help="older form: host to listen on, used with --port when ADDRESS is not given")
+    port: Optional[int] = option(
+        None, kind="int", short=("-p",), minimum=1, maximum=65535,
+        help="older form: port to listen on, used when ADDRESS is not given")
+
+
+@dataclasses.dataclass
+class WorkerSettings(LoopSettings):
     """What every worker started by a cluster or a worker manager is given."""
 
-    per_worker_capabilities: str = ""
-    per_worker_task_queue_size: int = 1000
-    heartbeat_interval_seconds: float = 2
-    task_timeout_seconds: float = 0
-    death_timeout_seconds: float = 300
-    garbage_collect_interval_seconds: float = 30
-    trim_memory_threshold_bytes: int = 1073741824
-    hard_processor_suspend: bool = False
-    io_threads: int = 1
-    preload: Optional[str] = None
-    object_storage_address: Optional[str] = None
+    per_worker_capabilities: str = option(
+        "", kind="capabilities", short=("-pwc",), group="worker", metavar="CAPS",
+        help="capabilities every worker advertises, e.g. linux,cpu=4,gpu=1")
+    per_worker_task_queue_size: int = option(
+        1000, kind="int", short=("-wtqs",), minimum=1, group="worker",
+        help="task slots per worker: the scheduler never queues more on one worker")
+    heartbeat_interval_seconds: float = option(
+        2, kind="float", short=("-his", "-hi"), aliases=("heartbeat-interval",), above=0, group="worker",
+        help="seconds between worker heartbeats")
+    task_timeout_seconds: float = option(
+        0, kind="float", short=("-tts",), minimum=0, inert=True, group="worker",
+        help="per-task time limit in seconds; 0 means none")
+    death_timeout_seconds: float = option(
+        300, kind="float", short=("-dts", "-ds"), above=0, group="worker",
+        help="a worker exits after this long without reaching the scheduler")
+    garbage_collect_interval_seconds: float = option(
+        30, kind="float", short=("-gc",), minimum=0, group="worker",
+        help="minimum seconds between gc.collect() calls in a worker's processor")
+    trim_memory_threshold_bytes: int = option(
+        1073741824, kind="int", short=("-tm",), minimum=0, group="worker",
+        help="release freed memory to the OS (malloc_trim) only above this resident size")
+    hard_processor_suspend: bool = option(
+        False, kind="bool", short=("-hps",), group="worker",
+        help="suspend a processor with SIGSTOP (OS level) rather than an in-process wait")
+    preload: Optional[str] = option(
+        None, kind="str", group="worker", metavar="SPEC",
+        help="run before a worker's processor takes tasks: 'module.path:function(args, kwargs)' "
+             "with literal arguments, or just 'module.path' to import it")
+    object_storage_address: Optional[str] = option(
+        None, kind="address", short=("-osa",), default_text="learned from the scheduler",
+        help="object storage address for the workers, if they must use another one than the scheduler "
+             "advertises")
 
 
 @dataclasses.dataclass
 class WorkerConfig(WorkerSettings, LoggingSettings):
-    scheduler_address: str = ""
-    name: str = ""
-    manager_id: str = ""
-    auth_key: Optional[str] = None
+    """One worker (internal: ``python -m scaler.worker --config-json``)."""
+
+    scheduler_address: str = internal("")
+    name: str = internal("")
+    manager_id: str = internal("")
+    auth_key: Optional[str] = internal(None)
 
 
 @dataclasses.dataclass
-class ClusterConfig(WorkerSettings, LoggingSettings):
-    scheduler_address: str = ""
-    num_of_workers: int = dataclasses.field(default_factory=default_worker_count)
-    worker_names: Tuple[str, ...] = ()
-    auth_key: Optional[str] = None
+class ClusterConfig(WorkerSettings, LoggingSettings, SecuritySettings):
+    scheduler_address: str = option(
+        "", kind="address", aliases=("address",), metavar="SCHEDULER_ADDRESS",
+        help="address of the scheduler the workers join, e.g. tcp://127.0.0.1:8516")
+    num_of_workers: int = option(
+        dataclasses.MISSING, default_factory=default_worker_count, kind="int", short=("-n",), minimum=0,
+        default_text=CPUS_MINUS_ONE, help="number of workers to start")
+    worker_names: Tuple[str, ...] = option(
+        (), kind="names", short=("-wn",), metavar="NAMES", default_text="host name based",
+        help="comma-separated worker names, one per worker (their count must equal --num-of-workers)")
+    log_hub_address: Optional[str] = option(
+        None, kind="address", short=("-la",), inert=True, help="older log hub address (unused)")
 
 
 @dataclasses.dataclass
-class WorkerManagerConfig(WorkerSettings, LoggingSettings):
+class WorkerManagerConfig(WorkerSettings, LoggingSettings, TLSSettings, SecuritySettings):
     """``scaler_worker_manager baremetal_native`` and the two native worker adapters."""
 
-    scheduler_address: str = ""
-    worker_manager_id: str = ""  # empty: "NAT|<hostname>" (dynamic) or "FIX|<hostname>" (fixed)
-    worker_scheduler_address: Optional[str] = None  # what spawned workers dial; default scheduler_address
-    mode: str = "dynamic"  # or "fixed"
-    max_task_concurrency: int = dataclasses.field(default_factory=default_worker_count)  # -1: no limit (dynamic)
-    worker_type: str = ""  # prefix of worker names; default NAT (dynamic) / FIX (fixed)
-    adapter_web_host: Optional[str] = None  # with adapter_web_port: serve the webhook HTTP API
-    adapter_web_port: Optional[int] = None
-    restart_workers: bool = False  # fixed mode: restart dead workers (with back-off)
-    auth_key: Optional[str] = None
+    scheduler_address: str = option(
+        "", kind="address", metavar="SCHEDULER_ADDRESS",
+        help="address of the scheduler, e.g. tcp://127.0.0.1:8516")
+    worker_manager_id: str = option(  # empty: "NAT|<hostname>" (dynamic) or "FIX|<hostname>" (fixed)
+        "", kind="str", short=("-wmi",), default_text="NAT|<host> (dynamic) or FIX|<host> (fixed)",
+        help="id of this manager, unique per scheduler")
+    worker_scheduler_address: Optional[str] = option(  # what spawned workers dial; default scheduler_address
+        None, kind="address", short=("-wsa",), default_text="SCHEDULER_ADDRESS",
+        help="scheduler address handed to the workers, if they must use another one")
+    mode: str = option(
+        "dynamic", kind="choice", choices=("dynamic", "fixed"),
+        help="dynamic: the scheduler's scaling policy starts and stops workers; fixed: start "
+             "--max-task-concurrency workers at once and keep them")
+    max_task_concurrency: int = option(  # -1: no limit (dynamic)
+        dataclasses.MISSING, default_factory=default_worker_count, kind="int", short=("-mtc", "-n"),
+        aliases=("num-of-workers",), minimum=-1, default_text=CPUS_MINUS_ONE,
+        help="dynamic: most workers at once (-1: no limit); fixed: number of workers")
+    worker_type: str = option(  # prefix of worker names; default NAT (dynamic) / FIX (fixed)
+        "", kind="str", default_text="NAT (dynamic) or FIX (fixed)", help="prefix of the worker names")
+    adapter_web_host: Optional[str] = option(  # with adapter_web_port: serve the webhook HTTP API
+        None, kind="str", metavar="HOST", help="host of the adapter's webhook HTTP server")
+    adapter_web_port: Optional[int] = option(
+        None, kind="int", minimum=1, maximum=65535, help="port of the adapter's webhook HTTP server")
+    restart_workers: bool = option(  # fixed mode: restart dead workers (with back-off)
+        False, kind="bool", help="fixed mode: restart workers that die (upstream never does)")

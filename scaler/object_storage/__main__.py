@@ -1,24 +1,32 @@
-"""``python -m scaler.object_storage ADDRESS``: a standalone object storage server."""
+"""``scaler_object_storage_server ADDRESS`` / ``python -m scaler.object_storage ADDRESS``.
 
-import argparse
+A standalone object storage server. Flags and the ``[object_storage_server]`` TOML section
+are declared on ``ObjectStorageConfig`` (``scaler.config.components``).
+"""
+
+import logging
+import socket
 import sys
 from typing import List, Optional
 
+from ..config.commands import OBJECT_STORAGE
 from ..config.components import ObjectStorageConfig
+from ..config.loader import parse_or_exit, start_component
 from ..io.address import listen, parse_address
 from ..io.loop import EventLoop
 from ..protocol.handshake import normalize_key
-from ..utility.process import auth_key_from_env, on_stop_signals, setup_logging, watch_lifeline
+from ..utility.process import on_stop_signals, watch_lifeline
 from .server import ObjectStorageServer
 from .store import ObjectStore
 
 
-def run_object_storage(config: ObjectStorageConfig, lifeline_fd: Optional[int] = None) -> None:
-    import logging
+def run_object_storage(config: ObjectStorageConfig, lifeline_fd: Optional[int] = None,
+                       sock: Optional[socket.socket] = None) -> None:
     loop = EventLoop()
     address = parse_address(config.address)
-    server = ObjectStorageServer(loop, listen(address), str(address), normalize_key(config.auth_key),
-                                 ObjectStore(config.max_bytes))
+    if sock is None:
+        sock = listen(address)
+    server = ObjectStorageServer(loop, sock, str(address), normalize_key(config.auth_key), ObjectStore(config.max_bytes))
     logging.getLogger(__name__).info("object storage server listening on %s", address)
     on_stop_signals(lambda _signum: loop.call_soon_threadsafe(loop.stop))
     watch_lifeline(lifeline_fd, lambda: loop.call_soon_threadsafe(loop.stop))
@@ -27,19 +35,27 @@ def run_object_storage(config: ObjectStorageConfig, lifeline_fd: Optional[int] =
     finally:
         server.close()
         loop.close()
+        if address.scheme == "ipc":
+            import os
+            try:
+                os.unlink(address.path)
+            except OSError:
+                pass
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="scaler_object_storage_server", description="run an object storage server")
-    parser.add_argument("--lifeline-fd", type=int, default=-1, help=argparse.SUPPRESS)
-    parser.add_argument("address")
-    parser.add_argument("--auth-key", default=None)
-    parser.add_argument("--logging-level", "-ll", default="INFO")
-    args = parser.parse_args(argv)
-    config = ObjectStorageConfig(address=args.address, auth_key=args.auth_key or auth_key_from_env(),
-                                 logging_level=args.logging_level)
-    setup_logging(config.logging_level, config.logging_paths, config.logging_config_file, "object storage")
-    run_object_storage(config, args.lifeline_fd)
+    loaded = parse_or_exit(OBJECT_STORAGE, argv)
+    config = loaded.config
+    start_component(config, "object storage")
+    if loaded.listen_fd >= 0:
+        sock = socket.socket(fileno=loaded.listen_fd)
+    else:
+        try:
+            sock = listen(parse_address(config.address))
+        except OSError as exc:
+            print("%s: error: %s" % (OBJECT_STORAGE.prog, exc.strerror or exc), file=sys.stderr)
+            return 1
+    run_object_storage(config, loaded.lifeline_fd, sock)
     return 0
 
 

@@ -92,13 +92,20 @@ class Child:
 
 
 def spawn(name: str, submodule: str, args: Sequence[str], env: Optional[Dict[str, str]] = None,
-          pass_fds: Sequence[int] = (), stdin: Optional[int] = subprocess.DEVNULL) -> Child:
-    """Start ``python -m <package>.<submodule> --lifeline-fd N args...``."""
+          pass_fds: Sequence[int] = (), stdin: Optional[int] = subprocess.DEVNULL,
+          stdout: Optional[int] = None, stderr: Optional[int] = None, start_new_session: bool = False) -> Child:
+    """Start ``python -m <package>.<submodule> --lifeline-fd N args...``.
+
+    ``stdout``/``stderr`` are passed to Popen (e.g. a pipe to prefix the child's lines);
+    ``start_new_session`` keeps a terminal's Ctrl-C from reaching the child directly, so
+    its parent decides the order in which children stop.
+    """
     read_end, write_end = os.pipe()
     try:
         popen = subprocess.Popen(
             [sys.executable, "-m", module_path(submodule), "--lifeline-fd", str(read_end), *args],
-            env=env if env is not None else child_environment(), pass_fds=(read_end, *pass_fds), stdin=stdin)
+            env=env if env is not None else child_environment(), pass_fds=(read_end, *pass_fds), stdin=stdin,
+            stdout=stdout, stderr=stderr, start_new_session=start_new_session)
     except BaseException:
         os.close(write_end)
         raise

@@ -1,0 +1,168 @@
+"""Every command: its name, TOML section, dataclass and per-command adjustments.
+
+The options themselves are declared once, on the dataclass fields in ``components.py``.
+"""
+
+from typing import Dict, List, Tuple
+
+from ..io.address import parse_address
+from .components import (CPUS_MINUS_ONE, ClusterConfig, ObjectStorageConfig, SchedulerConfig, WorkerManagerConfig,
+                         default_worker_count)
+from .loader import Command, Resolution
+
+VERSION_NOTE = "Every flag can also be set in the TOML file given with --config (key = long flag, - becomes _)."
+
+
+def _replace_allocate(policy: str, allocate: str) -> str:
+    items = [item.strip() for item in policy.split(";") if item.strip()]
+    items = [item for item in items if item.partition("=")[0].strip() != "allocate"]
+    return "; ".join(["allocate=%s" % allocate] + items)
+
+
+def _finalize_scheduler(resolution: Resolution) -> None:
+    values = resolution.values
+    if values["policy_engine_type"] != "simple":
+        raise resolution.error("policy_engine_type", "'%s' is not available in this build: expected simple"
+                               % values["policy_engine_type"])
+    allocate_policy = values.get("allocate_policy")
+    if allocate_policy and (resolution.sources["policy_content"].kind != "cli"
+                            or resolution.sources["allocate_policy"].kind == "cli"):
+        allocate = "capability" if allocate_policy == "capability" else "even_load"
+        values["policy_content"] = _replace_allocate(values["policy_content"], allocate)
+    address_text = values.get("address")
+    if not address_text:
+        return
+    address = parse_address(address_text)
+    for name, offset in (("object_storage_address", 1), ("monitor_address", 2)):
+        other = values.get(name)
+        if other is None:
+            try:
+                address.with_port_offset(offset)
+            except ValueError:
+                raise resolution.error("address", "port + %d (the default %s) is out of range: give %s"
+                                       % (offset, name, resolution.options[name].flag)) from None
+        elif parse_address(other) == address:
+            raise resolution.error(name, "must differ from the scheduler address %s" % address_text)
+
+
+def _finalize_object_storage(resolution: Resolution) -> None:
+    values = resolution.values
+    if values["address"]:
+        return
+    if values["port"] is None:
+        if values["name"] is not None:
+            raise resolution.error("name", "--name needs --port (or give ADDRESS instead)")
+        return
+    host = values["name"] or "127.0.0.1"
+    text = "tcp://%s:%d" % ("[%s]" % host if ":" in host else host, values["port"])
+    try:
+        parse_address(text)
+    except ValueError as exc:
+        raise resolution.error("name", "expected a host name or IP address, got %r (%s)" % (values["name"], exc))
+    values["address"] = text
+
+
+def _finalize_cluster(resolution: Resolution) -> None:
+    values = resolution.values
+    names = values["worker_names"]
+    if not names:
+        return
+    if not resolution.given("num_of_workers"):
+        values["num_of_workers"] = len(names)
+    elif len(names) != values["num_of_workers"]:
+        raise resolution.error("worker_names", "%d names given for %d workers (num_of_workers): give one name per "
+                                               "worker" % (len(names), values["num_of_workers"]))
+
+
+def _finalize_worker_manager(resolution: Resolution) -> None:
+    values = resolution.values
+    if values["mode"] == "fixed" and values["max_task_concurrency"] < 0:
+        raise resolution.error("max_task_concurrency", "fixed mode starts exactly this many workers: expected an "
+                                                       "integer >= 0, got %d" % values["max_task_concurrency"])
+
+
+SCHEDULER = Command(
+    prog="scaler_scheduler", section="scheduler", config_class=SchedulerConfig, positional="address",
+    modules=("scaler.scheduler", "scaler.entry_points.scheduler"),
+    description="Run a scaler scheduler. Unless --object-storage-address is given it also hosts the object "
+                "storage, on ADDRESS port + 1.",
+    epilog="example:\n  scaler_scheduler tcp://127.0.0.1:8516 -p false\n\n" + VERSION_NOTE,
+    internal_flags=("lifeline-fd", "config-json", "listen-fd", "storage-listen-fd"),
+    finalize=_finalize_scheduler)
+
+OBJECT_STORAGE = Command(
+    prog="scaler_object_storage_server", section="object_storage_server", config_class=ObjectStorageConfig,
+    positional="address", modules=("scaler.object_storage", "scaler.entry_points.object_storage"),
+    description="Run a standalone object storage server (give its address to the scheduler with "
+                "--object-storage-address).",
+    epilog="example:\n  scaler_object_storage_server tcp://127.0.0.1:8517\n\n" + VERSION_NOTE,
+    internal_flags=("lifeline-fd", "config-json", "listen-fd"), finalize=_finalize_object_storage)
+
+CLUSTER = Command(
+    prog="scaler_cluster", section="cluster", config_class=ClusterConfig, positional="scheduler_address",
+    modules=("scaler.cluster", "scaler.entry_points.cluster"),
+    description="Start a fixed pool of workers connected to a scheduler and keep them until stopped "
+                "(dead workers are not restarted).",
+    epilog="example:\n  scaler_cluster -n 10 tcp://127.0.0.1:8516 -ds 300\n\n" + VERSION_NOTE,
+    internal_flags=("lifeline-fd", "config-json"), finalize=_finalize_cluster)
+
+WORKER_MANAGER_BAREMETAL = Command(
+    prog="scaler_worker_manager baremetal_native", section="worker_manager", array_type="baremetal_native",
+    config_class=WorkerManagerConfig, positional="scheduler_address",
+    modules=("scaler.worker_manager", "scaler.entry_points.worker_manager"),
+    description="Start workers on this machine for a scheduler: on demand (--mode dynamic, driven by the "
+                "scheduler's scaling policy) or a fixed pool (--mode fixed).",
+    epilog="examples:\n  scaler_worker_manager baremetal_native tcp://127.0.0.1:8516 --mode fixed -mtc 4\n"
+           "  scaler_worker_manager baremetal_native tcp://127.0.0.1:8516 --max-task-concurrency 4\n\n"
+           + VERSION_NOTE,
+    exclude=("adapter_web_host", "adapter_web_port"), internal_flags=("lifeline-fd", "config-json"),
+    finalize=_finalize_worker_manager)
+
+_ADAPTER_OVERRIDES = {
+    "adapter_web_host": {},
+    "adapter_web_port": {"short": ("-p",)},
+}
+
+NATIVE_ADAPTER = Command(
+    prog="scaler_worker_adapter_native", section="native_worker_adapter", config_class=WorkerManagerConfig,
+    positional="scheduler_address",
+    modules=("scaler.entry_points.worker_adapter_native",),
+    description="Native worker adapter: start workers on this machine when the scheduler's scaling policy asks "
+                "for them (the same as 'scaler_worker_manager baremetal_native --mode dynamic').",
+    epilog="example:\n  scaler_worker_adapter_native tcp://127.0.0.1:8516 --max-workers 4\n\n" + VERSION_NOTE,
+    overrides=dict(_ADAPTER_OVERRIDES, max_task_concurrency={
+        "flag": "max-workers", "short": ("-mw",), "aliases": ("max-task-concurrency", "num-of-workers"),
+        "default": -1, "default_text": None,
+        "help": "most worker processes at once; -1 means no limit"}),
+    fixed={"mode": "dynamic"}, internal_flags=("lifeline-fd", "config-json"))
+
+FIXED_NATIVE_ADAPTER = Command(
+    prog="scaler_worker_adapter_fixed_native", section="fixed_native_worker_adapter",
+    config_class=WorkerManagerConfig, positional="scheduler_address",
+    modules=("scaler.entry_points.worker_adapter_fixed_native",),
+    description="Fixed native worker adapter: start a fixed number of workers on this machine at once and keep "
+                "them (the same as 'scaler_worker_manager baremetal_native --mode fixed').",
+    epilog="example:\n  scaler_worker_adapter_fixed_native tcp://127.0.0.1:8516 --max-workers 8\n\n" + VERSION_NOTE,
+    overrides=dict(_ADAPTER_OVERRIDES, max_task_concurrency={
+        "flag": "max-workers", "short": ("-mw",), "aliases": ("max-task-concurrency", "num-of-workers"),
+        "default": default_worker_count(), "default_text": CPUS_MINUS_ONE, "minimum": 0,
+        "help": "number of worker processes to start"}),
+    fixed={"mode": "fixed"}, internal_flags=("lifeline-fd", "config-json"))
+
+WORKER_MANAGER_TYPES: Dict[str, Command] = {"baremetal_native": WORKER_MANAGER_BAREMETAL}
+
+ALL_COMMANDS: List[Command] = [SCHEDULER, OBJECT_STORAGE, CLUSTER, WORKER_MANAGER_BAREMETAL, NATIVE_ADAPTER,
+                               FIXED_NATIVE_ADAPTER]
+
+# What the 'scaler' launcher does with each top-level section of a file.
+LAUNCHED_SECTIONS: Tuple[str, ...] = ("object_storage_server", "scheduler", "cluster", "worker_manager")
+SKIPPED_SECTIONS: Dict[str, str] = {
+    "webui": "the web monitor (scaler_ui) is not part of this build yet",
+    "gui": "the web monitor (scaler_gui) is not part of this build yet",
+    "top": "scaler_top is not part of this build yet",
+    "native_worker_adapter": "worker adapters are started on their own: scaler_worker_adapter_native -c FILE",
+    "fixed_native_worker_adapter": "worker adapters are started on their own: "
+                                   "scaler_worker_adapter_fixed_native -c FILE",
+    "symphony_worker_adapter": "the Symphony adapter is not part of this build",
+    "ecs_worker_adapter": "the ECS adapter is not part of this build",
+}
