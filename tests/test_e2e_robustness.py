@@ -171,18 +171,18 @@ def test_killed_worker_tasks_run_elsewhere(make_combo, announcements):
 # --- clients --------------------------------------------------------------------------------
 
 CLIENT_SCRIPT = r"""
-import sys, time
+import os, socket, sys, time
 from scaler import Client
 
-def slow(x):
-    import time
-    time.sleep(2.0)
+def slow(port, x):
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(b"%d\n" % os.getpid())
+    time.sleep(300)
     return x
 
 client = Client(sys.argv[1])
-futures = client.map_futures(slow, range(200))  # 200 x 2 s on 2 workers: minutes if not cancelled
-futures[0].result(timeout=60)  # the scheduler has them and workers are busy with them
-print("RUNNING", flush=True)
+futures = client.starmap_futures(slow, [(int(sys.argv[2]), i) for i in range(200)])
+print("SUBMITTED", flush=True)
 command = sys.stdin.readline().strip()  # the test decides: killed, or told to disconnect
 if command == "disconnect":
     client.disconnect()
@@ -191,10 +191,12 @@ if command == "disconnect":
 
 
 @pytest.mark.parametrize("how", ["sigkill", "disconnect"])
-def test_dead_client_tasks_are_cancelled(make_combo, procs, how):
+def test_dead_client_tasks_are_cancelled(make_combo, procs, announcements, how):
     combo = make_combo(n_workers=2)
-    child = procs.python(["-c", CLIENT_SCRIPT, combo.get_address()], "client", stdin=True)
-    child.output.wait_for("^RUNNING$", TIMEOUT)
+    child = procs.python(["-c", CLIENT_SCRIPT, combo.get_address(), str(announcements.port)], "client",
+                         stdin=True)
+    # Both workers are busy with the client's 300-second tasks; 198 more wait behind them.
+    busy = [identify(announcements.next_pid()) for _ in range(2)]
     if how == "sigkill":
         os.kill(child.pid, signal.SIGKILL)
     else:
@@ -203,10 +205,12 @@ def test_dead_client_tasks_are_cancelled(make_combo, procs, how):
         child.output.wait_for("^DISCONNECTED$", TIMEOUT)
     child.popen.wait(TIMEOUT)
 
-    # Had the dead client's 198 queued 2-second tasks stayed, these would wait for minutes.
+    # Had the dead client's tasks stayed (running or queued), these would wait for minutes.
     with Client(combo.get_address()) as client:
         assert client.submit(add, 1, 2).result(timeout=30) == 3
-        assert client.map(add, range(20), range(20), ) == [2 * i for i in range(20)]
+        assert client.map(add, range(20), range(20)) == [2 * i for i in range(20)]
+    # The processors that ran the orphaned tasks were stopped.
+    wait_until(lambda: not any(is_present(p) for p in busy), 15, "the busy processors to be stopped")
 
 
 def test_client_disconnect_in_process_then_new_client(make_combo, announcements):
