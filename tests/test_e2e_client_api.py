@@ -1,0 +1,120 @@
+"""More of the Client's public API end to end: serializers, clear, shutdown, nesting, asyncio."""
+
+import asyncio
+import concurrent.futures
+import json
+import os
+
+import pytest
+
+from scaler import Client, ScalerFuture, Serializer
+from scaler.client.object_reference import ObjectReference
+from scaler.utility.exceptions import ClientQuitException, ClientShutdownException, MissingObjects
+
+TIMEOUT = 60
+
+
+class JsonSerializer(Serializer):
+    """A custom serializer: functions still need cloudpickle, so it wraps both."""
+
+    @staticmethod
+    def serialize(obj):
+        import cloudpickle
+        if isinstance(obj, (list, dict, int, str)) or obj is None:
+            return b"J" + json.dumps(obj).encode()
+        return b"P" + cloudpickle.dumps(obj)
+
+    @staticmethod
+    def deserialize(payload):
+        import cloudpickle
+        payload = bytes(payload)
+        return json.loads(payload[1:]) if payload[:1] == b"J" else cloudpickle.loads(payload[1:])
+
+
+def total(values, scale=1):
+    return sum(values) * scale
+
+
+def worker_pid(_=None):
+    return os.getpid()
+
+
+def nested_sum(n):
+    # No address: inside a task the client joins the scheduler that runs it.
+    with Client() as inner:
+        return sum(inner.map(lambda x: x * 2, range(n)))
+
+
+def test_a_custom_serializer_is_used_both_ways(shared_combo):
+    with Client(shared_combo.get_address(), serializer=JsonSerializer()) as client:
+        assert client.submit(total, [1, 2, 3], scale=2).result(timeout=TIMEOUT) == 12
+        ref = client.send_object([4, 5])
+        assert client.submit(total, ref).result(timeout=TIMEOUT) == 9
+        assert client.map(total, [[1], [2, 3]]) == [1, 5]
+
+
+def test_identity_address_and_future_types(client, shared_combo):
+    assert client.identity.startswith(b"Client|")
+    assert client.scheduler_address == shared_combo.get_address()
+    future = client.submit(total, [1])
+    assert isinstance(future, ScalerFuture) and isinstance(future, concurrent.futures.Future)
+    assert len(future.task_id) == 16
+    done, _ = concurrent.futures.wait([future], timeout=TIMEOUT)
+    assert done == {future} and future.result() == 1
+
+
+def test_asyncio_can_await_a_scaler_future(client):
+    async def main():
+        return await asyncio.wrap_future(client.submit(total, [20, 22]))
+
+    assert asyncio.run(main()) == 42
+
+
+def test_clear_deletes_objects_and_old_references_fail(shared_combo):
+    with Client(shared_combo.get_address()) as client:
+        ref = client.send_object([1, 2, 3])
+        assert isinstance(ref, ObjectReference) and ref.size > 0
+        assert client.submit(total, ref).result(timeout=TIMEOUT) == 6
+        client.clear()
+        with pytest.raises(MissingObjects):
+            client.submit(total, ref)
+        assert client.submit(total, [1, 1]).result(timeout=TIMEOUT) == 2  # still usable
+
+
+def test_a_disconnected_client_refuses_work(shared_combo):
+    client = Client(shared_combo.get_address())
+    client.disconnect()
+    client.disconnect()  # idempotent
+    with pytest.raises(ClientQuitException):
+        client.submit(total, [1])
+
+
+def test_a_client_without_address_outside_a_worker_says_so(monkeypatch):
+    monkeypatch.delenv("SCALER_SCHEDULER_ADDRESS", raising=False)
+    with pytest.raises(ValueError, match="No scheduler address provided"):
+        Client()
+
+
+def test_tasks_can_submit_tasks(client):
+    assert client.submit(nested_sum, 10).result(timeout=TIMEOUT) == 90
+
+
+def test_a_protected_scheduler_refuses_shutdown(client):
+    with pytest.raises(ValueError, match="protected"):
+        client.shutdown()
+    assert client.submit(total, [3]).result(timeout=TIMEOUT) == 3
+
+
+def test_an_unprotected_scheduler_shuts_down_for_a_client(make_combo):
+    combo = make_combo(n_workers=1, protected=False)
+    observer = Client(combo.get_address())
+    try:
+        with Client(combo.get_address()) as client:
+            assert client.submit(total, [1]).result(timeout=TIMEOUT) == 1
+            client.shutdown()
+        # Everybody else learns it at once instead of waiting for a timeout.
+        with pytest.raises((ClientShutdownException, ClientQuitException)):
+            observer.submit(worker_pid).result(timeout=TIMEOUT)
+        assert combo._scheduler.popen.wait(TIMEOUT) == 0
+    finally:
+        observer.disconnect()
