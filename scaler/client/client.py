@@ -13,8 +13,8 @@ import cloudpickle
 
 from ..protocol.codec import encode
 from ..protocol.handshake import normalize_key
-from ..protocol.messages import (ARG_INLINE, ARG_OBJECT, ARG_PACKED, ARG_PACKED_TEMP, ARG_TEMP, FLAG_NEEDS_OBJECTS,
-                                 FLAG_PROFILE, Call, TaskSubmit)
+from ..protocol.messages import (ARG_INLINE, ARG_OBJECT, ARG_PACKED_TEMP, ARG_TEMP, FLAG_NEEDS_OBJECTS,
+                                 FLAG_PROFILE, Call, TaskSubmit, packed_call)
 from ..utility.exceptions import ClientQuitException, MissingObjects
 from ..utility.process import AUTH_KEY_ENV
 from .agent import ClientAgent, Waiter
@@ -240,7 +240,11 @@ class Client:
         if self._packed and not has_refs:
             blob = _fast_dumps((args, kwargs)) if _all_plain(args, kwargs) else serialize((args, kwargs))
             if len(blob) <= INLINE_LIMIT:
-                kinds, names, values = bytes((ARG_PACKED,)), [b""], [blob]
+                call = packed_call(self._serializer_id, blob)
+                task_id = self._task_prefix + _COUNTER.pack(next(self._task_ids))
+                future = ScalerFuture(task_id, self._cancel_task)
+                batch.append((future, TaskSubmit(task_id, flags, func_id, call, capabilities)))
+                return future
             else:
                 object_id = self._object_id(uuid.uuid4().bytes)
                 puts.append((object_id, blob))
