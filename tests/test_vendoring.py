@@ -1,10 +1,11 @@
 """The package works when vendored as ``hostpkg._vendor.scaler``, and imports nothing it may not.
 
-The vendored run happens in a subprocess that cannot see the repository: PYTHONPATH holds
-only the temporary directory, and the script asserts that a top-level ``scaler`` is not
-importable. Every process the combo starts must run the vendored copy.
+The vendored run happens in a subprocess that cannot see the repository nor an installed
+copy: PYTHONPATH holds only the temporary directory (and a copy of cloudpickle), site-packages
+is off (``-S``), and the script asserts that a top-level ``scaler`` is not importable. Every process the combo starts must run the vendored copy.
 """
 
+import importlib
 import os
 import re
 import shutil
@@ -91,9 +92,15 @@ def test_vendored_copy_runs_the_quick_start(tmp_path):
     script = tmp_path / "quick_start.py"
     script.write_text(QUICK_START)
 
-    env = subprocess_env(pythonpath=str(tmp_path))
+    # ``-S``: no site-packages, where a ``scaler`` may be installed (CI installs the project
+    # into its venv). The only third-party dependencies are copied in beside the host package.
+    deps = tmp_path / "_deps"
+    deps.mkdir()
+    for name in ("cloudpickle", "tomli"):
+        _copy_module(name, deps)
+    env = subprocess_env(pythonpath=os.pathsep.join([str(tmp_path), str(deps)]))
     try:
-        done = subprocess.run([sys.executable, "-s", str(script)], cwd=str(tmp_path), env=env,
+        done = subprocess.run([sys.executable, "-S", str(script)], cwd=str(tmp_path), env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120,
                               start_new_session=True)
     except subprocess.TimeoutExpired as exc:
@@ -109,6 +116,21 @@ def test_vendored_copy_runs_the_quick_start(tmp_path):
     for line in children:
         assert "-m hostpkg._vendor.scaler." in line, "a child runs something else than the vendored copy: " + line
     assert "TOP-LEVEL-SCALER-LOADED False" in lines, output
+
+
+def _copy_module(name, target):
+    """Copy an importable pure-Python module or package (if present) into ``target``."""
+    try:
+        module = importlib.import_module(name)
+    except ImportError:
+        return
+    path = module.__file__
+    if os.path.basename(path) == "__init__.py":
+        source = os.path.dirname(path)
+        shutil.copytree(source, str(target / os.path.basename(source)),
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    else:
+        shutil.copy(path, str(target))
 
 
 def test_no_absolute_imports_of_the_package():
