@@ -723,10 +723,22 @@ def config_from_table(command: Command, table: Any, where: str) -> Any:
 
 
 def start_component(config: Any, name: str) -> None:
-    """Logging (creating log directories), the event-loop note, the auth key from the environment."""
+    """Logging (creating log directories), the event-loop note, the auth key from the environment.
+
+    Until the component installs its own SIGINT/SIGTERM handlers, either signal makes the
+    process exit quietly with status 0 (instead of a KeyboardInterrupt traceback, or death
+    by SIGTERM while it is still starting).
+    """
     import logging
+    import signal
 
     from ..utility.process import auth_key_from_env, setup_logging
+
+    def exit_quietly(_signum: int, _frame: Any) -> None:
+        raise SystemExit(0)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, exit_quietly)
     if hasattr(config, "auth_key") and not config.auth_key:
         config.auth_key = auth_key_from_env()
     if not getattr(config, "logging_config_file", None):
