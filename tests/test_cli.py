@@ -152,16 +152,30 @@ def test_seed_003_fixed_workers_from_the_command_line(procs):
     _stop_and_check([scheduler, manager], recorded)
 
 
-def test_seed_002_dynamic_adapter_with_vanilla_scaling(procs):
+@pytest.mark.parametrize("manager_args", [
+    ["scaler.entry_points.worker_adapter_native", "{address}", "--max-workers", "2"],  # seed 002
+    ["scaler.worker_manager", "baremetal_native", "{address}", "--max-task-concurrency", "4"],  # seed 003
+], ids=["adapter", "worker_manager"])
+def test_seed_002_and_003_dynamic_workers_with_vanilla_scaling(procs, manager_args):
     port = free_port_pair()
     address = "tcp://127.0.0.1:%d" % port
-    scheduler = procs.python(["-m", "scaler.scheduler", address, "-pc", "allocate=even_load; scaling=vanilla"],
-                             "scheduler")
+    scheduler = procs.python(["-m", "scaler.scheduler", address, "--policy-content",
+                              "allocate=even_load; scaling=vanilla"], "scheduler")
     scheduler.output.wait_for("listening on", 30)
-    adapter = procs.python(["-m", "scaler.entry_points.worker_adapter_native", address, "--max-workers", "2"],
-                           "adapter")
-    assert _run_task(address) == 1024  # the scheduler asked the adapter for a worker
-    _stop_and_check([scheduler, adapter], [proc_of(s) for s in descendants(adapter.pid)])
+    manager = procs.python(["-m"] + [arg.format(address=address) for arg in manager_args], "manager")
+    assert _run_task(address) == 1024  # the scheduler asked the manager for a worker
+    _stop_and_check([scheduler, manager], [proc_of(s) for s in descendants(manager.pid)])
+
+
+def test_seed_004_unprotected_scheduler_can_be_shut_down_by_a_client(procs):
+    from scaler import Client
+    port = free_port_pair()
+    address = "tcp://127.0.0.1:%d" % port
+    scheduler = procs.python(["-m", "scaler.scheduler", address, "-p", "False"], "scheduler")
+    scheduler.output.wait_for("listening on", 30)
+    with Client(address=address, timeout_seconds=30) as client:
+        client.shutdown()
+    assert exit_code_within(scheduler, 30) == 0
 
 
 def test_seed_004_components_from_one_file_with_scenario_2_override(procs, tmp_path):

@@ -15,7 +15,7 @@ import pytest
 
 from e2e_support import (all_stats, children, cmdline, combo_tree_complete, descendants, describe, exit_code_within,
                          free_port_pair, has_exited, proc_of, wait_for_tree, wait_until)
-from test_config import SEED_003_DYNAMIC, SEED_004_UNIFIED
+from test_config import SEED_003_DYNAMIC, SEED_003_FIXED, SEED_004_UNIFIED
 
 
 def write(tmp_path, text, name="config.toml"):
@@ -168,13 +168,16 @@ def test_sigint_early_in_startup_leaves_nothing(procs, tmp_path):
     wait_until(lambda: not leftovers(), 30, "no process with %s in its command line" % marker)
 
 
-def test_only_worker_managers_seed_003(procs, tmp_path):
+@pytest.mark.parametrize("text,policy", [
+    (SEED_003_DYNAMIC, "allocate=even_load; scaling=vanilla"),  # dynamic mode needs a scaling policy
+    (SEED_003_FIXED, "allocate=even_load; scaling=no"),
+], ids=["dynamic", "fixed"])
+def test_only_worker_managers_seed_003(procs, tmp_path, text, policy):
     port = free_port_pair()
     address = "tcp://127.0.0.1:%d" % port
-    scheduler = procs.python(["-m", "scaler.scheduler", address, "--policy-content",
-                              "allocate=even_load; scaling=vanilla"], "scheduler")
+    scheduler = procs.python(["-m", "scaler.scheduler", address, "--policy-content", policy], "scheduler")
     scheduler.output.wait_for("listening on", 30)
-    path = write(tmp_path, SEED_003_DYNAMIC.replace("tcp://127.0.0.1:8516", address))
+    path = write(tmp_path, text.replace("tcp://127.0.0.1:8516", address))
     launcher = procs.python(["-m", "scaler", path], "launcher")
     assert run_task(address) == 1024
     recorded = [proc_of(s) for s in descendants(launcher.pid)]

@@ -33,15 +33,15 @@ def _finalize_scheduler(resolution: Resolution) -> None:
     if not address_text:
         return
     address = parse_address(address_text)
-    for name, offset in (("object_storage_address", 1), ("monitor_address", 2)):
+    if values.get("object_storage_address") is None:  # hosted in-process on port + 1
+        try:
+            address.with_port_offset(1)
+        except ValueError:
+            raise resolution.error("address", "port + 1 (the default object_storage_address) is out of range: "
+                                              "give --object-storage-address") from None
+    for name in ("object_storage_address", "monitor_address"):
         other = values.get(name)
-        if other is None:
-            try:
-                address.with_port_offset(offset)
-            except ValueError:
-                raise resolution.error("address", "port + %d (the default %s) is out of range: give %s"
-                                       % (offset, name, resolution.options[name].flag)) from None
-        elif parse_address(other) == address:
+        if other is not None and parse_address(other) == address:
             raise resolution.error(name, "must differ from the scheduler address %s" % address_text)
 
 
