@@ -437,6 +437,11 @@ def test_every_problem_of_a_section_is_reported():
         "f.toml [scheduler] scheduler_address", "f.toml [scheduler] protectd", "f.toml [scheduler] client_timeout_seconds"]
 
 
+def test_secrets_are_not_echoed():
+    assert table_problems(SCHEDULER, {"scheduler_address": "tcp://127.0.0.1:1", "auth_key": 12345678}, "f") == [
+        "f auth_key: expected a string, got a value of type int"]
+
+
 def test_same_setting_twice_under_two_names():
     assert table_problems(SCHEDULER, {"scheduler_address": "tcp://127.0.0.1:1", "bind_address": "tcp://127.0.0.1:2"},
                           "f [scheduler]") == ["f [scheduler] bind_address: given twice (also as 'scheduler_address')"]

@@ -48,8 +48,7 @@ class Spec:
     metavar: Optional[str] = None
     group: str = ""                      # help section; "" is the command's own
     cli: bool = True                     # False: not a flag nor a TOML key (internal field)
-    toml_only: bool = False              # a TOML key without a flag
-    secret: bool = False                 # never echoed in messages
+    secret: bool = False                 # the value is never echoed in messages
     unsupported: str = ""                # any value is rejected with this explanation
 
     def replace(self, **changes: Any) -> "Spec":

@@ -211,7 +211,8 @@ def convert(option: Option, value: Any, from_text: bool) -> Any:
         raise ValueError(spec.unsupported)
 
     def fail(extra: str = "") -> "ValueError":
-        return ValueError("expected %s, got %s%s" % (option.expected(), _got(value), extra))
+        got = "a value of type %s" % type(value).__name__ if spec.secret else _got(value)
+        return ValueError("expected %s, got %s%s" % (option.expected(), got, extra))
 
     if kind in ("int", "float"):
         integer = kind == "int"
