@@ -434,7 +434,8 @@ def test_every_problem_of_a_section_is_reported():
     lines = table_problems(SCHEDULER, {"scheduler_address": "x", "protectd": 1, "client_timeout_seconds": -1},
                            "f.toml [scheduler]")
     assert [line.split(":")[0] for line in lines] == [
-        "f.toml [scheduler] scheduler_address", "f.toml [scheduler] protectd", "f.toml [scheduler] client_timeout_seconds"]
+        "f.toml [scheduler] scheduler_address", "f.toml [scheduler] protectd",
+        "f.toml [scheduler] client_timeout_seconds"]
 
 
 def test_secrets_are_not_echoed():

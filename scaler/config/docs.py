@@ -13,9 +13,9 @@ import argparse
 import os
 import re
 import sys
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from .commands import ALL_COMMANDS, LAUNCHED_SECTIONS, SKIPPED_SECTIONS, WORKER_MANAGER_BAREMETAL, WORKER_MANAGER_TYPES
+from .commands import ALL_COMMANDS, LAUNCHED_SECTIONS, SKIPPED_SECTIONS, WORKER_MANAGER_TYPES
 from .components import DEFAULT_PORT
 from .loader import GROUP_TITLES, Command, ConfigError, ConfigErrors, Option, config_from_table
 

@@ -26,7 +26,8 @@ def run_object_storage(config: ObjectStorageConfig, lifeline_fd: Optional[int] =
     address = parse_address(config.address)
     if sock is None:
         sock = listen(address)
-    server = ObjectStorageServer(loop, sock, str(address), normalize_key(config.auth_key), ObjectStore(config.max_bytes))
+    server = ObjectStorageServer(loop, sock, str(address), normalize_key(config.auth_key),
+                                 ObjectStore(config.max_bytes))
     logging.getLogger(__name__).info("object storage server listening on %s", address)
     on_stop_signals(lambda _signum: loop.call_soon_threadsafe(loop.stop))
     watch_lifeline(lifeline_fd, lambda: loop.call_soon_threadsafe(loop.stop))
