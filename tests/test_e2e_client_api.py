@@ -118,3 +118,26 @@ def test_an_unprotected_scheduler_shuts_down_for_a_client(make_combo):
         assert combo._scheduler.popen.wait(TIMEOUT) == 0
     finally:
         observer.disconnect()
+
+
+def sleep_then(seconds):
+    import time
+    time.sleep(seconds)
+    return seconds
+
+
+def test_custom_serializers_get_bytes_even_for_big_payloads(shared_combo):
+    big = list(range(100000))  # > 64 KiB of JSON both ways
+    with Client(shared_combo.get_address(), serializer=JsonSerializer()) as client:
+        assert client.submit(total, big).result(timeout=TIMEOUT) == sum(big)
+        assert client.submit(list, big).result(timeout=TIMEOUT) == big
+
+
+def test_a_result_is_not_held_back_by_the_next_task(make_combo):
+    combo = make_combo(n_workers=1)
+    with Client(combo.get_address()) as client:
+        client.map(sleep_then, [0] * 50)  # teach the worker that tasks are short
+        futures = client.map_futures(sleep_then, [0, 0, 5])
+        assert futures[1].result(timeout=TIMEOUT) == 0
+        assert not futures[2].done()  # the quick results came back while the slow task runs
+        futures[2].cancel()

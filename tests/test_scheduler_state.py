@@ -176,3 +176,16 @@ def test_timeouts_and_shutdown_reach_everyone():
     assert list(h.state.expired_peers(h.now + 11)) == [w]
     h.state.shutdown_everyone("bye")
     assert sorted(p for p, m in h.take(SchedulerShutdown)) == [b"c", w]
+
+
+def test_a_task_cancelled_on_a_worker_that_then_dies_is_not_run_again():
+    h = Harness()
+    h.state.client_connected(b"c", h.now)
+    a = h.worker("a")
+    ids = h.submit(b"c", 2)
+    h.state.dispatch()
+    h.state.task_cancel_requested(b"c", ids[0])
+    h.take()
+    h.state.worker_disconnected(a, "killed")
+    assert h.take(TaskResult) == [(b"c", TaskResult(ids[0], STATUS_CANCELLED, b"", "cancelled"))]
+    assert list(h.state.queue) == [ids[1]]

@@ -65,7 +65,8 @@ class Client:
         self._stopped = False
         self._agent = ClientAgent(address, self._identity, normalize_key(self._auth_key), timeout_seconds,
                                   heartbeat_interval_seconds, object_storage_address)
-        self._agent.deserialize = self._serializer.deserialize
+        self._agent.deserialize = (self._serializer.deserialize if self._packed
+                                   else _bytes_in(self._serializer.deserialize))
         self._agent.start()
         if not self._packed:  # a custom serializer travels to the workers once
             self._serializer_id = self._object_id(_SERIALIZER_TAG)
@@ -316,6 +317,13 @@ def _all_plain(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> bool:
 
 def _fast_dumps(value: Any) -> bytes:
     return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+
+
+def _bytes_in(deserialize: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Custom serializers are promised ``bytes``; big payloads arrive as zero-copy views."""
+    def wrapped(payload: Any) -> Any:
+        return deserialize(payload if type(payload) is bytes else bytes(payload))
+    return wrapped
 
 
 def _results(futures: List[ScalerFuture]) -> List[Any]:

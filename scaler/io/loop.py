@@ -88,12 +88,14 @@ class EventLoop:
                 pass
 
     def _on_wake(self, _mask: int) -> None:
-        self._wake_pending = False
+        # Drain first, then clear the flag: a writer that saw the flag still set has already
+        # queued its callback, which this iteration runs; any later writer sends a new byte.
         try:
             while self._wake_reader.recv(4096):
                 pass
         except (BlockingIOError, OSError):
             pass
+        self._wake_pending = False
 
     # --- running ---
     def stop(self) -> None:

@@ -78,7 +78,8 @@ class ConnectorHandshake:
                 return Proof(b"")
             expected = _mac(self.key, b"acceptor", self.nonce, msg.nonce)
             if not hmac.compare_digest(expected, msg.proof):
-                raise HandshakeError("authentication failed: the server does not know the auth key")
+                raise HandshakeError("authentication failed: the server's proof does not match this auth key "
+                                     "(the two sides have different keys)")
             return Proof(_mac(self.key, b"connector", msg.nonce, self.nonce))
         if isinstance(msg, Accepted) and self.peer_nonce:
             self.done = True

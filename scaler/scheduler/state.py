@@ -174,6 +174,10 @@ class SchedulerState:
                 continue
             task.worker_id = None
             task.moving = False
+            if task.cancel_requested:  # the client asked to cancel it: done, not re-run
+                self._finish(task)
+                self.send(task.client_id, TaskResult(task_id, STATUS_CANCELLED, b"", "cancelled"))
+                continue
             if position == 0:  # the agent runs its tasks in order: this one was on the processor
                 task.retries += 1
                 if task.retries > self.max_task_retries:

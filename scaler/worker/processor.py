@@ -31,7 +31,6 @@ from ..utility.process import watch_lifeline
 
 logger = logging.getLogger(__name__)
 SCHEDULER_ADDRESS_ENV = "SCALER_SCHEDULER_ADDRESS"
-RESULT_BATCH_SECONDS = 0.001  # results finishing closer together than this leave in one write
 
 
 class PreloadError(Exception):
@@ -94,12 +93,14 @@ class Processor:
         self.default_serializer = DefaultSerializer()
 
     def serve(self) -> None:
-        """Run tasks in arrival order; batch results that finish within a millisecond of each other."""
+        """Run tasks in arrival order, each result sent as soon as it exists.
+
+        Before each task, whatever the agent has sent meanwhile is read without blocking,
+        so a cancel for a task still waiting here is seen before that task would start.
+        """
         channel = self.channel
         pending: Deque[Any] = collections.deque()
         cancelled: Set[bytes] = set()
-        outbox: List[Any] = []
-        first_unsent = 0.0
 
         def handle(msg: Any) -> None:
             kind = type(msg)
@@ -115,34 +116,23 @@ class Processor:
                     self.raw.pop(object_id, None)
                     self.loaded.pop(object_id, None)
 
-        while True:
-            try:
+        try:
+            while True:
                 if not pending:
-                    if outbox:
-                        channel.send_many(outbox)
-                        outbox = []
                     handle(channel.recv())
                 for msg in channel.recv_ready():
                     handle(msg)
-            except (EOFError, OSError):
-                return
-            if not pending:
-                continue
-            task = pending.popleft()
-            if not outbox:
-                first_unsent = time.monotonic()
-            if task.task_id in cancelled:
-                cancelled.discard(task.task_id)
-                outbox.append(TaskResult(task.task_id, STATUS_CANCELLED, b"", "cancelled"))
-            else:
-                outbox.append(self.run(task))
+                if not pending:
+                    continue
+                task = pending.popleft()
+                if task.task_id in cancelled:
+                    cancelled.discard(task.task_id)
+                    channel.send(TaskResult(task.task_id, STATUS_CANCELLED, b"", "cancelled"))
+                    continue
+                channel.send(self.run(task))
                 self._housekeeping()
-            if not pending or time.monotonic() - first_unsent > RESULT_BATCH_SECONDS:
-                try:
-                    channel.send_many(outbox)
-                except OSError:
-                    return
-                outbox = []
+        except (EOFError, OSError):
+            return
 
     def _object(self, object_id: bytes, serializer: Any, keep: bool = True) -> Any:
         try:
@@ -163,6 +153,8 @@ class Processor:
             call = decode(msg.call)
             if call.serializer_id:
                 serializer = self._object(call.serializer_id, self.default_serializer)
+                if not isinstance(serializer, _BytesSerializer):
+                    serializer = self.loaded[call.serializer_id] = _BytesSerializer(serializer)
             else:
                 serializer = self.default_serializer
             fn = self._object(msg.func_id, serializer)
@@ -219,6 +211,19 @@ class Processor:
             gc.collect()
             if self.trim_threshold >= 0 and _rss_bytes() >= self.trim_threshold:
                 _malloc_trim()
+
+
+class _BytesSerializer:
+    """A user's serializer, handed ``bytes`` as promised (big payloads arrive as views)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def serialize(self, obj: Any) -> bytes:
+        return self.inner.serialize(obj)
+
+    def deserialize(self, payload: Any) -> Any:
+        return self.inner.deserialize(payload if type(payload) is bytes else bytes(payload))
 
 
 def _fast_dumps(value: Any) -> bytes:
