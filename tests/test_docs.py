@@ -296,3 +296,19 @@ def scheduler_address():
 def test_example_uses_a_given_scheduler(tmp_path, scheduler_address, script, last_line):
     lines = run_example(script, [scheduler_address], tmp_path)
     assert lines and re.match(last_line, lines[-1]), "%s: unexpected last line in\n%s" % (script, "\n".join(lines))
+
+
+# --- the worker manager page covers the webhook API ----------------------------------------------
+
+def test_worker_managers_doc_mentions_every_webhook_action_and_status():
+    """docs/worker_managers.rst names every action webhook.py handles and every HTTP status that
+    webhook.py (``_reply(NNN``) or native.py (``GroupError(NNN``) can answer with."""
+    webhook = read(os.path.join(ROOT, "scaler", "worker_manager", "webhook.py"))
+    native = read(os.path.join(ROOT, "scaler", "worker_manager", "native.py"))
+    actions = set(re.findall(r'action == "(\w+)"', webhook))
+    statuses = set(re.findall(r"_reply\((\d{3})\b", webhook)) | set(re.findall(r"GroupError\((\d{3})\b", native))
+    assert {"get_worker_adapter_info", "start_worker_group", "shutdown_worker_group"} <= actions
+    assert {"200", "400", "404", "405", "413", "429"} <= statuses, statuses
+    text = read(os.path.join(DOCS, "worker_managers.rst"))
+    missing = sorted(a for a in actions if a not in text) + sorted(s for s in statuses if "``%s``" % s not in text)
+    assert not missing, "docs/worker_managers.rst does not mention %s" % missing
