@@ -11,9 +11,6 @@
   000-003), run as written with free ports;
 - the manager written without scaler in docs/worker_managers.rst, run from the page.
 
-One test is a strict xfail for a bug: the scheduler never replaces a dead worker of a
-webhook-driven manager (its group keeps counting against the manager's capacity).
-
 Commands are started as ``python -m ...`` (``COMMANDS`` maps the console script names of
 the docs to modules), each in its own process group. Every process seen under a started
 command is recorded by pid and start time; a test checks that none of them is left after a
@@ -496,8 +493,6 @@ def test_scheduler_drives_an_adapter_over_http(family, links):
     stop_and_check(family, adapter, scheduler)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a webhook-driven manager's dead worker stays in the scheduler's "
-                                       "group table (scheduler/managers.py): it is never replaced")
 def test_webhook_driven_adapter_replaces_a_dead_worker(family):
     port, web, nowhere = free_port_pair(), free_port_pair(), free_port_pair()
     adapter = family.command(["-m", "scaler.entry_points.worker_adapter_native", address_of(nowhere), "-wsa",

@@ -97,6 +97,20 @@ class ManagerTable:
         else:
             logger.warning("worker manager %s could not shut down group %s: %s", manager_id, group_id, reason)
 
+    def worker_disconnected(self, worker_id: bytes, group_id: str) -> None:
+        """A group's worker left without being asked: the group is gone (its slot is free again).
+
+        Native managers also report this, but a manager driven over HTTP cannot, and a
+        dead group must not keep counting against the manager's capacity.
+        """
+        if not group_id:
+            return
+        for record in self.managers.values():
+            if record.groups.get(group_id) == worker_id and group_id not in record.stopping:
+                del record.groups[group_id]
+                logger.info("worker group %s of manager %s lost its worker", group_id, record.manager_id)
+                return
+
     def worker_connected(self, worker_id: bytes, name: str) -> None:
         for record in self.managers.values():
             if name in record.groups:

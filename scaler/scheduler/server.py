@@ -49,11 +49,12 @@ class _WorkerPeer(_ClientPeer):
 
 
 class _ManagerPeer(_ClientPeer):
-    __slots__ = ("manager_id",)
+    __slots__ = ("manager_id", "last_seen")
 
-    def __init__(self, peer_id: bytes, manager_id: str) -> None:
+    def __init__(self, peer_id: bytes, manager_id: str, now: float) -> None:
         super().__init__(peer_id)
         self.manager_id = manager_id
+        self.last_seen = now
 
 
 class SchedulerServer(Handler):
@@ -178,6 +179,7 @@ class SchedulerServer(Handler):
             else:
                 conn.close("unexpected %s from a worker" % kind.__name__)
         elif type(peer) is _ManagerPeer:
+            peer.last_seen = now
             if kind is ManagerHeartbeat:
                 conn.send(HeartbeatEcho(msg.sent_at))
             elif kind is WorkerGroupStarted:
@@ -226,7 +228,7 @@ class SchedulerServer(Handler):
                 conn.close_after_flush()
                 return
             peer_id = b"manager|" + manager_id.encode()
-            conn.data = _ManagerPeer(peer_id, manager_id)
+            conn.data = _ManagerPeer(peer_id, manager_id, now)
             self.peers[peer_id] = conn
             conn.send(ManagerConnectReply(True, "", self.policy.scaling))
         else:
@@ -243,8 +245,10 @@ class SchedulerServer(Handler):
             self.managers.remove(peer.manager_id, reason)
         else:
             worker = self.state.workers.get(peer.peer_id)
-            if worker is not None and not self.stopping:
-                logger.debug("worker %s disconnected: %s", worker.name, reason)
+            if worker is not None:
+                if not self.stopping:
+                    logger.debug("worker %s disconnected: %s", worker.name, reason)
+                self.managers.worker_disconnected(peer.peer_id, worker.group_id)
             self.state.worker_disconnected(peer.peer_id, reason)
             self._schedule_dispatch()
 
@@ -291,10 +295,15 @@ class SchedulerServer(Handler):
         self.webhooks.request(url, {"action": "shutdown_worker_group", "worker_group_id": group_id}, answered)
 
     def _check_timeouts(self) -> None:
-        for peer_id in list(self.state.expired_peers(time.monotonic())):
+        now = time.monotonic()
+        for peer_id in list(self.state.expired_peers(now)):
             conn = self.peers.get(peer_id)
             if conn is not None:
                 conn.close("no heartbeat for too long")
+        for conn in list(self.peers.values()):
+            peer = conn.data
+            if type(peer) is _ManagerPeer and now - peer.last_seen > self.config.worker_timeout_seconds:
+                conn.close("no heartbeat from worker manager for too long")
 
     def _shutdown_requested(self, conn: Connection) -> None:
         if self.config.protected:
