@@ -354,14 +354,16 @@ def run_scheduler(config: SchedulerConfig, sock: Optional[socket.socket] = None,
     from ..utility.process import exit_soon_after, on_stop_signals, watch_lifeline
 
     loop = EventLoop()
+    stop_requested: List[str] = []
+
+    def stop_from_signal(_signum: int) -> None:
+        stop_requested.append("scheduler stopped by signal")
+        loop.call_soon_threadsafe(lambda: server.stop(stop_requested[0]))
+
+    on_stop_signals(stop_from_signal)  # before anything is bound, so no signal finds us defenceless
     if sock is None:
         sock = listen(parse_address(config.address))
     server = SchedulerServer(loop, config, sock, storage_sock)
-
-    def stop_from_signal(_signum: int) -> None:
-        loop.call_soon_threadsafe(lambda: server.stop("scheduler stopped by signal"))
-
-    on_stop_signals(stop_from_signal)
     watch_lifeline(lifeline_fd, lambda: (exit_soon_after(5.0),
                                          loop.call_soon_threadsafe(lambda: server.stop("parent exited"))))
     try:

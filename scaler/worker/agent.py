@@ -38,6 +38,9 @@ PRELOAD_FAILED_EXIT = 3
 PIPELINE_DEPTH = 16  # tasks sent ahead to the processor (which runs them in order) while tasks are short
 
 
+HEAD_STALL_SECONDS = 0.001  # the running task has taken this long: stop queueing behind it
+
+
 def pipeline_depth(task_seconds: float) -> int:
     """Short tasks: send many ahead (fewer wake-ups). Long ones: one at a time, so queued
     tasks stay in the agent where the scheduler can move them to idle workers."""
@@ -129,7 +132,7 @@ class WorkerAgent:
         if kind is WorkerTask:
             self.queue[msg.task_id] = msg
             if self.preparing is None and len(self.inflight) < self.depth:
-                self._pump()
+                self._pump()  # (_pump applies the stall rule)
         elif kind is WorkerTaskCancel:
             self._cancel(msg.task_id, msg.force)
         elif kind is HeartbeatEcho:
@@ -182,7 +185,7 @@ class WorkerAgent:
     def _pump(self) -> None:
         """Keep the processor's pipeline full: prepare queued tasks in order and send them."""
         while (self.preparing is None and self.queue and self.processor_ready
-               and len(self.inflight) < self.depth):
+               and len(self.inflight) < self._depth_now()):
             _, task = self.queue.popitem(last=False)
             item = _Inflight(task)
             needed = [task.func_id]
@@ -207,6 +210,14 @@ class WorkerAgent:
             self.preparing = item
             for object_id in missing:
                 self.storage.send(ObjectGet(object_id))
+
+    def _depth_now(self) -> int:
+        """No new task joins the pipe behind one that is taking long: it stays here, where the
+        scheduler can still move it to an idle worker (a task waiting for its own sub-tasks
+        would otherwise hold them hostage)."""
+        if self.inflight and time.monotonic() - max(self.inflight[0].sent_at, self.last_result_at) > HEAD_STALL_SECONDS:
+            return 1
+        return self.depth
 
     def _object_arrived(self, msg: Message) -> None:
         item = self.preparing
