@@ -22,12 +22,9 @@ TIMEOUT = 10  # seconds: every task here takes milliseconds
 KIB = 1024
 MIB = 1024 * 1024
 
-EMPTY_TRAILING_PART = (
-    "Connection.flush (scaler/io/connection.py) never drops a zero-length buffer left at the head of the "
-    "write queue once `sent` reaches 0: sendmsg([b'']) returns 0 and `while wbuf:` spins forever. Frames of "
-    "64 KiB or more are encoded as separate parts, and an empty last field (TaskSubmit.capabilities, "
-    "TaskResult.detail) is such a buffer, so the sending loop (client I/O thread, worker agent, scheduler) "
-    "hangs at 100% CPU.")
+# Regression: frames of 64 KiB or more are written as separate buffers, and one ending in
+# an empty field (TaskSubmit.capabilities, TaskResult.detail) used to leave a zero-length
+# buffer that made Connection.flush spin forever at 100 % CPU.
 
 
 def length(data):
@@ -70,7 +67,6 @@ def assert_cluster_serves(combo):
         assert fresh.submit(length, b"ok").result(timeout=TIMEOUT) == 2
 
 
-@pytest.mark.xfail(strict=True, reason=EMPTY_TRAILING_PART)
 def test_arguments_around_the_inline_limit(private_combo):
     with Client(private_combo.get_address(), timeout_seconds=TIMEOUT) as client:
         for n in range(64 * KIB - 200, 64 * KIB + 41, 8):
@@ -79,7 +75,6 @@ def test_arguments_around_the_inline_limit(private_combo):
     assert_cluster_serves(private_combo)
 
 
-@pytest.mark.xfail(strict=True, reason=EMPTY_TRAILING_PART)
 def test_results_around_the_inline_limit(private_combo):
     with Client(private_combo.get_address(), timeout_seconds=TIMEOUT) as client:
         for n in range(64 * KIB - 200, 64 * KIB + 41, 8):
@@ -88,7 +83,6 @@ def test_results_around_the_inline_limit(private_combo):
     assert_cluster_serves(private_combo)
 
 
-@pytest.mark.xfail(strict=True, reason=EMPTY_TRAILING_PART)
 def test_object_reference_with_inline_arguments_over_64k(private_combo):
     with Client(private_combo.get_address(), timeout_seconds=TIMEOUT) as client:
         ref = client.send_object(b"r" * 10)

@@ -131,7 +131,7 @@ class Connection:
                 self.close("send failed: %s" % exc)
                 return
             self.write_backlog -= sent
-            while sent:
+            while wbuf and (sent or not _nbytes(wbuf[0])):  # empty buffers go too, or we spin
                 head = wbuf[0]
                 size = _nbytes(head)
                 if size <= sent:

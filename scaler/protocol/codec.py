@@ -128,7 +128,7 @@ def _make_encoder(spec: "_Spec") -> Any:
     lines.append("    head = frame(total) + header")
     lines.append("    if total < %d:" % ZERO_COPY_THRESHOLD)
     lines.append("        return [b''.join((head%s))]" % (values + "," if len(spec.variable) == 0 else values))
-    lines.append("    return [head%s]" % values)
+    lines.append("    return [part for part in (head%s) if len(part)]" % (values + "," if not values else values))
     namespace: Dict[str, Any] = {"pack": spec.struct.pack, "struct_error": struct.error, "ProtocolError": ProtocolError,
                                  "_pack_list": _pack_list, "_nbytes": _nbytes, "frame": FRAME_HEADER.pack}
     exec("\n".join(lines) + "\n", namespace)  # noqa: S102 - built from validated identifiers only
@@ -191,7 +191,7 @@ def _encode_parts_generic(msg: Message) -> List[Buffer]:
     head = FRAME_HEADER.pack(total) + header
     if total < ZERO_COPY_THRESHOLD:
         return [b"".join([head, *parts])]
-    return [head, *parts]
+    return [part for part in (head, *parts) if len(part)]  # an empty buffer would stall sendmsg loops
 
 
 def encode(msg: Message) -> bytes:
