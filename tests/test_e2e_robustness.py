@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from e2e_support import (children, combo_tree_complete, has_exited, identify, is_present, read_stat, wait_for_tree,
-                         wait_until)
+from e2e_support import (children, combo_tree_complete, free_port_pair, has_exited, identify, is_present, read_stat,
+                         subprocess_env, wait_for_tree, wait_until)
 from scaler import Client
-from scaler.utility.exceptions import ProcessorDiedError
+from scaler.utility.exceptions import ProcessorDiedError, WorkerDiedError
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="e2e tests need Linux")
 
@@ -226,3 +226,97 @@ def test_client_disconnect_in_process_then_new_client(make_combo, announcements)
     assert all(f.done() for f in queued), "futures of a disconnected client must not stay pending"
     with Client(combo.get_address()) as second:
         assert second.submit(add, 4, 5).result(timeout=30) == 9
+
+
+def test_silent_worker_tasks_run_elsewhere(make_combo, announcements):
+    """A worker that stops answering (SIGSTOP) is dropped after the worker timeout; it rejoins later."""
+    combo = make_combo(n_workers=2, worker_timeout_seconds=3, heartbeat_interval_seconds=0.5)
+    cluster_pid = combo._worker_manager_process.pid
+    wait_for_tree(cluster_pid, combo_tree_complete(cluster_pid, 2), TIMEOUT, "2 workers with processors")
+    workers = sorted(s.pid for s in children(cluster_pid))
+
+    with Client(combo.get_address()) as client:
+        wait_until(lambda: sorted(set(client.map(agent_pid_after, [0.05] * 4))) == workers, TIMEOUT,
+                   "both workers to take tasks")
+        gates = [client.submit(announce_and_wait, announcements.port) for _ in range(2)]
+        held = [announcements.accept() for _ in range(2)]
+        agents = [read_stat(pid).ppid for pid, _ in held]
+        assert sorted(agents) == workers
+        victim, survivor = agents
+        futures = [client.submit(agent_pid_after, 0) for _ in range(10)]
+        os.kill(victim, signal.SIGSTOP)
+        try:
+            held[1][1].sendall(b"go")
+            pid, conn = announcements.accept()  # the victim's gate, re-run on the survivor
+            assert read_stat(pid).ppid == survivor
+            conn.sendall(b"go")
+            assert [f.result(timeout=TIMEOUT) for f in futures] == [survivor] * 10
+            assert [g.result(timeout=TIMEOUT) for g in gates] == [survivor, survivor]
+        finally:
+            os.kill(victim, signal.SIGCONT)
+        # Woken up, the victim finds its connection gone, drops what it held and registers again.
+        wait_until(lambda: sorted(set(client.map(agent_pid_after, [0.05] * 8))) == workers, TIMEOUT,
+                   "the woken worker to take tasks again")
+        for _, c in held + [(pid, conn)]:
+            c.close()
+
+
+SILENT_CLIENT_SCRIPT = r"""
+import os, socket, sys, time
+from scaler import Client
+
+def slow(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(b"%d\n" % os.getpid())
+    time.sleep(300)
+
+client = Client(sys.argv[1])
+futures = [client.submit(slow, int(sys.argv[2])) for _ in range(20)]
+sys.stdin.readline()
+"""
+
+
+def test_silent_client_is_dropped(make_combo, procs, announcements):
+    """A client that stops answering (SIGSTOP) is dropped after the client timeout: its tasks go."""
+    combo = make_combo(n_workers=1, client_timeout_seconds=3)
+    child = procs.python(["-c", SILENT_CLIENT_SCRIPT, combo.get_address(), str(announcements.port)], "client",
+                         stdin=True)
+    busy = identify(announcements.next_pid())
+    os.kill(child.pid, signal.SIGSTOP)
+    with Client(combo.get_address(), heartbeat_interval_seconds=0.5) as client:
+        assert client.submit(add, 5, 6).result(timeout=TIMEOUT) == 11
+    wait_until(lambda: not is_present(busy), 15, "the silent client's running task to be stopped")
+    os.kill(child.pid, signal.SIGCONT)
+
+
+def test_workers_exit_after_the_scheduler_dies(make_combo):
+    """With the scheduler gone, workers give up after the death timeout, and the cluster process follows."""
+    combo = make_combo(n_workers=2, death_timeout_seconds=2)
+    cluster_pid = combo._worker_manager_process.pid
+    tree = wait_for_tree(cluster_pid, combo_tree_complete(cluster_pid, 2), TIMEOUT, "2 workers with processors")
+    with Client(combo.get_address()) as client:
+        assert client.submit(add, 1, 1).result(timeout=TIMEOUT) == 2
+    family = [identify(cluster_pid)] + [identify(s.pid) for s in tree]
+    os.kill(combo._scheduler.pid, signal.SIGKILL)
+    wait_until(lambda: all(has_exited(p) for p in family), 30,
+               "the workers and the cluster process to exit after the scheduler died")
+
+
+def kill_own_worker():
+    """A poison task: it kills the worker agent running it, on every worker it is given to."""
+    os.kill(os.getppid(), signal.SIGKILL)
+    time.sleep(60)
+
+
+def test_task_that_kills_its_workers_fails_after_the_retry_limit(procs):
+    address = "tcp://127.0.0.1:%d" % free_port_pair()
+    env = subprocess_env()
+    procs.python(["-m", "scaler.scheduler", address, "--max-task-retries", "1", "-ll", "WARNING"], "scheduler",
+                 env=env)
+    procs.python(["-m", "scaler.cluster", address, "-n", "3", "-ll", "WARNING"], "cluster", env=env)
+    with Client(address) as client:
+        with pytest.raises(WorkerDiedError) as info:
+            client.submit(kill_own_worker).result(timeout=TIMEOUT)
+        assert "died" in str(info.value)
+        # Two workers died (first run + one retry); the third still serves.
+        assert client.map(add, range(10), range(10)) == [2 * i for i in range(10)]
