@@ -362,9 +362,12 @@ class ProcessRegistry:
         self.spawned.clear()
 
 
-def exit_code_within(child: Spawned, timeout: float) -> int:
+def exit_code_within(child, timeout: float) -> int:
+    """The exit code of a :class:`Spawned` or a ``Popen``; AssertionError if it does not exit in time."""
+    popen = child.popen if isinstance(child, Spawned) else child
     try:
-        return child.popen.wait(timeout)
+        return popen.wait(timeout)
     except subprocess.TimeoutExpired:
+        output = child.output.text() if isinstance(child, Spawned) and child.output else ""
         raise AssertionError("%s (pid %d) did not exit within %.0fs; output:\n%s"
-                             % (child.name, child.pid, timeout, child.output.text() if child.output else ""))
+                             % (getattr(child, "name", "process"), popen.pid, timeout, output))

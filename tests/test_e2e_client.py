@@ -145,6 +145,16 @@ def test_as_completed_works_on_scaler_futures(client):
     assert seen == sorted(x * x for x in range(20))
 
 
+def test_asyncio_wrap_future(client):
+    import asyncio
+
+    async def main():
+        futures = [asyncio.wrap_future(client.submit(square, x)) for x in range(5)]
+        return await asyncio.wait_for(asyncio.gather(*futures), TIMEOUT)
+
+    assert asyncio.run(main()) == [0, 1, 4, 9, 16]
+
+
 def test_map_100000_tasks(client):
     n = 100000
     results = client.map(square, range(n))

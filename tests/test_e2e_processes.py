@@ -173,3 +173,29 @@ def test_client_raises_when_the_scheduler_dies(procs, announcements):
         with pytest.raises(Exception):
             client.submit(add, 1, 1).result(timeout=30)
     scheduler.popen.wait(TIMEOUT)
+
+
+# --- Client.shutdown() ----------------------------------------------------------------------
+
+def test_client_cannot_shut_down_a_protected_cluster(shared_combo):
+    with Client(shared_combo.get_address()) as client:
+        with pytest.raises(ValueError) as info:
+            client.shutdown()
+        assert "protected" in str(info.value).lower()
+    with Client(shared_combo.get_address()) as client:
+        assert client.submit(add, 1, 2).result(timeout=TIMEOUT) == 3
+
+
+def test_client_shuts_down_an_unprotected_cluster(make_combo):
+    combo = make_combo(n_workers=2, protected=False)
+    with Client(combo.get_address()) as client:
+        assert client.submit(add, 1, 2).result(timeout=TIMEOUT) == 3
+        family = combo_processes(combo, 2)
+        client.shutdown()
+    assert exit_code_within(combo._scheduler.popen, 30) == 0
+    wait_until(lambda: all(has_exited(p) for p in family), 30,
+               "the workers and the cluster process to exit after Client.shutdown()")
+    combo.shutdown()
+    leftovers = [p for p in family if is_present(p)]
+    assert not leftovers, describe(leftovers)
+
