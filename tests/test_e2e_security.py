@@ -205,3 +205,37 @@ def test_scheduler_logs_refusal_of_a_wrong_key(procs):
     assert exit_code_within(cluster, 20) == 0, cluster.output.text()
     assert exit_code_within(scheduler, 20) == 0, scheduler.output.text()
     assert "s3cret" not in scheduler.output.text()  # the key itself is never logged
+
+
+# --- memory a peer can make the scheduler commit ------------------------------------------------
+
+PREALLOCATION = (
+    "Connection._parse (scaler/io/connection.py) allocates bytearray(length) as soon as a frame header "
+    "announcing >= 1 MiB arrives (up to the 4 GiB frame limit), before any of the body: with no auth key "
+    "anyone who completes the handshake makes the scheduler commit ~4 GiB per 8-byte header.")
+
+
+def rss_bytes(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS for pid %d" % pid)
+
+
+@pytest.mark.xfail(strict=True, reason=PREALLOCATION)
+def test_announced_frame_does_not_commit_memory_before_its_bytes_arrive(make_combo):
+    combo = make_combo(n_workers=1)
+    scheduler_pid = combo._scheduler.pid
+    with Client(combo.get_address()) as client:  # warm up: the scheduler's own baseline
+        assert client.submit(add, 1, 1).result(timeout=TIMEOUT) == 2
+    before = rss_bytes(scheduler_pid)
+    announced = 1024 ** 3  # 1 GiB: well under the 4 GiB frame limit
+    with raw_connect(combo.get_address()) as sock:
+        raw_handshake(sock)
+        sock.sendall(struct.pack("<Q", announced) + b"abc")
+        # A full round trip through the scheduler: by then it has read that header.
+        with Client(combo.get_address()) as client:
+            assert client.submit(add, 2, 2).result(timeout=TIMEOUT) == 4
+        grown = rss_bytes(scheduler_pid) - before
+    assert grown < 256 * 1024 ** 2, "the scheduler committed %d MiB for an 8-byte header" % (grown >> 20)
