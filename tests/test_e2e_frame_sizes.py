@@ -4,16 +4,13 @@ The interesting sizes are where the code changes path: arguments and results nea
 64 KiB inline limit (and the 64 KiB zero-copy threshold of the codec, above which a frame
 is written as several buffers), and frames near the 1 MiB "big frame" threshold of the
 connection reader. A wedged scheduler must not take the other tests with it, so every
-test here has its own combo, hard-killed at the end.
+test here has its own combo.
 """
 
-import os
-import signal
 import sys
 
 import pytest
 
-from e2e_support import descendants
 from scaler import Client
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="e2e tests need Linux")
@@ -40,25 +37,9 @@ def make_bytes(n):
 
 
 @pytest.fixture
-def private_combo():
-    """A one-worker combo; SIGKILLed at the end so a wedged process cannot stall teardown."""
-    from scaler import SchedulerClusterCombo
-
-    combo = SchedulerClusterCombo(n_workers=1, logging_level="WARNING")
-    try:
-        yield combo
-    finally:
-        for stat in reversed(descendants(combo._worker_manager_process.pid)):  # processors, then agents
-            _kill(stat.pid)
-        _kill(combo._scheduler.pid)
-        combo.shutdown()
-
-
-def _kill(pid):
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+def private_combo(make_combo):
+    """One worker, shut down (gracefully, killed after a grace period if wedged) at the end."""
+    return make_combo(n_workers=1)
 
 
 def assert_cluster_serves(combo):
