@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from e2e_support import (children, combo_tree_complete, free_port_pair, has_exited, identify, is_present, read_stat,
+from e2e_support import (children, combo_tree_complete, exit_code_within, free_port_pair, has_exited, identify, is_present, read_stat,
                          subprocess_env, wait_for_tree, wait_until)
 from scaler import Client
 from scaler.utility.exceptions import ProcessorDiedError, WorkerDiedError
@@ -171,7 +171,7 @@ def test_killed_worker_tasks_run_elsewhere(make_combo, announcements):
 # --- clients --------------------------------------------------------------------------------
 
 CLIENT_SCRIPT = r"""
-import os, socket, sys, time
+import os, socket, sys, threading, time
 from scaler import Client
 
 def slow(port, x):
@@ -181,12 +181,17 @@ def slow(port, x):
     return x
 
 client = Client(sys.argv[1])
-futures = client.starmap_futures(slow, [(int(sys.argv[2]), i) for i in range(200)])
-print("SUBMITTED", flush=True)
-command = sys.stdin.readline().strip()  # the test decides: killed, or told to disconnect
-if command == "disconnect":
-    client.disconnect()
-    print("DISCONNECTED", flush=True)
+
+def control():  # the test decides: this process is killed, or told to disconnect mid-map
+    if sys.stdin.readline().strip() == "disconnect":
+        client.disconnect()
+
+threading.Thread(target=control, daemon=True).start()
+try:
+    client.map(slow, [int(sys.argv[2])] * 200, range(200))  # 200 x 300 s on 2 workers
+    print("MAP-RETURNED", flush=True)
+except BaseException as exc:
+    print("MAP-RAISED", type(exc).__name__, flush=True)
 """
 
 
@@ -202,8 +207,10 @@ def test_dead_client_tasks_are_cancelled(make_combo, procs, announcements, how):
     else:
         child.popen.stdin.write(b"disconnect\n")
         child.popen.stdin.flush()
-        child.output.wait_for("^DISCONNECTED$", TIMEOUT)
-    child.popen.wait(TIMEOUT)
+        # The blocked map() gives up at once instead of waiting for its results.
+        child.output.wait_for("^MAP-RAISED", TIMEOUT)
+    code = exit_code_within(child, TIMEOUT)
+    assert code == (-signal.SIGKILL if how == "sigkill" else 0), child.output.text()
 
     # Had the dead client's tasks stayed (running or queued), these would wait for minutes.
     with Client(combo.get_address()) as client:
