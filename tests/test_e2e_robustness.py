@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from e2e_support import (children, combo_tree_complete, exit_code_within, free_port_pair, has_exited, identify, is_present, read_stat,
-                         subprocess_env, wait_for_tree, wait_until)
+from e2e_support import (children, combo_tree_complete, exit_code_within, free_port_pair, has_exited, identify,
+                         is_present, read_stat, subprocess_env, wait_for_tree, wait_until)
 from scaler import Client
 from scaler.utility.exceptions import ProcessorDiedError, WorkerDiedError
 
