@@ -2,7 +2,8 @@
 
 The vendored run happens in a subprocess that cannot see the repository nor an installed
 copy: PYTHONPATH holds only the temporary directory (and a copy of cloudpickle), site-packages
-is off (``-S``), and the script asserts that a top-level ``scaler`` is not importable. Every process the combo starts must run the vendored copy.
+is off (``-S``), and the script asserts that a top-level ``scaler`` is not importable. Every
+process the combo starts must run the vendored copy.
 """
 
 import importlib
