@@ -2,12 +2,14 @@
 
 import concurrent.futures
 import hashlib
+import os
 import sys
 import threading
 
+import cloudpickle
 import pytest
 
-from scaler import Client, ObjectReference
+from scaler import Client, ObjectReference, Serializer
 from scaler.client.agent import RemoteTraceback
 from scaler.utility.exceptions import TaskExceptionNotSerializableError
 
@@ -301,3 +303,55 @@ def test_two_clients_in_processes(shared_combo, procs):
     for child, tag in zip(children, (3, 5)):
         child.output.wait_for(r"^CLIENT-OK %d$" % tag, TIMEOUT)
         assert child.popen.wait(TIMEOUT) == 0
+
+
+# --- other ways to reach a cluster ------------------------------------------------------------
+
+class TaggingSerializer(Serializer):
+    """A custom serializer: it travels to the workers, which must use it both ways."""
+
+    @staticmethod
+    def serialize(obj):
+        return b"TAG" + cloudpickle.dumps(obj)
+
+    @staticmethod
+    def deserialize(payload):
+        if bytes(payload[:3]) != b"TAG":
+            raise ValueError("not made by TaggingSerializer")
+        return cloudpickle.loads(bytes(payload[3:]))
+
+
+def test_custom_serializer(make_combo):
+    combo = make_combo(n_workers=1)
+    with Client(combo.get_address(), serializer=TaggingSerializer()) as client:
+        assert client.submit(add, 2, 3).result(timeout=TIMEOUT) == 5
+        assert client.map(add, [1, 2], [3, 4]) == [4, 6]
+        ref = client.send_object([1, 2, 3])
+        assert client.submit(len, ref).result(timeout=TIMEOUT) == 3
+        big = b"a" * 200000  # through object storage, serialized by the custom serializer
+        assert client.submit(digest, big).result(timeout=TIMEOUT) == digest(big)
+        assert len(client.submit(make_blob, 300000).result(timeout=TIMEOUT)) == 300000
+        with pytest.raises(ValueError):
+            client.submit(raise_value_error_in_task, 1).result(timeout=TIMEOUT)
+
+
+def test_explicit_tcp_address(make_combo):
+    from e2e_support import free_port_pair
+
+    port = free_port_pair()
+    combo = make_combo(n_workers=1, address="tcp://127.0.0.1:%d" % port)
+    assert combo.get_address() == "tcp://127.0.0.1:%d" % port
+    assert combo.object_storage_address == "tcp://127.0.0.1:%d" % (port + 1)  # port + 1 by default
+    with Client(address="tcp://127.0.0.1:%d" % port) as client:
+        assert client.submit(add, 2, 3).result(timeout=TIMEOUT) == 5
+
+
+def test_ipc_address(make_combo, tmp_path):
+    path = str(tmp_path / "scheduler.sock")
+    combo = make_combo(n_workers=1, address="ipc://" + path)
+    with Client(combo.get_address()) as client:
+        assert client.submit(add, 2, 3).result(timeout=TIMEOUT) == 5
+        ref = client.send_object(b"x" * 100000)
+        assert client.submit(len, ref).result(timeout=TIMEOUT) == 100000
+    combo.shutdown()
+    assert os.listdir(str(tmp_path)) == [], "socket files left behind"

@@ -327,3 +327,26 @@ def test_task_that_kills_its_workers_fails_after_the_retry_limit(procs):
         assert "died" in str(info.value)
         # Two workers died (first run + one retry); the third still serves.
         assert client.map(add, range(10), range(10)) == [2 * i for i in range(10)]
+
+
+def test_full_object_storage_gives_a_clear_error(procs):
+    from scaler.utility.exceptions import MissingObjects, ObjectStorageException
+
+    address = "tcp://127.0.0.1:%d" % free_port_pair()
+    env = subprocess_env()
+    procs.python(["-m", "scaler.scheduler", address, "--object-storage-max-bytes", "1000000", "-ll", "WARNING"],
+                 "scheduler", env=env)
+    procs.python(["-m", "scaler.cluster", address, "-n", "1", "-ll", "WARNING"], "cluster", env=env)
+    with Client(address) as client:
+        with pytest.raises(ObjectStorageException) as info:
+            client.send_object(b"x" * 2000000)
+        assert "full" in str(info.value)
+        with pytest.raises(ObjectStorageException):
+            client.submit(len, b"y" * 2000000)  # a big argument goes through object storage too
+        with pytest.raises((ObjectStorageException, MissingObjects)) as info:
+            client.submit(bytes, 2000000).result(timeout=TIMEOUT)  # and so does a big result
+        assert "full" in str(info.value)
+        # Objects that fit still work, and so does everything else.
+        ref = client.send_object(b"z" * 100000)
+        assert client.submit(len, ref).result(timeout=TIMEOUT) == 100000
+        assert client.submit(add, 1, 1).result(timeout=TIMEOUT) == 2
