@@ -355,3 +355,57 @@ def test_ipc_address(make_combo, tmp_path):
         assert client.submit(len, ref).result(timeout=TIMEOUT) == 100000
     combo.shutdown()
     assert os.listdir(str(tmp_path)) == [], "socket files left behind"
+
+
+# --- many clients, many cancellations ---------------------------------------------------------
+
+def nap(x):
+    import time
+    time.sleep(0.05)
+    return x
+
+
+def test_sixteen_clients_at_once(shared_combo):
+    errors, results = [], {}
+
+    def run(tag):
+        try:
+            with Client(shared_combo.get_address()) as own:
+                results[tag] = own.map(add, [tag] * 500, range(500))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(tag,)) for tag in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT * 2)
+    assert not any(thread.is_alive() for thread in threads), "a client thread hung"
+    assert not errors, errors
+    assert all(results[tag] == [tag + i for i in range(500)] for tag in range(16))
+
+
+def test_cancelling_ten_thousand_queued_tasks(make_combo):
+    combo = make_combo(n_workers=2)
+    with Client(combo.get_address()) as client:
+        futures = client.map_futures(nap, range(10000))  # 250 s of work on 2 workers
+        futures[0].result(timeout=TIMEOUT)
+        cancelled = sum(f.cancel() for f in futures)
+        assert cancelled >= 9990
+        assert all(f.done() for f in futures)
+        # Had the cancelled tasks stayed queued, this would wait minutes.
+        assert client.submit(add, 1, 2).result(timeout=30) == 3
+
+
+def test_clear_cancels_tasks_and_forgets_objects(shared_combo):
+    from scaler.utility.exceptions import MissingObjects
+
+    with Client(shared_combo.get_address()) as client:
+        ref = client.send_object(b"x" * 1000)
+        futures = client.map_futures(nap, range(1000))
+        client.clear()
+        assert all(f.done() for f in futures)
+        with pytest.raises(MissingObjects):
+            client.submit(len, ref).result(timeout=TIMEOUT)
+        assert client.submit(add, 1, 2).result(timeout=TIMEOUT) == 3
+        assert client.submit(len, client.send_object(b"y" * 10)).result(timeout=TIMEOUT) == 10
