@@ -9,6 +9,7 @@ flushes, so big payloads are never concatenated and many small frames share a sy
 
 import collections
 import logging
+import mmap
 import os
 import selectors
 import socket
@@ -61,7 +62,7 @@ class Connection:
         self.data: Any = None  # owner's per-connection state
         self.opened = False
         self._rbuf = bytearray()
-        self._big: Optional[bytearray] = None
+        self._big: Optional[mmap.mmap] = None
         self._big_filled = 0
         self._wbuf: Deque[Buffer] = collections.deque()
         self.write_backlog = 0
@@ -218,7 +219,9 @@ class Connection:
                 self._deliver(frame)
                 limit = self.max_frame_bytes if self._state == _OPEN else HANDSHAKE_FRAME_LIMIT
             elif length >= _BIG_FRAME:
-                self._big = bytearray(length)
+                # An anonymous mapping: pages are committed only as data arrives, so a header
+                # announcing gigabytes costs address space, not memory, until it is backed.
+                self._big = mmap.mmap(-1, length)
                 have = buf[pos + 8:]
                 self._big[:len(have)] = have
                 self._big_filled = len(have)
