@@ -199,3 +199,19 @@ def test_client_shuts_down_an_unprotected_cluster(make_combo):
     leftovers = [p for p in family if is_present(p)]
     assert not leftovers, describe(leftovers)
 
+
+
+def test_killing_a_command_line_cluster_stops_its_workers(procs):
+    address = "tcp://127.0.0.1:%d" % free_port_pair()
+    env = subprocess_env()
+    procs.python(["-m", "scaler.scheduler", address], "scheduler", env=env)
+    cluster = procs.python(["-m", "scaler.cluster", address, "-n", "2"], "cluster", env=env)
+    with Client(address) as client:
+        assert client.map(add, range(4), range(4)) == [0, 2, 4, 6]
+        tree = wait_for_tree(cluster.pid, combo_tree_complete(cluster.pid, 2), TIMEOUT,
+                             "2 workers with processors under the cluster")
+        family = [proc_of(s) for s in tree]
+        os.kill(cluster.pid, signal.SIGKILL)
+        exit_code_within(cluster, TIMEOUT)
+        wait_until(lambda: all(has_exited(p) for p in family), 30,
+                   "the killed cluster's workers and processors to exit (lifelines):\n" + describe(family))

@@ -150,6 +150,7 @@ def test_killed_worker_tasks_run_elsewhere(make_combo, announcements):
         assert sorted(agents) == workers, "the two gates should run on the two workers"
         victim, survivor = agents
         victim_processor = identify(held[0][0])
+        victim_agent = identify(victim)
         futures = [client.submit(agent_pid_after, 0) for _ in range(20)]  # queued behind the gates
 
         os.kill(victim, signal.SIGKILL)
@@ -164,8 +165,9 @@ def test_killed_worker_tasks_run_elsewhere(make_combo, announcements):
         assert client.submit(agent_pid_after, 0).result(timeout=TIMEOUT) == survivor
         for _, conn in held + [(pid, conn)]:
             conn.close()
-    # The dead worker's processor follows its agent (lifeline).
+    # The dead worker's processor follows its agent (lifeline); the cluster reaps the agent.
     wait_until(lambda: has_exited(victim_processor), 15, "the dead worker's processor to exit")
+    wait_until(lambda: not is_present(victim_agent), 15, "the cluster process to reap the dead worker")
 
 
 # --- clients --------------------------------------------------------------------------------
