@@ -5,6 +5,7 @@ served. The auth tests use a combo with a key, and a scheduler + cluster started
 command line so that the scheduler's own log can be read.
 """
 
+import os
 import socket
 import struct
 import sys
@@ -238,3 +239,71 @@ def test_announced_frame_does_not_commit_memory_before_its_bytes_arrive(make_com
             assert client.submit(add, 2, 2).result(timeout=TIMEOUT) == 4
         grown = rss_bytes(scheduler_pid) - before
     assert grown < 256 * 1024 ** 2, "the scheduler committed %d MiB for an 8-byte header" % (grown >> 20)
+
+
+# --- a hand-rolled client that sends what a real one never would ---------------------------------
+
+def recv_open_message(sock, limit=1 << 30):
+    return decode(bytearray(recv_exact(sock, frame_length(recv_exact(sock, 8), limit))))
+
+
+def raw_client(address):
+    """A connected, registered client speaking the protocol by hand over a blocking socket."""
+    from scaler.protocol.messages import ClientConnect, ClientConnectReply
+
+    sock = raw_connect(address, timeout=TIMEOUT)
+    raw_handshake(sock)
+    sock.sendall(encode(ClientConnect(b"raw-client-" + struct.pack("<d", id(sock)))))
+    reply = recv_open_message(sock)
+    assert isinstance(reply, ClientConnectReply), reply
+    return sock
+
+
+def await_result(sock, task_id):
+    from scaler.protocol.messages import TaskResult
+
+    while True:
+        msg = recv_open_message(sock)
+        if isinstance(msg, TaskResult) and msg.task_id == task_id:
+            return msg
+
+
+@pytest.mark.parametrize("case", ["unknown_function", "garbage_call", "call_of_wrong_type"])
+def test_bad_task_fails_alone_and_the_worker_survives(make_combo, case):
+    import cloudpickle
+
+    from scaler.protocol.messages import STATUS_OK, Call, TaskSubmit, packed_call
+
+    combo = make_combo(n_workers=1)
+    with Client(combo.get_address()) as client:  # the worker's processor is up and has run a task
+        first_pid = client.submit(os.getpid).result(timeout=TIMEOUT)
+    sock = raw_client(combo.get_address())
+    try:
+        args = cloudpickle.dumps(((), {}))
+        if case == "unknown_function":
+            call = packed_call(b"", args)
+        elif case == "garbage_call":
+            call = b"\xff" * 100
+        else:  # a well-formed frame of another message type where a Call belongs
+            call = encode(Call(b"", b"", [], []))[8:][:1] + b"\0" * 40
+        task_id = b"T" * 16
+        sock.sendall(encode(TaskSubmit(task_id, 0, b"\0" * 32, call, "")))
+        result = await_result(sock, task_id)
+        assert result.status != STATUS_OK
+        assert result.detail, "a failure must say why"
+    finally:
+        sock.close()
+    with Client(combo.get_address()) as client:
+        assert client.submit(add, 2, 3).result(timeout=TIMEOUT) == 5
+        assert client.submit(os.getpid).result(timeout=TIMEOUT) == first_pid, "the processor was replaced"
+
+
+def test_unknown_message_type_after_handshake_is_dropped(shared_combo):
+    with raw_connect(shared_combo.get_address()) as sock:
+        raw_handshake(sock)
+        sock.sendall(struct.pack("<Q", 5) + b"\xfe\x00\x00\x00\x00")
+        assert_dropped(sock)
+    with raw_connect(shared_combo.object_storage_address) as sock:
+        raw_handshake(sock)
+        sock.sendall(struct.pack("<Q", 5) + b"\xfe\x00\x00\x00\x00")
+        assert_dropped(sock)
