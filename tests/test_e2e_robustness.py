@@ -123,6 +123,30 @@ def test_cancel_queued_task(one_worker_client, announcements):
         announcements.sock.accept()
 
 
+def long_or_quick(kind, port, x):
+    if kind == "long":
+        announce_and_sleep(port, 300)
+    return x
+
+
+@pytest.mark.parametrize("how", ["kill_processor", "cancel"])
+def test_tasks_pipelined_behind_a_stopped_task_still_run(one_worker_client, announcements, how):
+    """Once the worker has learnt that tasks are short it sends several ahead to its processor:
+    stopping the one that runs must not take those waiting behind it."""
+    client = one_worker_client
+    assert client.map(add, range(2000), range(2000))[-1] == 3998  # tasks are short here
+    futures = client.starmap_futures(long_or_quick, [("long", announcements.port, 0)]
+                                     + [("quick", announcements.port, i) for i in range(1, 8)])
+    pid = announcements.next_pid()
+    if how == "kill_processor":
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(ProcessorDiedError):
+            futures[0].result(timeout=TIMEOUT)
+    else:
+        assert futures[0].cancel()
+    assert [f.result(timeout=TIMEOUT) for f in futures[1:]] == list(range(1, 8))
+
+
 def test_cancel_finished_task_is_refused(one_worker_client):
     future = one_worker_client.submit(add, 1, 2)
     assert future.result(timeout=TIMEOUT) == 3
