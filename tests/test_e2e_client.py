@@ -409,3 +409,61 @@ def test_clear_cancels_tasks_and_forgets_objects(shared_combo):
             client.submit(len, ref).result(timeout=TIMEOUT)
         assert client.submit(add, 1, 2).result(timeout=TIMEOUT) == 3
         assert client.submit(len, client.send_object(b"y" * 10)).result(timeout=TIMEOUT) == 10
+
+
+# --- done-callbacks ---------------------------------------------------------------------------
+
+def multiply(a, b):
+    return a * b
+
+
+def triple(a):
+    return 3 * a
+
+
+CALLBACK_DEADLOCK = (
+    "Done-callbacks run on the client's I/O thread (it settles the futures), and Client._put / Client._send "
+    "(scaler/client/client.py) block on a Waiter that only that thread can set: a callback that submits a "
+    "task with a function not sent before, or an argument over the inline limit, freezes the whole client "
+    "for 60 s (no results, no heartbeats), then fails.")
+
+
+def test_done_callback_can_submit_a_known_function(client):
+    chained, done = [], threading.Event()
+    assert client.submit(triple, 1).result(timeout=TIMEOUT) == 3  # the function is known already
+
+    def callback(future):
+        try:
+            chained.append(client.submit(triple, future.result()))
+        finally:
+            done.set()
+
+    client.submit(add, 1, 2).add_done_callback(callback)
+    assert done.wait(TIMEOUT), "the callback did not finish"
+    assert chained[0].result(timeout=TIMEOUT) == 9
+
+
+@pytest.mark.xfail(strict=True, reason=CALLBACK_DEADLOCK)
+@pytest.mark.parametrize("what", ["new_function", "big_argument"])
+def test_done_callback_can_submit_anything(make_combo, what):
+    combo = make_combo(n_workers=1)
+    with Client(combo.get_address()) as own:
+        own.submit(add, 0, 0).result(timeout=TIMEOUT)
+        chained, done = [], threading.Event()
+
+        def callback(future):
+            try:
+                if what == "new_function":
+                    chained.append(own.submit(multiply, future.result(), 10))
+                else:
+                    chained.append(own.submit(add, future.result(), b"x" * (1 << 20)))
+            except BaseException as exc:
+                chained.append(exc)
+            finally:
+                done.set()
+
+        first = own.submit(add, 1, 2) if what == "new_function" else own.submit(add, b"", b"y")
+        first.add_done_callback(callback)
+        assert done.wait(5), "the callback is stuck: the client's I/O thread waits for itself"
+        result = chained[0].result(timeout=TIMEOUT)
+        assert result == (30 if what == "new_function" else b"y" + b"x" * (1 << 20))
