@@ -367,8 +367,8 @@ def test_full_object_storage_gives_a_clear_error(procs):
         with pytest.raises(ObjectStorageException) as info:
             client.send_object(b"x" * 2000000)
         assert "full" in str(info.value)
-        with pytest.raises(ObjectStorageException):
-            client.submit(len, b"y" * 2000000)  # a big argument goes through object storage too
+        with pytest.raises(ObjectStorageException):  # a big argument goes through object storage too;
+            client.submit(len, b"y" * 2000000).result(timeout=TIMEOUT)  # its store is not awaited by submit
         with pytest.raises((ObjectStorageException, MissingObjects)) as info:
             client.submit(bytes, 2000000).result(timeout=TIMEOUT)  # and so does a big result
         assert "full" in str(info.value)

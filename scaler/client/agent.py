@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from concurrent.futures import Future, InvalidStateError
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..io.address import Address, connectable_host, parse_address
 from ..io.connection import Connection, Handler
@@ -80,7 +80,8 @@ class ClientAgent(Handler):
         self.storage_address: Optional[Address] = None
         self.protected = True
         self.futures: Dict[bytes, ScalerFuture] = {}
-        self.put_waiters: Dict[bytes, Waiter] = {}
+        self.unacked: Dict[bytes, List[Callable[[Optional[BaseException]], None]]] = {}  # puts in flight
+        self.forget_object: Callable[[bytes], None] = lambda object_id: None
         self.result_fetches: Dict[bytes, ScalerFuture] = {}
         self.shutdown_waiter: Optional[Waiter] = None
         self.ready = Waiter()
@@ -98,9 +99,16 @@ class ClientAgent(Handler):
         self.ready.wait(self.timeout_seconds + 5, "connecting to the scheduler at %s" % self.address)
 
     def call(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` on the I/O thread: now if we are on it (a done-callback), else soon."""
         if self.failure is not None:
             raise self.failure
-        self.loop.call_soon_threadsafe(fn)
+        if threading.current_thread() is self._thread:
+            fn()
+        else:
+            self.loop.call_soon_threadsafe(fn)
+
+    def on_io_thread(self) -> bool:
+        return threading.current_thread() is self._thread
 
     def stop(self, timeout: float = 5.0) -> None:
         if self._thread.is_alive():
@@ -175,9 +183,12 @@ class ClientAgent(Handler):
     def storage_message(self, conn: Connection, msg: Message) -> None:
         kind = type(msg)
         if kind is ObjectPutReply:
-            waiter = self.put_waiters.pop(msg.object_id, None)
-            if waiter is not None:
-                waiter.set(error=ObjectStorageException(msg.error) if msg.error else None)
+            error = None
+            if msg.error:
+                error = ObjectStorageException(msg.error)
+                self.forget_object(msg.object_id)
+            for callback in self.unacked.pop(msg.object_id, ()):
+                callback(error)
         elif kind is ObjectGetReply:
             future = self.result_fetches.pop(msg.object_id, None)
             if future is None:
@@ -204,10 +215,29 @@ class ClientAgent(Handler):
         self._finish(DisconnectedError("lost the connection to the %s: %s" % (what, reason)))
 
     # --- work handed over by the user's thread ---
-    def submit(self, batch: List[Tuple[ScalerFuture, Message]]) -> None:
+    def submit(self, batch: List[Tuple[ScalerFuture, Message]], needs: Sequence[bytes] = ()) -> None:
+        """Send tasks, but only once every object they need is acknowledged by storage:
+        a worker must never ask for an object that is still on its way."""
         if self.failure is not None:
             for future, _ in batch:
                 _settle(future, lambda f=future: f.set_exception(self.failure))
+            return
+        waiting = [object_id for object_id in set(needs) if object_id in self.unacked]
+        if waiting:
+            remaining = [len(waiting)]
+
+            def acknowledged(error: Optional[BaseException]) -> None:
+                if error is not None:
+                    remaining[0] = -1
+                    for future, _ in batch:
+                        _settle(future, lambda f=future: f.set_exception(error))
+                    return
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    self.submit(batch)
+
+            for object_id in waiting:
+                self.unacked[object_id].append(acknowledged)
             return
         futures = self.futures
         send = self.scheduler.send
@@ -217,11 +247,15 @@ class ClientAgent(Handler):
             futures[msg.task_id] = future
             send(msg)
 
-    def put(self, object_id: bytes, payload: Any, waiter: Waiter) -> None:
+    def put(self, object_id: bytes, payload: Any, waiter: Optional[Waiter] = None) -> None:
+        """Store an object; ``waiter`` (if any) learns the outcome, and so do tasks that need it."""
         if self.failure is not None:
-            waiter.set(error=self.failure)
+            if waiter is not None:
+                waiter.set(error=self.failure)
             return
-        self.put_waiters[object_id] = waiter
+        callbacks = self.unacked.setdefault(object_id, [])
+        if waiter is not None:
+            callbacks.append(lambda error: waiter.set(error=error))
         self.storage.send(ObjectPut(object_id, self.client_id, payload))
 
     def delete_objects(self, object_ids: List[bytes]) -> None:
@@ -285,9 +319,10 @@ class ClientAgent(Handler):
             _settle(future, lambda f=future: f.set_exception(error))
         self.futures.clear()
         self.result_fetches.clear()
-        for waiter in list(self.put_waiters.values()):
-            waiter.set(error=error)
-        self.put_waiters.clear()
+        unacked, self.unacked = self.unacked, {}
+        for callbacks in unacked.values():
+            for callback in callbacks:
+                callback(error)
         if self.shutdown_waiter is not None:
             # The scheduler went away after we asked it to: that is the shutdown succeeding.
             self.shutdown_waiter.set()

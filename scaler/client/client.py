@@ -67,6 +67,7 @@ class Client:
                                   heartbeat_interval_seconds, object_storage_address)
         self._agent.deserialize = (self._serializer.deserialize if self._packed
                                    else _bytes_in(self._serializer.deserialize))
+        self._agent.forget_object = self._forget_object
         self._agent.start()
         if not self._packed:  # a custom serializer travels to the workers once
             self._serializer_id = self._object_id(_SERIALIZER_TAG)
@@ -96,9 +97,9 @@ class Client:
         if not callable(fn):
             raise TypeError("fn must be callable, got %r" % (fn,))
         func_id = self._function_id(fn)
-        batch, puts = [], []
-        future = self._task(func_id, tuple(args), dict(kwargs), _capabilities(capabilities), batch, puts)
-        self._send(batch, puts)
+        batch, puts, needs = [], [], self._base_needs(func_id)
+        future = self._task(func_id, tuple(args), dict(kwargs), _capabilities(capabilities), batch, puts, needs)
+        self._send(batch, puts, needs)
         return future
 
     def map_futures(self, fn: Callable[..., Any], *iterables: Iterable[Any],
@@ -119,15 +120,16 @@ class Client:
         futures: List[ScalerFuture] = []
         batch: List[Any] = []
         puts: List[Tuple[bytes, Any]] = []
+        needs = self._base_needs(func_id)
         for args in iterable:
             if not isinstance(args, (tuple, list)):
                 raise TypeError("starmap items must be tuples or lists of arguments, got %r" % type(args).__name__)
-            futures.append(self._task(func_id, tuple(args), {}, caps, batch, puts))
+            futures.append(self._task(func_id, tuple(args), {}, caps, batch, puts, needs))
             if len(batch) >= SUBMIT_BATCH:
-                self._send(batch, puts)
-                batch, puts = [], []
+                self._send(batch, puts, needs)
+                batch, puts, needs = [], [], self._base_needs(func_id)
         if batch:
-            self._send(batch, puts)
+            self._send(batch, puts, needs)
         return futures
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], capabilities: Optional[Dict[str, int]] = None,
@@ -214,11 +216,27 @@ class Client:
     def _object_id(self, salt: bytes) -> bytes:
         return hashlib.blake2b(self._identity + b"\0" + salt, digest_size=32).digest()
 
-    def _put(self, object_id: bytes, payload: Any) -> None:
+    def _put(self, object_id: bytes, payload: Any, wait: bool = True) -> None:
+        """Store an object. Waiting reports a refusal here, but is skipped on the I/O thread
+        (a done-callback): tasks needing the object wait for its acknowledgement anyway."""
+        self._uploaded.add(object_id)
+        if not wait or self._agent.on_io_thread():
+            self._agent.call(lambda: self._agent.put(object_id, payload))
+            return
         waiter = Waiter()
         self._agent.call(lambda: self._agent.put(object_id, payload, waiter))
-        waiter.wait(max(self._timeout_seconds, 60.0), "storing an object")
-        self._uploaded.add(object_id)
+        try:
+            waiter.wait(max(self._timeout_seconds, 60.0), "storing an object")
+        except BaseException:
+            self._forget_object(object_id)
+            raise
+
+    def _forget_object(self, object_id: bytes) -> None:
+        """Storage refused or lost it: upload it again next time it is needed."""
+        self._uploaded.discard(object_id)
+        for key, (_, cached_id) in list(self._functions.items()):
+            if cached_id == object_id:
+                self._functions.pop(key, None)
 
     def _function_id(self, fn: Callable[..., Any]) -> bytes:
         cached = self._functions.get(id(fn))
@@ -227,12 +245,15 @@ class Client:
         payload = self._serializer.serialize(fn)
         object_id = self._object_id(hashlib.blake2b(payload, digest_size=32).digest())
         if object_id not in self._uploaded:
-            self._put(object_id, payload)
+            self._put(object_id, payload, wait=False)  # the tasks using it wait for the ack
         self._functions[id(fn)] = (fn, object_id)
         return object_id
 
+    def _base_needs(self, func_id: bytes) -> List[bytes]:
+        return [func_id, self._serializer_id] if self._serializer_id else [func_id]
+
     def _task(self, func_id: bytes, args: Tuple[Any, ...], kwargs: Dict[str, Any], capabilities: str,
-              batch: List[Any], puts: List[Tuple[bytes, Any]]) -> ScalerFuture:
+              batch: List[Any], puts: List[Tuple[bytes, Any]], needs: List[bytes]) -> ScalerFuture:
         serialize = self._serializer.serialize
         temp: List[bytes] = []
         has_refs = any(type(a) is ObjectReference for a in args) or any(
@@ -250,6 +271,7 @@ class Client:
                 object_id = self._object_id(uuid.uuid4().bytes)
                 puts.append((object_id, blob))
                 temp.append(object_id)
+                needs.append(object_id)
                 kinds, names, values = bytes((ARG_PACKED_TEMP,)), [b""], [object_id]
                 flags |= FLAG_NEEDS_OBJECTS
         else:
@@ -261,6 +283,7 @@ class Client:
                         raise MissingObjects("%r is not an object of this client (deleted by clear()?)" % (arg,))
                     kind_list.append(ARG_OBJECT)
                     values.append(arg.object_id)
+                    needs.append(arg.object_id)
                     continue
                 blob = serialize(arg)
                 if len(blob) <= INLINE_LIMIT:
@@ -270,6 +293,7 @@ class Client:
                     object_id = self._object_id(uuid.uuid4().bytes)
                     puts.append((object_id, blob))
                     temp.append(object_id)
+                    needs.append(object_id)
                     kind_list.append(ARG_TEMP)
                     values.append(object_id)
             kinds = bytes(kind_list)
@@ -283,16 +307,11 @@ class Client:
         batch.append((future, TaskSubmit(task_id, flags, func_id, call, capabilities)))
         return future
 
-    def _send(self, batch: List[Any], puts: List[Tuple[bytes, Any]]) -> None:
-        if puts:  # large arguments must be stored before any worker asks for them
-            waiters = []
-            for object_id, blob in puts:
-                waiter = Waiter()
-                waiters.append(waiter)
-                self._agent.call(lambda o=object_id, b=blob, w=waiter: self._agent.put(o, b, w))
-            for waiter in waiters:
-                waiter.wait(max(self._timeout_seconds, 60.0), "storing a large argument")
-        self._agent.call(lambda: self._agent.submit(batch))
+    def _send(self, batch: List[Any], puts: List[Tuple[bytes, Any]], needs: List[bytes]) -> None:
+        """Hand tasks to the I/O thread, which sends them once every object they need is stored."""
+        for object_id, blob in puts:
+            self._agent.call(lambda o=object_id, b=blob: self._agent.put(o, b))
+        self._agent.call(lambda: self._agent.submit(batch, needs))
 
     def _cancel_task(self, task_id: bytes) -> None:
         if not self._stopped and self._agent.failure is None:
