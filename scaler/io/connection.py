@@ -61,6 +61,7 @@ class Connection:
         self.peer_role = role if not allowed_roles else 0
         self.data: Any = None  # owner's per-connection state
         self.opened = False
+        self.failure: Optional[str] = None  # why the handshake failed (wrong key, version...), if it did
         self._rbuf = bytearray()
         self._big: Optional[mmap.mmap] = None
         self._big_filled = 0

@@ -98,12 +98,12 @@ class WorkerAgent:
             logger.debug("cannot connect to scheduler: %s", exc)
             self._scheduler_lost(str(exc))
 
-    def _scheduler_lost(self, reason: str) -> None:
+    def _scheduler_lost(self, reason: str, handshake_failure: Optional[str] = None) -> None:
         self.registered = False
         if self.stopping:
             return
-        if reason.startswith("connection refused by the server") or "auth" in reason:
-            logger.error("scheduler refused this worker: %s", reason)
+        if handshake_failure:  # wrong key, other protocol version...: retrying cannot help
+            logger.error("scheduler refused this worker: %s", handshake_failure)
             self.stop(2)
             return
         # Whatever we held belongs to a scheduler that no longer knows us.
@@ -446,7 +446,7 @@ class _Link(Handler):
     def connection_closed(self, conn: Connection, reason: str) -> None:
         if self.what == "scheduler":
             if conn is self.agent.scheduler:
-                self.agent._scheduler_lost(reason)
+                self.agent._scheduler_lost(reason, getattr(conn, "failure", None))
         elif self.what == "storage":
             if conn is self.agent.storage:
                 self.agent.storage_lost(reason)
