@@ -465,3 +465,40 @@ def test_done_callback_can_submit_anything(make_combo, what):
         assert done.wait(5), "the callback is stuck: the client's I/O thread waits for itself"
         result = chained[0].result(timeout=TIMEOUT)
         assert result == (30 if what == "new_function" else b"y" + b"x" * (1 << 20))
+
+
+def announce_and_measure(port, data):
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(b"%d\n" % os.getpid())
+    return len(data)
+
+
+def test_task_cancelled_while_its_argument_is_stored_never_runs(make_combo, announcements):
+    combo = make_combo(n_workers=1)
+    with Client(combo.get_address()) as own:
+        own.submit(add, 1, 1).result(timeout=TIMEOUT)
+        future = own.submit(announce_and_measure, announcements.port, b"z" * (50 * 10 ** 6))
+        assert future.cancel()
+        own.send_object(b"sync")  # waits: every store before it is acknowledged by now
+        # On this single worker the cancelled task, had it been sent, would run (and call us) first.
+        assert own.submit(add, 2, 3).result(timeout=TIMEOUT) == 5
+        announcements.sock.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            announcements.sock.accept()
+
+
+def length_of(data):
+    return len(data)
+
+
+def test_disconnect_while_an_argument_is_stored_settles_the_future(make_combo):
+    combo = make_combo(n_workers=1)
+    own = Client(combo.get_address())
+    future = own.submit(length_of, b"z" * (50 * 10 ** 6))
+    own.disconnect()
+    assert future.done()
+    with pytest.raises(BaseException):
+        future.result(timeout=0)
+    with Client(combo.get_address()) as fresh:
+        assert fresh.submit(add, 1, 2).result(timeout=TIMEOUT) == 3
