@@ -182,7 +182,11 @@ def test_scheduler_logs_refusal_of_a_wrong_key(procs):
     cluster = procs.python(["-m", "scaler.cluster", address, "-n", "1", "--auth-key", KEY], "cluster", env=env)
 
     with Client(address, auth_key=KEY) as client:
-        assert client.submit(add, 3, 4).result(timeout=TIMEOUT) == 7
+        try:
+            assert client.submit(add, 3, 4).result(timeout=TIMEOUT) == 7
+        except Exception:  # show what the processes said, so a rare failure can be understood
+            raise AssertionError("no result:\n--- scheduler ---\n%s\n--- cluster ---\n%s"
+                                 % (scheduler.output.text(), cluster.output.text()))
 
     with pytest.raises(AuthenticationError) as info:
         Client(address, auth_key="wrong", timeout_seconds=10)
