@@ -378,15 +378,12 @@ def test_full_object_storage_gives_a_clear_error(procs):
         assert client.submit(add, 1, 1).result(timeout=TIMEOUT) == 2
 
 
-RECONNECT_LOSES_FETCH = (
-    "A worker that registers again (new scheduler, or after losing object storage) dials a new storage "
-    "connection on WorkerConnectReply (scaler/worker/agent.py), and the first queued WorkerTask arrives before "
-    "that connection's handshake is done; _pump's ObjectGet goes to Connection.send, which silently drops "
-    "anything sent before the connection is open (scaler/io/connection.py, send()). The task waits forever "
-    "in `preparing`, and the worker never runs anything again.")
+# Regression: a worker that registers again dials a new storage connection, and the first
+# task arrived before that connection's handshake was done; the object fetch sent then was
+# silently dropped (Connection.send dropped anything sent before the handshake completed)
+# and the worker never ran anything again. Frames sent early now wait for the handshake.
 
 
-@pytest.mark.xfail(strict=True, reason=RECONNECT_LOSES_FETCH)
 def test_workers_reconnect_to_a_restarted_scheduler(procs):
     address = "tcp://127.0.0.1:%d" % free_port_pair()
     env = subprocess_env()

@@ -62,6 +62,7 @@ class Connection:
         self.data: Any = None  # owner's per-connection state
         self.opened = False
         self.failure: Optional[str] = None  # why the handshake failed (wrong key, version...), if it did
+        self._before_open: List[Message] = []  # sent before the handshake completed
         self._rbuf = bytearray()
         self._big: Optional[mmap.mmap] = None
         self._big_filled = 0
@@ -102,9 +103,13 @@ class Connection:
 
     # --- sending ---
     def send(self, msg: Message) -> None:
-        if self._state != _OPEN or self._close_when_flushed:
-            return
-        self._send_now(msg)
+        """Queue ``msg``. Before the handshake completes it waits and goes right after it;
+        on a closed connection it is dropped (the owner hears of the close anyway)."""
+        if self._state == _OPEN:
+            if not self._close_when_flushed:
+                self._send_now(msg)
+        elif self._state != _CLOSED and self.failure is None:
+            self._before_open.append(msg)
 
     def _send_now(self, msg: Message) -> None:
         parts = encode_parts(msg)
@@ -286,6 +291,9 @@ class Connection:
         if self._timeout is not None:
             self._timeout.cancel()
         self.handler.connection_open(self)
+        waiting, self._before_open = self._before_open, []
+        for msg in waiting:
+            self.send(msg)
 
     def _handshake_timed_out(self) -> None:
         if self._state in (_CONNECTING, _HANDSHAKE):
@@ -303,6 +311,7 @@ class Connection:
         except OSError:
             pass
         self._wbuf.clear()
+        self._before_open = []
         self._rbuf = bytearray()
         self._big = None
         self.handler.connection_closed(self, reason)
