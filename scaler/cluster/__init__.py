@@ -171,7 +171,8 @@ class SchedulerClusterCombo:
             garbage_collect_interval_seconds=garbage_collect_interval_seconds,
             trim_memory_threshold_bytes=trim_memory_threshold_bytes, hard_processor_suspend=hard_processor_suspend,
             io_threads=worker_io_threads, preload=preload, logging_paths=tuple(logging_paths),
-            logging_level=logging_level, logging_config_file=logging_config_file)
+            logging_level=logging_level, logging_config_file=logging_config_file,
+            worker_manager_id=worker_manager_id)
         try:
             env = proc_util.child_environment({proc_util.AUTH_KEY_ENV: self._auth_key} if self._auth_key else None)
             self._scheduler = proc_util.spawn(

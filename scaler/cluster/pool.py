@@ -16,7 +16,7 @@ def manager_config(config: ClusterConfig, manager_id: str = "") -> WorkerManager
     fields = {f.name for f in dataclasses.fields(WorkerManagerConfig)}
     values = {k: v for k, v in dataclasses.asdict(config).items() if k in fields}
     values.update(mode="fixed", max_task_concurrency=config.num_of_workers, worker_type="FIX",
-                  worker_manager_id=manager_id or getattr(config, "worker_manager_id", "") or "")
+                  worker_manager_id=manager_id or config.worker_manager_id)
     return WorkerManagerConfig(**values)
 
 

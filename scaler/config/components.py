@@ -211,6 +211,9 @@ class ClusterConfig(WorkerSettings, LoggingSettings, SecuritySettings):
         help="comma-separated worker names, one per worker (their count must equal --num-of-workers)")
     log_hub_address: Optional[str] = option(
         None, kind="address", short=("-la",), inert=True, help="older log hub address (unused)")
+    worker_manager_id: str = option(
+        "", kind="str", short=("-wmi",), default_text="FIX|<host>-<pid>",
+        help="id under which this pool registers with the scheduler, unique per scheduler")
 
 
 @dataclasses.dataclass
@@ -221,7 +224,7 @@ class WorkerManagerConfig(WorkerSettings, LoggingSettings, TLSSettings, Security
         "", kind="address", metavar="SCHEDULER_ADDRESS",
         help="address of the scheduler, e.g. tcp://127.0.0.1:8516")
     worker_manager_id: str = option(  # empty: "NAT|<hostname>" (dynamic) or "FIX|<hostname>" (fixed)
-        "", kind="str", short=("-wmi",), default_text="NAT|<host> (dynamic) or FIX|<host> (fixed)",
+        "", kind="str", short=("-wmi",), default_text="NAT|<host>-<pid> (dynamic) or FIX|<host>-<pid> (fixed)",
         help="id of this manager, unique per scheduler")
     worker_scheduler_address: Optional[str] = option(  # what spawned workers dial; default scheduler_address
         None, kind="address", short=("-wsa",), default_text="SCHEDULER_ADDRESS",

@@ -84,6 +84,9 @@ class SchedulerServer(Handler):
                                     client_timeout_seconds=config.client_timeout_seconds,
                                     worker_timeout_seconds=config.worker_timeout_seconds)
         self.policy = parse_policy(config.policy_content)
+        if self.policy.allocate == "capability":
+            logger.warning("allocate=capability: routing tasks by capability is not implemented in this build; "
+                           "every task goes to the least loaded worker (as with even_load)")
         self.managers = ManagerTable(self.state, self.policy, self._schedule_dispatch)
         self.listener = Listener(loop, sock, self, address=config.address, auth_key=key,
                                  allowed_roles=(ROLE_CLIENT, ROLE_WORKER, ROLE_MANAGER))
