@@ -215,3 +215,24 @@ def test_killing_a_command_line_cluster_stops_its_workers(procs):
         exit_code_within(cluster, TIMEOUT)
         wait_until(lambda: all(has_exited(p) for p in family), 30,
                    "the killed cluster's workers and processors to exit (lifelines):\n" + describe(family))
+
+
+def test_command_line_scheduler_with_a_separate_object_storage_server(procs):
+    storage_address = "tcp://127.0.0.1:%d" % free_port_pair()
+    address = "tcp://127.0.0.1:%d" % free_port_pair()
+    env = subprocess_env()
+    storage = procs.python(["-m", "scaler.object_storage", storage_address, "-ll", "WARNING"], "storage", env=env)
+    scheduler = procs.python(["-m", "scaler.scheduler", address, "-osa", storage_address, "-ll", "WARNING"],
+                             "scheduler", env=env)
+    cluster = procs.python(["-m", "scaler.cluster", address, "-n", "2", "-ll", "WARNING"], "cluster", env=env)
+    with Client(address) as client:
+        assert client.submit(add, 1, 2).result(timeout=TIMEOUT) == 3
+        ref = client.send_object(b"x" * 3000000)
+        assert client.submit(len, ref).result(timeout=TIMEOUT) == 3000000
+        assert client.submit(len, b"y" * 2000000).result(timeout=TIMEOUT) == 2000000  # big argument
+        assert len(client.submit(bytes, 3000000).result(timeout=TIMEOUT)) == 3000000  # big result
+        assert client.map(add, range(100), range(100)) == [2 * i for i in range(100)]
+    for child in (cluster, scheduler, storage):
+        child.popen.send_signal(signal.SIGTERM)
+    for child in (cluster, scheduler, storage):
+        assert exit_code_within(child, 20) == 0, child.output.text()
