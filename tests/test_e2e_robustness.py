@@ -399,3 +399,24 @@ def test_workers_reconnect_to_a_restarted_scheduler(procs):
     with Client(address) as client:
         assert client.submit(add, 2, 3).result(timeout=20) == 5
         assert client.map(add, range(10), range(10)) == [2 * i for i in range(10)]
+
+
+def test_client_raises_when_the_scheduler_freezes(procs, announcements):
+    """A scheduler that stops answering (SIGSTOP) makes the client raise after its timeout, not hang."""
+    address = "tcp://127.0.0.1:%d" % free_port_pair()
+    env = subprocess_env()
+    scheduler = procs.python(["-m", "scaler.scheduler", address, "-ll", "WARNING"], "scheduler", env=env)
+    procs.python(["-m", "scaler.cluster", address, "-n", "1", "-ll", "WARNING"], "cluster", env=env)
+    client = Client(address, timeout_seconds=3, heartbeat_interval_seconds=0.5)
+    try:
+        assert client.submit(add, 1, 2).result(timeout=TIMEOUT) == 3
+        running = client.submit(announce_and_sleep, announcements.port, 300)
+        announcements.next_pid()
+        os.kill(scheduler.pid, signal.SIGSTOP)
+        with pytest.raises(TimeoutError):
+            running.result(timeout=30)
+        with pytest.raises(TimeoutError):  # the client is finished: it says so at once
+            client.submit(add, 1, 1).result(timeout=30)
+    finally:
+        client.disconnect()
+        os.kill(scheduler.pid, signal.SIGCONT)
