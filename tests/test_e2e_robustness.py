@@ -324,7 +324,8 @@ def test_silent_client_is_dropped(make_combo, procs, announcements):
 
 def test_workers_exit_after_the_scheduler_dies(make_combo):
     """With the scheduler gone, workers give up after the death timeout, and the cluster process follows."""
-    combo = make_combo(n_workers=2, death_timeout_seconds=2)
+    # Heartbeats well inside the death timeout, so the workers only give up once it is gone.
+    combo = make_combo(n_workers=2, death_timeout_seconds=2, heartbeat_interval_seconds=0.5)
     cluster_pid = combo._worker_manager_process.pid
     tree = wait_for_tree(cluster_pid, combo_tree_complete(cluster_pid, 2), TIMEOUT, "2 workers with processors")
     with Client(combo.get_address()) as client:
