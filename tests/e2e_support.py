@@ -86,6 +86,20 @@ def descendants(pid: int, stats: Optional[Dict[int, Stat]] = None) -> List[Stat]
     return out
 
 
+def is_framework(stat: Stat) -> bool:
+    """A process running one of the package's modules (``-m scaler.…``, or a vendored copy's).
+
+    Other descendants can be transient: on Python 3.8, ``import uuid`` runs ``uname -p``
+    in a subprocess (``platform.uname()``), in every worker and cluster process.
+    """
+    return "scaler." in " ".join(cmdline(stat.pid))
+
+
+def framework_children(pid: int, stats: Optional[Dict[int, Stat]] = None) -> List[Stat]:
+    """Live children of ``pid`` that run the package's modules."""
+    return [s for s in children(pid, stats) if s.state != "Z" and is_framework(s)]
+
+
 def group_members(pgrp: int) -> List[Stat]:
     """Every process of process group ``pgrp`` (our children are started as group leaders)."""
     return [s for s in all_stats().values() if s.pgrp == pgrp]
@@ -155,13 +169,17 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str,
 
 def wait_for_tree(root_pid: int, shape: Callable[[Dict[int, Stat]], bool], timeout: float,
                   what: str) -> List[Stat]:
-    """Wait until the process tree below ``root_pid`` satisfies ``shape(stats)``; return it."""
+    """Wait until the process tree below ``root_pid`` satisfies ``shape(stats)``; return it.
+
+    The tree returned holds the package's processes (and zombies, which cannot be told
+    apart), not transient helpers such as ``uname -p``.
+    """
     result: List[List[Stat]] = []
 
     def check() -> bool:
         stats = all_stats()
         if shape(stats):
-            result.append(descendants(root_pid, stats))
+            result.append([s for s in descendants(root_pid, stats) if s.state == "Z" or is_framework(s)])
             return True
         return False
 
@@ -173,10 +191,10 @@ def combo_tree_complete(cluster_pid: int, n_workers: int) -> Callable[[Dict[int,
     """The cluster process has ``n_workers`` live worker agents, each with a live processor."""
 
     def shape(stats: Dict[int, Stat]) -> bool:
-        workers = [s for s in children(cluster_pid, stats) if s.state != "Z"]
+        workers = framework_children(cluster_pid, stats)
         if len(workers) != n_workers:
             return False
-        return all(any(p.state != "Z" for p in children(w.pid, stats)) for w in workers)
+        return all(framework_children(w.pid, stats) for w in workers)
 
     return shape
 

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from e2e_support import (children, cmdline, combo_tree_complete, descendants, describe, exit_code_within,
-                         free_port_pair, has_exited, identify, is_present, proc_of, subprocess_env, wait_for_tree,
-                         wait_until)
+from e2e_support import (cmdline, combo_tree_complete, descendants, describe, exit_code_within, framework_children,
+                         free_port_pair, has_exited, identify, is_framework, is_present, proc_of, subprocess_env,
+                         wait_for_tree, wait_until)
 from scaler import Client
 from scaler.utility.exceptions import ClientShutdownException, DisconnectedError
 
@@ -42,7 +42,7 @@ def combo_processes(combo, n_workers):
                          "%d workers with processors under the cluster process" % n_workers)
     scheduler = identify(combo._scheduler.pid)
     procs = [scheduler, identify(cluster_pid)] + [proc_of(s) for s in tree]
-    procs += [proc_of(s) for s in descendants(scheduler.pid)]
+    procs += [proc_of(s) for s in descendants(scheduler.pid) if is_framework(s)]
     return procs
 
 
@@ -111,7 +111,7 @@ def test_killing_the_owner_stops_every_descendant(procs, announcements):
     announcements.next_pid()  # a processor is running the sleepy task
 
     def complete(stats):
-        live = [s for s in descendants(owner.pid, stats) if s.state != "Z"]
+        live = [s for s in descendants(owner.pid, stats) if s.state != "Z" and is_framework(s)]
         return len(live) == 6  # scheduler, cluster, 2 workers, 2 processors
 
     tree = wait_for_tree(owner.pid, complete, TIMEOUT, "the owner's 6 descendants")
@@ -142,12 +142,12 @@ def test_command_line_scheduler_and_cluster(procs, signum):
         assert client.submit(len, ref).result(timeout=TIMEOUT) == 1000
 
     def complete(stats):
-        workers = [s for s in children(cluster.pid, stats) if s.state != "Z"]
-        return len(workers) == 2 and all(children(w.pid, stats) for w in workers)
+        workers = framework_children(cluster.pid, stats)
+        return len(workers) == 2 and all(framework_children(w.pid, stats) for w in workers)
 
     tree = wait_for_tree(cluster.pid, complete, TIMEOUT, "2 workers with processors under the cluster")
     family = [identify(scheduler.pid), identify(cluster.pid)] + [proc_of(s) for s in tree]
-    family += [proc_of(s) for s in descendants(scheduler.pid)]
+    family += [proc_of(s) for s in descendants(scheduler.pid) if is_framework(s)]
     assert all("scaler.worker" in " ".join(cmdline(p.pid)) for p in family[2:]), describe(family)
 
     for child in (cluster, scheduler):

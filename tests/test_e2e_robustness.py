@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from e2e_support import (children, combo_tree_complete, exit_code_within, free_port_pair, has_exited, identify,
-                         is_present, read_stat, subprocess_env, wait_for_tree, wait_until)
+from e2e_support import (combo_tree_complete, exit_code_within, framework_children, free_port_pair, has_exited,
+                         identify, is_present, proc_of, read_stat, subprocess_env, wait_for_tree, wait_until)
 from scaler import Client
 from scaler.utility.exceptions import ProcessorDiedError, WorkerDiedError
 
@@ -160,7 +160,7 @@ def test_killed_worker_tasks_run_elsewhere(make_combo, announcements):
     combo = make_combo(n_workers=2)
     cluster_pid = combo._worker_manager_process.pid
     wait_for_tree(cluster_pid, combo_tree_complete(cluster_pid, 2), TIMEOUT, "2 workers with processors")
-    workers = sorted(s.pid for s in children(cluster_pid))
+    workers = sorted(s.pid for s in framework_children(cluster_pid))
 
     with Client(combo.get_address()) as client:
         # Both workers registered with the scheduler (tasks land on each of them).
@@ -266,7 +266,7 @@ def test_silent_worker_tasks_run_elsewhere(make_combo, announcements):
     combo = make_combo(n_workers=2, worker_timeout_seconds=3, heartbeat_interval_seconds=0.5)
     cluster_pid = combo._worker_manager_process.pid
     wait_for_tree(cluster_pid, combo_tree_complete(cluster_pid, 2), TIMEOUT, "2 workers with processors")
-    workers = sorted(s.pid for s in children(cluster_pid))
+    workers = sorted(s.pid for s in framework_children(cluster_pid))
 
     with Client(combo.get_address()) as client:
         wait_until(lambda: sorted(set(client.map(agent_pid_after, [0.05] * 4))) == workers, TIMEOUT,
@@ -330,7 +330,7 @@ def test_workers_exit_after_the_scheduler_dies(make_combo):
     tree = wait_for_tree(cluster_pid, combo_tree_complete(cluster_pid, 2), TIMEOUT, "2 workers with processors")
     with Client(combo.get_address()) as client:
         assert client.submit(add, 1, 1).result(timeout=TIMEOUT) == 2
-    family = [identify(cluster_pid)] + [identify(s.pid) for s in tree]
+    family = [identify(cluster_pid)] + [proc_of(s) for s in tree]
     os.kill(combo._scheduler.pid, signal.SIGKILL)
     wait_until(lambda: all(has_exited(p) for p in family), 30,
                "the workers and the cluster process to exit after the scheduler died")
