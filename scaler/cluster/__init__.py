@@ -4,7 +4,6 @@ import atexit
 import dataclasses
 import json
 import logging
-import signal
 import socket
 import weakref
 from typing import Any, Dict, Optional, Sequence, Tuple
@@ -23,7 +22,7 @@ def _spawn_cluster(config: ClusterConfig, auth_key: Optional[str]) -> proc_util.
     return proc_util.spawn("cluster", "cluster", config_args(config), env=env)
 
 
-class Cluster:
+class Cluster(proc_util.ProcessHandle):
     """A process running a fixed pool of workers connected to ``address``.
 
     Mirrors upstream's ``Cluster`` (a ``multiprocessing.Process``): ``start()``, ``join()``,
@@ -60,36 +59,6 @@ class Cluster:
         if self._child is not None:
             raise RuntimeError("cluster already started")
         self._child = _spawn_cluster(self.config, self._auth_key)
-
-    @property
-    def pid(self) -> Optional[int]:
-        return self._child.pid if self._child else None
-
-    @property
-    def exitcode(self) -> Optional[int]:
-        return self._child.poll() if self._child else None
-
-    def is_alive(self) -> bool:
-        return self._child is not None and self._child.is_alive()
-
-    def join(self, timeout: Optional[float] = None) -> None:
-        if self._child is not None:
-            try:
-                self._child.popen.wait(timeout)
-            except Exception:
-                pass
-
-    def terminate(self) -> None:
-        if self._child is not None:
-            self._child.send_signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        if self._child is not None:
-            self._child.send_signal(signal.SIGKILL)
-
-    def shutdown(self) -> None:
-        if self._child is not None:
-            self._child.stop(grace_seconds=10.0)
 
 
 _LIVE_COMBOS: "weakref.WeakSet[SchedulerClusterCombo]" = weakref.WeakSet()

@@ -91,6 +91,53 @@ class Child:
             self.lifeline_fd = -1
 
 
+class ProcessHandle:
+    """The ``multiprocessing.Process``-like face of a component started in its own process
+    (``Scheduler``, ``Cluster``): ``pid``, ``exitcode``, ``is_alive``, ``join``,
+    ``terminate``, ``kill``, and ``shutdown`` (graceful, then killed; reaped)."""
+
+    _child: Optional[Child] = None
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self._child.pid if self._child else None
+
+    @property
+    def exitcode(self) -> Optional[int]:
+        return self._child.poll() if self._child else None
+
+    def is_alive(self) -> bool:
+        return self._child is not None and self._child.is_alive()
+
+    def join(self, timeout: Optional[float] = None) -> None:
+        if self._child is not None:
+            try:
+                self._child.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def terminate(self) -> None:
+        if self._child is not None:
+            self._child.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        if self._child is not None:
+            self._child.send_signal(signal.SIGKILL)
+
+    def shutdown(self) -> None:
+        if self._child is not None:
+            self._child.stop(grace_seconds=10.0)
+
+
+def rss_bytes() -> int:
+    """This process's resident memory (Linux /proc; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def spawn(name: str, submodule: str, args: Sequence[str], env: Optional[Dict[str, str]] = None,
           pass_fds: Sequence[int] = (), stdin: Optional[int] = subprocess.DEVNULL,
           stdout: Optional[int] = None, stderr: Optional[int] = None, start_new_session: bool = False) -> Child:

@@ -396,7 +396,7 @@ class WorkerAgent:
         now = time.monotonic()
         if self.scheduler is not None and self.registered:
             self.scheduler.send(WorkerHeartbeat(time.time(), len(self.queue) + len(self.inflight),
-                                                _rss_bytes(), 0.0))
+                                                proc_util.rss_bytes(), 0.0))
         if now - self.last_contact > self.config.death_timeout_seconds:
             logger.error("no scheduler contact for %.0fs (death timeout): exiting", now - self.last_contact)
             self.stop(1)
@@ -463,14 +463,6 @@ def _describe_exit(code: Optional[int]) -> str:
         except ValueError:
             return "killed by signal %d" % -code
     return "exit code %d" % code
-
-
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 def run_worker(config: WorkerConfig, lifeline_fd: Optional[int] = None) -> int:

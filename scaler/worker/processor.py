@@ -27,7 +27,7 @@ from ..protocol.codec import decode
 from ..protocol.messages import (ARG_INLINE, ARG_OBJECT, ARG_PACKED, ARG_PACKED_TEMP, STATUS_FAILED, STATUS_MISSING_OBJECT, STATUS_NOT_SERIALIZABLE,
                                  STATUS_CANCELLED, STATUS_OK, ProcessorCancel, ProcessorDropObjects, ProcessorObject, ProcessorReady,
                                  ProcessorTask, TaskResult)
-from ..utility.process import watch_lifeline
+from ..utility.process import rss_bytes, watch_lifeline
 
 logger = logging.getLogger(__name__)
 SCHEDULER_ADDRESS_ENV = "SCALER_SCHEDULER_ADDRESS"
@@ -209,7 +209,7 @@ class Processor:
         if now - self.last_gc >= self.gc_interval:
             self.last_gc = now
             gc.collect()
-            if self.trim_threshold >= 0 and _rss_bytes() >= self.trim_threshold:
+            if self.trim_threshold >= 0 and rss_bytes() >= self.trim_threshold:
                 _malloc_trim()
 
 
@@ -237,14 +237,6 @@ def _fast_dumps(value: Any) -> bytes:
     except Exception:
         import cloudpickle
         return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 def _malloc_trim() -> None:
