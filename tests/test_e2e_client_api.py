@@ -141,3 +141,24 @@ def test_a_result_is_not_held_back_by_the_next_task(make_combo):
         assert futures[1].result(timeout=TIMEOUT) == 0
         assert not futures[2].done()  # the quick results came back while the slow task runs
         futures[2].cancel()
+
+
+def test_scheduler_and_cluster_classes_start_and_stop_their_processes():
+    from scaler import Cluster, Scheduler
+    from scaler.io.address import free_tcp_port
+
+    address = "tcp://127.0.0.1:%d" % free_tcp_port()
+    scheduler = Scheduler(address=address, logging_level="WARNING")
+    cluster = Cluster(address, n_workers=2, logging_level="WARNING")
+    scheduler.start()
+    cluster.start()
+    try:
+        assert scheduler.is_alive() and cluster.is_alive() and cluster.pid != scheduler.pid
+        with Client(address) as client:
+            assert len(set(client.map(worker_pid, range(200)))) >= 1
+            assert client.submit(total, [2, 3]).result(timeout=TIMEOUT) == 5
+    finally:
+        cluster.shutdown()
+        scheduler.shutdown()
+    assert cluster.exitcode == 0 and scheduler.exitcode == 0
+    assert not cluster.is_alive() and not scheduler.is_alive()
