@@ -125,8 +125,9 @@ class SchedulerConfig(LoggingSettings, LoopSettings, TLSSettings, SecuritySettin
         60, kind="float", short=("-ot",), above=0, inert=True,
         help="how long unreferenced objects are kept")
     load_balance_seconds: float = option(
-        1, kind="float", short=("-ls",), nonzero=True, inert=True,
-        help="period of task balancing between workers; negative disables it, 0 is rejected")
+        1, kind="float", short=("-ls",), nonzero=True,
+        help="period of task balancing between workers (an idle worker takes back queued tasks from "
+             "busy ones; also done when a worker joins); negative disables it, 0 is rejected")
     load_balance_trigger_times: int = option(
         2, kind="int", short=("-lbt",), above=0, inert=True,
         help="identical balancing advices needed before tasks move")

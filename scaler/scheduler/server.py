@@ -34,7 +34,6 @@ logger = logging.getLogger(__name__)
 
 TIMEOUT_CHECK_SECONDS = 1.0
 SCALING_INTERVAL_SECONDS = 1.0
-BALANCE_INTERVAL_SECONDS = 1.0
 
 
 class _ClientPeer:
@@ -94,7 +93,8 @@ class SchedulerServer(Handler):
         self.stopping = False
         loop.call_every(TIMEOUT_CHECK_SECONDS, self._check_timeouts)
         loop.call_every(SCALING_INTERVAL_SECONDS, lambda: self.managers.tick(time.monotonic()))
-        loop.call_every(BALANCE_INTERVAL_SECONDS, self.state.balance)
+        if config.load_balance_seconds > 0:
+            loop.call_every(config.load_balance_seconds, self.state.balance)
         self.webhooks: Optional[WebhookWorker] = None
         if config.adapter_webhook_urls:
             self.webhooks = WebhookWorker(loop.call_soon_threadsafe)
@@ -218,7 +218,8 @@ class SchedulerServer(Handler):
             self.managers.worker_connected(msg.worker_id, msg.name)
             logger.debug("worker %s (pid %d) connected from %s", msg.name, msg.pid, conn.peer)
             self._schedule_dispatch()
-            self.loop.call_soon(self.state.balance)  # a new, idle worker: share the others' queues
+            if self.config.load_balance_seconds > 0:
+                self.loop.call_soon(self.state.balance)  # a new, idle worker: share the others' queues
         elif conn.peer_role == ROLE_MANAGER and kind is ManagerConnect:
             manager_id = msg.manager_id
             record = ManagerRecord(manager_id, msg.capacity, msg.mode,
