@@ -397,11 +397,19 @@ def test_cancelling_ten_thousand_queued_tasks(make_combo):
         assert client.submit(add, 1, 2).result(timeout=30) == 3
 
 
+CLEAR_MISSES_HELD_TASKS = (
+    "Client.clear() cancels only the futures in ClientAgent.futures (cancel_all, scaler/client/agent.py); "
+    "tasks still held on the I/O thread until storage acknowledges their objects (a new function, a big "
+    "argument: ClientAgent.submit keeps them in `unacked` callbacks) are not cancelled. They are sent after the "
+    "acknowledgement - after clear() has deleted those objects - and fail with MissingObjects.")
+
+
 def test_clear_cancels_tasks_and_forgets_objects(shared_combo):
     from scaler.utility.exceptions import MissingObjects
 
     with Client(shared_combo.get_address()) as client:
         ref = client.send_object(b"x" * 1000)
+        assert client.submit(nap, 0).result(timeout=TIMEOUT) == 0  # nap is stored: its tasks leave at once
         futures = client.map_futures(nap, range(1000))
         client.clear()
         assert all(f.done() for f in futures)
@@ -409,6 +417,16 @@ def test_clear_cancels_tasks_and_forgets_objects(shared_combo):
             client.submit(len, ref).result(timeout=TIMEOUT)
         assert client.submit(add, 1, 2).result(timeout=TIMEOUT) == 3
         assert client.submit(len, client.send_object(b"y" * 10)).result(timeout=TIMEOUT) == 10
+
+
+@pytest.mark.xfail(strict=True, reason=CLEAR_MISSES_HELD_TASKS)
+def test_clear_cancels_tasks_still_waiting_for_their_objects(shared_combo):
+    with Client(shared_combo.get_address()) as client:
+        # A 50 MB argument is stored first; its task waits on the client until storage says so.
+        held = client.submit(length_of, b"h" * (50 * 10 ** 6))
+        client.clear()
+        assert held.done(), "clear() returned with a task of this client still pending"
+        assert held.cancelled()
 
 
 # --- done-callbacks ---------------------------------------------------------------------------
