@@ -397,11 +397,8 @@ def test_cancelling_ten_thousand_queued_tasks(make_combo):
         assert client.submit(add, 1, 2).result(timeout=30) == 3
 
 
-CLEAR_MISSES_HELD_TASKS = (
-    "Client.clear() cancels only the futures in ClientAgent.futures (cancel_all, scaler/client/agent.py); "
-    "tasks still held on the I/O thread until storage acknowledges their objects (a new function, a big "
-    "argument: ClientAgent.submit keeps them in `unacked` callbacks) are not cancelled. They are sent after the "
-    "acknowledgement - after clear() has deleted those objects - and fail with MissingObjects.")
+# Regression: Client.clear() used to cancel only tasks already sent; tasks still held on the
+# I/O thread until their objects were stored went out after clear() and failed.
 
 
 def test_clear_cancels_tasks_and_forgets_objects(shared_combo):
@@ -419,7 +416,6 @@ def test_clear_cancels_tasks_and_forgets_objects(shared_combo):
         assert client.submit(len, client.send_object(b"y" * 10)).result(timeout=TIMEOUT) == 10
 
 
-@pytest.mark.xfail(strict=True, reason=CLEAR_MISSES_HELD_TASKS)
 def test_clear_cancels_tasks_still_waiting_for_their_objects(shared_combo):
     with Client(shared_combo.get_address()) as client:
         # A 50 MB argument is stored first; its task waits on the client until storage says so.

@@ -239,13 +239,10 @@ def test_command_line_scheduler_with_a_separate_object_storage_server(procs):
         assert exit_code_within(child, 20) == 0, child.output.text()
 
 
-STORAGE_NOT_RETRIED = (
-    "ClientAgent (scaler/client/agent.py) retries dialling the scheduler until its timeout, but a failed dial "
-    "of object storage (after ClientConnectReply) ends the client at once with ConnectionError: starting a "
-    "separate object storage server alongside the scheduler makes early clients fail.")
+# Regression: a failed dial of a separate object storage server used to end the client at
+# once; it is now retried until the client's connect deadline, like the scheduler's.
 
 
-@pytest.mark.xfail(strict=True, reason=STORAGE_NOT_RETRIED)
 def test_client_waits_for_a_late_object_storage_server(procs):
     import threading
 

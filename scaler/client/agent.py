@@ -81,6 +81,7 @@ class ClientAgent(Handler):
         self.protected = True
         self.futures: Dict[bytes, ScalerFuture] = {}
         self.unacked: Dict[bytes, List[Callable[[Optional[BaseException]], None]]] = {}  # puts in flight
+        self.held: Dict[bytes, ScalerFuture] = {}  # tasks waiting for their objects to be stored
         self.forget_object: Callable[[bytes], None] = lambda object_id: None
         self.result_fetches: Dict[bytes, ScalerFuture] = {}
         self.shutdown_waiter: Optional[Waiter] = None
@@ -146,6 +147,21 @@ class ClientAgent(Handler):
             error = AuthenticationError(reason)
         self._finish(error)
 
+    def _dial_storage(self) -> None:
+        try:
+            self.storage = Connection.dial(self.loop, connectable_host(self.storage_address), _Link(self, False),
+                                           ROLE_CLIENT, self.key)
+        except OSError as exc:
+            self._storage_unreachable(str(exc))
+
+    def _storage_unreachable(self, reason: str) -> None:
+        """A separate object storage server may start after the scheduler: keep trying until the deadline."""
+        if time.monotonic() < self._connect_deadline:
+            self.loop.call_later(CONNECT_RETRY_SECONDS, self._dial_storage)
+        else:
+            self._finish(ConnectionError("cannot reach object storage at %s within %.0fs: %s"
+                                         % (self.storage_address, self.timeout_seconds, reason)))
+
     def scheduler_open(self, conn: Connection) -> None:
         conn.send(ClientConnect(self.client_id))
 
@@ -162,11 +178,7 @@ class ClientAgent(Handler):
             if storage.scheme == "tcp" and storage.host in ("0.0.0.0", "::"):
                 storage = storage._replace(host=self.address.host)
             self.storage_address = storage
-            try:
-                self.storage = Connection.dial(self.loop, connectable_host(storage), _Link(self, False),
-                                               ROLE_CLIENT, self.key)
-            except OSError as exc:
-                self._finish(ConnectionError("cannot reach object storage at %s: %s" % (storage, exc)))
+            self._dial_storage()
         elif kind is SchedulerShutdown:
             self._finish(ClientShutdownException("the cluster was shut down: %s" % msg.reason))
         elif kind is ShutdownRefused:
@@ -208,6 +220,8 @@ class ClientAgent(Handler):
                 self._connect_failed(conn.failure, retry=False)
             elif is_scheduler:
                 self._connect_failed(reason, retry=True)
+            elif not self.ready._event.is_set():
+                self._storage_unreachable(reason)
             else:
                 self._finish(ConnectionError("cannot reach object storage at %s: %s" % (self.storage_address, reason)))
             return
@@ -230,6 +244,7 @@ class ClientAgent(Handler):
                 if error is not None:
                     remaining[0] = -1
                     for future, _ in batch:
+                        self.held.pop(future.task_id, None)
                         _settle(future, lambda f=future: f.set_exception(error))
                     return
                 remaining[0] -= 1
@@ -238,7 +253,11 @@ class ClientAgent(Handler):
 
             for object_id in waiting:
                 self.unacked[object_id].append(acknowledged)
+            for future, _ in batch:
+                self.held[future.task_id] = future
             return
+        for future, _ in batch:
+            self.held.pop(future.task_id, None)
         futures = self.futures
         send = self.scheduler.send
         for future, msg in batch:
@@ -267,9 +286,10 @@ class ClientAgent(Handler):
             self.scheduler.send(TaskCancel(task_id))
 
     def cancel_all(self, waiter: Waiter) -> None:
-        for task_id, future in list(self.futures.items()):
+        for future in list(self.futures.values()) + list(self.held.values()):
             if not future.done():
-                future.cancel()
+                future.cancel()  # a held one is then skipped when its objects are stored
+        self.held.clear()
         waiter.set()
 
     def request_shutdown(self, waiter: Waiter) -> None:
@@ -344,8 +364,9 @@ class ClientAgent(Handler):
         if self.failure is None:
             from ..utility.exceptions import ClientQuitException
             self.failure = ClientQuitException("client is already stopped.")
-            for future in list(self.futures.values()):
+            for future in list(self.futures.values()) + list(self.held.values()):
                 Future.cancel(future)  # the scheduler cancels them itself when we leave
+            self.held.clear()
             self._fail_all(self.failure)
             if self.scheduler is not None and self.scheduler.opened:
                 self.scheduler.send(ClientDisconnect(False))
