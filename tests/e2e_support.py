@@ -356,6 +356,29 @@ class Spawned:
                     pass
 
 
+def _parent_death_signal() -> Optional[Callable[[], None]]:
+    """A ``preexec_fn`` that makes the child get SIGKILL when the test process dies (Linux).
+
+    Command-line components started by a test have no lifeline: without this, a test run
+    killed from outside (a CI timeout) would leave a scheduler or a cluster running. Their
+    own children follow them through the framework's lifelines.
+    """
+    try:
+        import ctypes
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved now, not in the forked child
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def set_signal() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+    return set_signal
+
+
+_DIE_WITH_PARENT = _parent_death_signal() if sys.platform.startswith("linux") else None
+
+
 class ProcessRegistry:
     """Starts children in their own process group and kills every group at clean-up."""
 
@@ -366,7 +389,7 @@ class ProcessRegistry:
               cwd: Optional[str] = None, stdin: bool = False) -> Spawned:
         popen = subprocess.Popen(list(args), cwd=cwd or REPO_ROOT, env=env if env is not None else subprocess_env(),
                                  stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, start_new_session=True)
+                                 stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_DIE_WITH_PARENT)
         child = Spawned(popen, name)
         self.spawned.append(child)
         return child
