@@ -169,7 +169,8 @@ class WorkerSettings(LoopSettings):
         help="per-task time limit in seconds; 0 means none")
     death_timeout_seconds: float = option(
         300, kind="float", short=("-dts", "-ds"), above=0, group="worker",
-        help="a worker exits after this long without reaching the scheduler")
+        help="a worker exits after this long without reaching the scheduler (never less than three "
+             "heartbeat intervals)")
     garbage_collect_interval_seconds: float = option(
         30, kind="float", short=("-gc",), minimum=0, group="worker",
         help="minimum seconds between gc.collect() calls in a worker's processor")

@@ -61,6 +61,9 @@ class WorkerAgent:
         self.name = config.name or "%s|%s" % (socket.gethostname(), uuid.UUID(bytes=self.worker_id).hex[:8])
         self.exit_code = 0
         self.stopping = False
+        # Never shorter than a few heartbeats: the echo of one heartbeat must be able to
+        # arrive before the next check, or a healthy worker would give up.
+        self.death_timeout = max(config.death_timeout_seconds, 3 * config.heartbeat_interval_seconds)
 
         self.scheduler: Optional[Connection] = None
         self.storage: Optional[Connection] = None
@@ -115,8 +118,8 @@ class WorkerAgent:
         if self.inflight:
             self.inflight.clear()
             self._restart_processor("scheduler lost")
-        if time.monotonic() - self.last_contact > self.config.death_timeout_seconds:
-            logger.error("no scheduler for %.0fs (death timeout): exiting", self.config.death_timeout_seconds)
+        if time.monotonic() - self.last_contact > self.death_timeout:
+            logger.error("no scheduler for %.0fs (death timeout): exiting", self.death_timeout)
             self.stop(1)
             return
         self.loop.call_later(RECONNECT_INTERVAL_SECONDS, self._connect_scheduler)
@@ -397,7 +400,7 @@ class WorkerAgent:
         if self.scheduler is not None and self.registered:
             self.scheduler.send(WorkerHeartbeat(time.time(), len(self.queue) + len(self.inflight),
                                                 proc_util.rss_bytes(), 0.0))
-        if now - self.last_contact > self.config.death_timeout_seconds:
+        if now - self.last_contact > self.death_timeout:
             logger.error("no scheduler contact for %.0fs (death timeout): exiting", now - self.last_contact)
             self.stop(1)
 

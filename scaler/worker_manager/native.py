@@ -81,6 +81,7 @@ class NativeWorkerManager(Handler):
         self.refused = False
         self.stopping = False
         self.exit_code = 0
+        self.death_timeout = max(config.death_timeout_seconds, 3 * config.heartbeat_interval_seconds)
         self.last_contact = time.monotonic()
         self.preload_failed = False
         self.webhook: Any = None
@@ -250,8 +251,8 @@ class NativeWorkerManager(Handler):
             logger.error("cannot register with the scheduler: %s", failure)
             self.stop(2)
             return
-        if time.monotonic() - self.last_contact > self.config.death_timeout_seconds:
-            logger.error("no scheduler for %.0fs (death timeout): stopping", self.config.death_timeout_seconds)
+        if time.monotonic() - self.last_contact > self.death_timeout:
+            logger.error("no scheduler for %.0fs (death timeout): stopping", self.death_timeout)
             self.stop(1)
             return
         self.loop.call_later(RECONNECT_SECONDS, self._connect)
@@ -260,8 +261,8 @@ class NativeWorkerManager(Handler):
         if self.registered and self.conn is not None:
             self.conn.send(ManagerHeartbeat(time.time(), len(self.groups)))
         elif (not self.fixed and not self.refused
-              and time.monotonic() - self.last_contact > self.config.death_timeout_seconds):
-            logger.error("no scheduler for %.0fs (death timeout): stopping", self.config.death_timeout_seconds)
+              and time.monotonic() - self.last_contact > self.death_timeout):
+            logger.error("no scheduler for %.0fs (death timeout): stopping", self.death_timeout)
             self.stop(1)
 
     # --- status (webhook) ---
