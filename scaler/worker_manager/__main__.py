@@ -83,12 +83,7 @@ def run(command: Command, argv: Optional[Sequence[str]]) -> int:
     loaded = parse_or_exit(command, argv)
     start_component(loaded.config, "worker manager")
     from . import run_worker_manager
-    try:
-        return run_worker_manager(loaded.config, loaded.lifeline_fd) or 0
-    except NotImplementedError as exc:
-        print("%s: error: %s mode is not available in this build yet (%s)"
-              % (command.prog, loaded.config.mode, exc), file=sys.stderr)
-        return 1
+    return run_worker_manager(loaded.config, loaded.lifeline_fd) or 0
 
 
 def native_adapter_main(argv: Optional[List[str]] = None) -> int:
