@@ -14,6 +14,9 @@ class Harness:
         self.state = SchedulerState(lambda peer, msg: self.sent.append((peer, msg)), self.freed_owners.append,
                                     self.freed_objects.extend, clock=lambda: self.now, **kwargs)
 
+    def queued(self):
+        return [task.task_id for task in self.state.queue]
+
     def take(self, kind=None):
         out = [(p, m) for p, m in self.sent if kind is None or type(m) is kind]
         self.sent = [(p, m) for p, m in self.sent if not (kind is None or type(m) is kind)]
@@ -50,7 +53,7 @@ def test_queue_size_is_a_hard_limit_and_the_rest_waits():
     w = h.worker("a", queue_size=3)
     h.submit(b"c", 5)
     assert h.state.dispatch() == 3
-    assert len(h.state.queue) == 2
+    assert len(h.queued()) == 2
     h.take()
     first = next(iter(h.state.workers[w].tasks))
     h.state.task_result(w, TaskResult(first, STATUS_OK, b"r", ""))
@@ -65,7 +68,7 @@ def test_worker_loss_requeues_everything_and_charges_only_the_running_task():
     ids = h.submit(b"c", 3)
     h.state.dispatch()
     h.state.worker_disconnected(a, "killed")
-    assert list(h.state.queue) == ids  # same order, at the front
+    assert h.queued() == ids  # same order, at the front
     assert [h.state.tasks[i].retries for i in ids] == [1, 0, 0]
     b = h.worker("b")
     h.state.dispatch()
@@ -75,7 +78,7 @@ def test_worker_loss_requeues_everything_and_charges_only_the_running_task():
     failed = h.take(TaskResult)
     assert failed == [(b"c", failed[0][1])] and failed[0][1].status == STATUS_WORKER_DIED
     assert failed[0][1].task_id == ids[0] and "gave up" in failed[0][1].detail
-    assert list(h.state.queue) == ids[1:]
+    assert h.queued() == ids[1:]
 
 
 def test_client_disconnect_cancels_its_tasks_and_frees_its_objects():
@@ -156,13 +159,13 @@ def test_draining_workers_get_nothing_new_and_idle_time_is_tracked():
     h = Harness()
     h.state.client_connected(b"c", h.now)
     a, b = h.worker("a"), h.worker("b")
-    h.state.workers[a].draining = True
+    h.state.set_draining(a, True)
     h.submit(b"c", 4)
     h.state.dispatch()
     assert {p for p, _ in h.take(WorkerTask)} == {b}
     assert h.state.workers[b].idle_since is None and h.state.workers[a].idle_since == 100.0
     assert h.state.waiting_without_worker() == 0
-    h.state.workers[b].draining = True
+    h.state.set_draining(b, True)
     assert h.state.waiting_without_worker() == 4
 
 
@@ -188,4 +191,4 @@ def test_a_task_cancelled_on_a_worker_that_then_dies_is_not_run_again():
     h.take()
     h.state.worker_disconnected(a, "killed")
     assert h.take(TaskResult) == [(b"c", TaskResult(ids[0], STATUS_CANCELLED, b"", "cancelled"))]
-    assert list(h.state.queue) == [ids[1]]
+    assert h.queued() == [ids[1]]

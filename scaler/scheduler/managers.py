@@ -77,10 +77,10 @@ class ManagerTable:
             return
         if ok:
             record.groups[group_id] = None
-            for worker in self.state.workers.values():  # its worker may have connected first
-                if worker.name == group_id:
-                    worker.group_id = group_id
-                    record.groups[group_id] = worker.worker_id
+            worker = self.state.worker_named(group_id)  # its worker may have connected first
+            if worker is not None:
+                self.state.set_group(worker.worker_id, group_id)
+                record.groups[group_id] = worker.worker_id
             logger.info("worker manager %s started worker group %s", manager_id, group_id)
         else:
             record.refused_at = time.monotonic()
@@ -115,9 +115,7 @@ class ManagerTable:
         for record in self.managers.values():
             if name in record.groups:
                 record.groups[name] = worker_id
-                worker = self.state.workers.get(worker_id)
-                if worker is not None:
-                    worker.group_id = name
+                self.state.set_group(worker_id, name)
                 return
 
     # --- the periodic decision ---
@@ -133,14 +131,9 @@ class ManagerTable:
             record.pending[request_id] = now
             record.start(request_id)
         for worker_id in decision.drain:
-            worker = self.state.workers.get(worker_id)
-            if worker is not None:
-                worker.draining = True
-                logger.debug("draining worker %s for scale-down", worker.name)
+            self.state.set_draining(worker_id, True)
         for worker_id in decision.undrain:
-            worker = self.state.workers.get(worker_id)
-            if worker is not None:
-                worker.draining = False
+            self.state.set_draining(worker_id, False)
         if decision.undrain:
             self.on_change()
         for manager_id, group_id in decision.stops:

@@ -170,12 +170,7 @@ class SchedulerServer(Handler):
                 self.state.task_result(worker_id, msg)
                 self._schedule_dispatch()
             elif kind is WorkerHeartbeat:
-                worker = self.state.workers.get(worker_id)
-                if worker is not None:
-                    worker.last_seen = now
-                    worker.queued_reported = msg.queued
-                    worker.rss = msg.rss
-                    worker.cpu = msg.cpu
+                self.state.worker_heartbeat(worker_id, now, msg.queued, msg.rss, msg.cpu)
                 conn.send(HeartbeatEcho(msg.sent_at))
             elif kind is WorkerDisconnect:
                 conn.close("worker left: %s" % (msg.reason or "shutting down"))

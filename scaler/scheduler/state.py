@@ -2,46 +2,31 @@
 
 Handlers are called with decoded messages and the time; they change the tables and emit
 messages through the ``send(peer_id, msg)`` callable they were given, and object deletions
-through ``free_owner(owner_id)`` / ``free_objects(ids)``. Tests drive this class directly.
+through ``free_owner(owner_id)`` / ``free_objects(ids)``. Tests drive this class directly,
+and it is the only writer of its tables: the server and the manager table call methods.
 
-Task life: unassigned (in ``queue``) → assigned to a worker (in ``worker.tasks``, queued
-on the agent or running) → finished (a TaskResult forwarded to the client, record gone).
-A worker that leaves puts its tasks back at the front of the queue; the oldest of them,
-the one its processor was running, is charged a retry. Payloads (``call``) are bytes
-that are stored and forwarded, never looked into.
+Each task is in exactly one place, named by its :class:`TaskState` (see ``task.py``):
+the ready queue (``QUEUED``), one worker's ``tasks`` (``ASSIGNED``, ``MOVING``,
+``CANCELLING``), or gone (``DONE``). A worker that leaves puts its tasks back at the
+front of the queue; the oldest of them, the one its processor was running, is charged a
+retry. Payloads (``call``) are bytes that are stored and forwarded, never looked into.
 """
 
-import collections
 import heapq
 import logging
 import time
-from typing import Callable, Deque, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional
 
 from ..protocol.codec import Message
-from ..protocol.messages import (STATUS_CANCELLED, ObjectDeleteOwner, STATUS_OK_OBJECT, STATUS_WORKER_DIED, SchedulerShutdown,
-                                 TaskResult, WorkerTask, WorkerTaskCancel)
+from ..protocol.messages import (STATUS_CANCELLED, STATUS_OK_OBJECT, STATUS_WORKER_DIED, ObjectDeleteOwner,
+                                 SchedulerShutdown, TaskResult, WorkerTask, WorkerTaskCancel)
+from .ready_queue import ReadyQueue
+from .task import ON_WORKER, Task, TaskState
 
 logger = logging.getLogger(__name__)
 
 Send = Callable[[bytes, Message], None]
-
-
-class Task:
-    __slots__ = ("task_id", "client_id", "flags", "func_id", "call", "capabilities", "worker_id", "retries",
-                 "moving", "cancel_requested")
-
-    def __init__(self, task_id: bytes, client_id: bytes, flags: int, func_id: bytes, call: bytes,
-                 capabilities: str) -> None:
-        self.task_id = task_id
-        self.client_id = client_id
-        self.flags = flags
-        self.func_id = func_id
-        self.call = call
-        self.capabilities = capabilities
-        self.worker_id: Optional[bytes] = None
-        self.retries = 0
-        self.moving = False  # asked its worker to give it back (balancing); requeued when it does
-        self.cancel_requested = False
+_S = TaskState
 
 
 class WorkerInfo:
@@ -58,7 +43,7 @@ class WorkerInfo:
         self.manager_id = manager_id
         self.tasks: Dict[bytes, None] = {}  # insertion order = the order the agent runs them
         self.last_seen = now
-        self.queued_reported = 0
+        self.queued_reported = 0  # what its last heartbeat said it holds
         self.rss = 0
         self.cpu = 0.0
         self.draining = False  # scaling down: no new tasks, shut down once empty
@@ -91,11 +76,10 @@ class SchedulerState:
         self.max_task_retries = max_task_retries
         self.client_timeout_seconds = client_timeout_seconds
         self.worker_timeout_seconds = worker_timeout_seconds
-        self.tasks: Dict[bytes, Task] = {}
-        self.queue: Deque[bytes] = collections.deque()  # unassigned task ids (may hold stale ids)
+        self.tasks: Dict[bytes, Task] = {}  # every task not DONE
+        self.queue = ReadyQueue()
         self.clients: Dict[bytes, ClientInfo] = {}
         self.workers: Dict[bytes, WorkerInfo] = {}
-        self.finished_count = 0
 
     # --- clients ---
     def client_connected(self, client_id: bytes, now: float) -> None:
@@ -113,51 +97,71 @@ class SchedulerState:
             return
         if client.tasks:
             logger.info("client %s left (%s): cancelling %d task(s)", client_id.hex()[:12], reason, len(client.tasks))
-        for task_id in client.tasks:
-            task = self.tasks.pop(task_id, None)
-            if task is not None and task.worker_id is not None:
-                worker = self.workers.get(task.worker_id)
-                if worker is not None:
-                    worker.tasks.pop(task_id, None)
-                    if not worker.tasks:
-                        worker.idle_since = self.clock()
-                    # Forced: nobody wants the result, and the next client should not wait for it.
-                    self.send(worker.worker_id, WorkerTaskCancel(task_id, True))
+        for task_id in list(client.tasks):
+            task = self.tasks.get(task_id)
+            if task is None:
+                continue
+            worker_id = task.worker_id
+            self._finish(task)
+            if worker_id is not None:
+                # Forced: nobody wants the result, and the next client should not wait for it.
+                self.send(worker_id, WorkerTaskCancel(task_id, True))
         for worker_id in self.workers:
             self.send(worker_id, ObjectDeleteOwner(client_id))
         self.free_owner(client_id)
 
     def task_submitted(self, client_id: bytes, task_id: bytes, flags: int, func_id: bytes, call: bytes,
-                       capabilities: str) -> None:
+                       capabilities: str, priority: int = 0) -> None:
         client = self.clients.get(client_id)
         if client is None:
             return
         if task_id in self.tasks:
             self.send(client_id, TaskResult(task_id, STATUS_WORKER_DIED, b"", "duplicate task id"))
             return
-        self.tasks[task_id] = Task(task_id, client_id, flags, func_id, call, capabilities)
+        task = Task(task_id, client_id, flags, func_id, call, capabilities, priority)
+        self.tasks[task_id] = task
         client.tasks[task_id] = None
-        self.queue.append(task_id)
+        self.queue.push(task)
 
     def task_cancel_requested(self, client_id: bytes, task_id: bytes) -> None:
         task = self.tasks.get(task_id)
         if task is None or task.client_id != client_id:
             return
-        if task.worker_id is None:
-            self._finish(task)  # its stale id in ``queue`` is skipped by dispatch
+        if task.state is _S.QUEUED:
+            self._finish(task)  # its entry in the ready queue is skipped from now on
             self.send(client_id, TaskResult(task_id, STATUS_CANCELLED, b"", "cancelled"))
-        else:
-            task.cancel_requested = True
+        elif task.state in (_S.ASSIGNED, _S.MOVING):
+            task.move(_S.CANCELLING)
             self.send(task.worker_id, WorkerTaskCancel(task_id, True))
 
     # --- workers ---
     def worker_connected(self, worker: WorkerInfo) -> None:
         self.workers[worker.worker_id] = worker
 
-    def worker_seen(self, worker_id: bytes, now: float) -> None:
+    def worker_heartbeat(self, worker_id: bytes, now: float, queued: int, rss: int, cpu: float) -> None:
         worker = self.workers.get(worker_id)
         if worker is not None:
             worker.last_seen = now
+            worker.queued_reported = queued
+            worker.rss = rss
+            worker.cpu = cpu
+
+    def set_draining(self, worker_id: bytes, draining: bool) -> None:
+        worker = self.workers.get(worker_id)
+        if worker is not None and worker.draining != draining:
+            worker.draining = draining
+            logger.debug("%s worker %s", "draining" if draining else "undraining", worker.name)
+
+    def set_group(self, worker_id: bytes, group_id: str) -> None:
+        worker = self.workers.get(worker_id)
+        if worker is not None:
+            worker.group_id = group_id
+
+    def worker_named(self, name: str) -> Optional[WorkerInfo]:
+        for worker in self.workers.values():
+            if worker.name == name:
+                return worker
+        return None
 
     def worker_disconnected(self, worker_id: bytes, reason: str) -> None:
         """Give the worker's tasks to others; fail the running one only past the retry limit."""
@@ -169,12 +173,8 @@ class SchedulerState:
             logger.warning("worker %s left (%s): re-queueing %d task(s)", worker.name, reason, len(task_ids))
         requeue = []
         for position, task_id in enumerate(task_ids):
-            task = self.tasks.get(task_id)
-            if task is None:
-                continue
-            task.worker_id = None
-            task.moving = False
-            if task.cancel_requested:  # the client asked to cancel it: done, not re-run
+            task = self.tasks[task_id]
+            if task.state is _S.CANCELLING:  # the client asked to cancel it: done, not re-run
                 self._finish(task)
                 self.send(task.client_id, TaskResult(task_id, STATUS_CANCELLED, b"", "cancelled"))
                 continue
@@ -187,54 +187,61 @@ class SchedulerState:
                         "worker %s died while running this task (%s); gave up after %d attempts"
                         % (worker.name, reason, task.retries)))
                     continue
-            requeue.append(task_id)
-        self.queue.extendleft(reversed(requeue))
+            requeue.append(task)
+        for task in reversed(requeue):
+            task.move(_S.QUEUED)
+            task.worker_id = None
+            self.queue.push_front(task)
 
     def task_result(self, worker_id: bytes, msg: Message) -> None:
         worker = self.workers.get(worker_id)
-        if worker is not None:
-            worker.tasks.pop(msg.task_id, None)
-            if not worker.tasks:
-                worker.idle_since = self.clock()
+        if worker is not None and worker.tasks.pop(msg.task_id, 0) is None and not worker.tasks:
+            worker.idle_since = self.clock()
         task = self.tasks.get(msg.task_id)
         if task is None or task.worker_id != worker_id:
             # The client left or cancelled meanwhile: nobody wants this result.
             if msg.status == STATUS_OK_OBJECT:
                 self.free_objects([bytes(msg.payload)])
             return
-        if task.moving and msg.status == STATUS_CANCELLED and not task.cancel_requested:
-            task.moving = False  # given back for balancing: it goes to the front of the queue
+        if task.state is _S.MOVING and msg.status == STATUS_CANCELLED:
+            task.move(_S.QUEUED)  # given back for balancing: it goes to the front of the queue
             task.worker_id = None
-            self.queue.appendleft(task.task_id)
+            self.queue.push_front(task)
             return
         self._finish(task)
         self.send(task.client_id, msg)
 
     def _finish(self, task: Task) -> None:
-        self.tasks.pop(task.task_id, None)
+        """DONE: out of every table (the caller tells the client)."""
+        if task.worker_id is not None:
+            worker = self.workers.get(task.worker_id)
+            if worker is not None and worker.tasks.pop(task.task_id, 0) is None and not worker.tasks:
+                worker.idle_since = self.clock()
+            task.worker_id = None
+        task.move(_S.DONE)
+        del self.tasks[task.task_id]
         client = self.clients.get(task.client_id)
         if client is not None:
             client.tasks.pop(task.task_id, None)
-        self.finished_count += 1
 
     # --- assignment ---
     def dispatch(self) -> int:
-        """Assign queued tasks to the workers with the fewest tasks that have a free slot."""
+        """Assign ready tasks, best first, to the workers with the fewest tasks and a free slot."""
         if not self.queue or not self.workers:
             return 0
         heap = [(len(w.tasks), i, w) for i, w in enumerate(self.workers.values()) if w.free_slots > 0]
         if not heap:
             return 0
         heapq.heapify(heap)
-        queue = self.queue
-        tasks = self.tasks
+        pop = self.queue.pop
         send = self.send
         assigned = 0
-        while queue and heap:
-            task = tasks.get(queue.popleft())
-            if task is None or task.worker_id is not None:
-                continue  # cancelled or finished while queued
+        while heap:
+            task = pop()
+            if task is None:
+                break
             load, index, worker = heap[0]
+            task.move(_S.ASSIGNED)
             task.worker_id = worker.worker_id
             worker.tasks[task.task_id] = None
             worker.idle_since = None
@@ -265,10 +272,10 @@ class SchedulerState:
             for task_id in reversed(list(worker.tasks)):
                 if excess <= 0:
                     break
-                task = self.tasks.get(task_id)
-                if task is None or task.moving:
+                task = self.tasks[task_id]
+                if task.state is not _S.ASSIGNED:
                     continue
-                task.moving = True
+                task.move(_S.MOVING)
                 self.send(worker.worker_id, WorkerTaskCancel(task_id, False))
                 excess -= 1
                 asked += 1
@@ -293,6 +300,27 @@ class SchedulerState:
             return 0
         return len(self.tasks)
 
-    @property
-    def unassigned_count(self) -> int:
-        return sum(1 for task in self.tasks.values() if task.worker_id is None)
+    # --- checking ---
+    def check_invariants(self) -> None:
+        """Raise AssertionError unless every task is in exactly one place (tests call this)."""
+        queued = [task.task_id for task in self.queue]
+        assert len(queued) == len(set(queued)), "a task is queued twice"
+        queued_set = set(queued)
+        on_workers: Dict[bytes, bytes] = {}
+        for worker in self.workers.values():
+            for task_id in worker.tasks:
+                assert task_id not in on_workers, "task %r on two workers" % task_id
+                on_workers[task_id] = worker.worker_id
+        for task_id, task in self.tasks.items():
+            assert task.state is not _S.DONE, "a DONE task is still held"
+            assert (task_id in queued_set) == (task.state is _S.QUEUED), "%r queued iff QUEUED" % task
+            if task.state in ON_WORKER:
+                assert on_workers.get(task_id) == task.worker_id, "%r not on its worker" % task
+            else:
+                assert task.worker_id is None and task_id not in on_workers, "%r on a worker" % task
+            client = self.clients.get(task.client_id)
+            assert client is not None and task_id in client.tasks, "%r not in its client's table" % task
+        assert set(on_workers) <= set(self.tasks), "a worker holds a finished task"
+        assert queued_set <= set(self.tasks)
+        for client in self.clients.values():
+            assert set(client.tasks) <= set(self.tasks), "a client holds a finished task"
