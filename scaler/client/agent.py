@@ -6,6 +6,7 @@ The user's thread never touches a socket: it hands work over with
 thread unless its docstring says otherwise.
 """
 
+import collections
 import logging
 import threading
 import time
@@ -29,6 +30,7 @@ from .future import ScalerFuture
 logger = logging.getLogger(__name__)
 
 CONNECT_RETRY_SECONDS = 0.1
+REFUSED_PUTS_KEPT = 4096
 
 
 class RemoteTraceback(Exception):
@@ -82,6 +84,9 @@ class ClientAgent(Handler):
         self.futures: Dict[bytes, ScalerFuture] = {}
         self.unacked: Dict[bytes, List[Callable[[Optional[BaseException]], None]]] = {}  # puts in flight
         self.held: Dict[bytes, ScalerFuture] = {}  # tasks waiting for their objects to be stored
+        # Stores refused before a task needing them was handed over (the refusal can win the
+        # race with the hand-over); the oldest are forgotten past REFUSED_PUTS_KEPT.
+        self.refused_puts: "collections.OrderedDict[bytes, BaseException]" = collections.OrderedDict()
         self.forget_object: Callable[[bytes], None] = lambda object_id: None
         self.result_fetches: Dict[bytes, ScalerFuture] = {}
         self.shutdown_waiter: Optional[Waiter] = None
@@ -199,6 +204,9 @@ class ClientAgent(Handler):
             if msg.error:
                 error = ObjectStorageException(msg.error)
                 self.forget_object(msg.object_id)
+                self.refused_puts[msg.object_id] = error
+                if len(self.refused_puts) > REFUSED_PUTS_KEPT:
+                    self.refused_puts.popitem(last=False)
             for callback in self.unacked.pop(msg.object_id, ()):
                 callback(error)
         elif kind is ObjectGetReply:
@@ -236,6 +244,12 @@ class ClientAgent(Handler):
             for future, _ in batch:
                 _settle(future, lambda f=future: f.set_exception(self.failure))
             return
+        refused = [self.refused_puts[object_id] for object_id in needs if object_id in self.refused_puts]
+        if refused:
+            for future, _ in batch:
+                self.held.pop(future.task_id, None)
+                _settle(future, lambda f=future: f.set_exception(refused[0]))
+            return
         waiting = [object_id for object_id in set(needs) if object_id in self.unacked]
         if waiting:
             remaining = [len(waiting)]
@@ -268,6 +282,7 @@ class ClientAgent(Handler):
 
     def put(self, object_id: bytes, payload: Any, waiter: Optional[Waiter] = None) -> None:
         """Store an object; ``waiter`` (if any) learns the outcome, and so do tasks that need it."""
+        self.refused_puts.pop(object_id, None)
         if self.failure is not None:
             if waiter is not None:
                 waiter.set(error=self.failure)
