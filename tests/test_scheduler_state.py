@@ -1,6 +1,7 @@
 """The scheduler's state machine, driven directly: no sockets, no processes."""
 
-from scaler.protocol.messages import (STATUS_CANCELLED, STATUS_OK, STATUS_OK_OBJECT, STATUS_WORKER_DIED,
+from scaler.protocol.messages import (FLAG_KEEP_RESULT, STATUS_CANCELLED, STATUS_FAILED, STATUS_OK, STATUS_OK_OBJECT,
+                                      STATUS_REJECTED, STATUS_WORKER_DIED,
                                       ObjectDeleteOwner, SchedulerShutdown, TaskResult, WorkerTask, WorkerTaskCancel)
 from scaler.scheduler.state import SchedulerState, WorkerInfo
 
@@ -192,3 +193,136 @@ def test_a_task_cancelled_on_a_worker_that_then_dies_is_not_run_again():
     h.state.worker_disconnected(a, "killed")
     assert h.take(TaskResult) == [(b"c", TaskResult(ids[0], STATUS_CANCELLED, b"", "cancelled"))]
     assert h.queued() == [ids[1]]
+
+
+# --- graphs ---
+
+def graph(h, client, deps, requested, priority=0):
+    ids = [b"n%d" % i for i in range(len(deps))]
+    ok = h.state.graph_submitted(client, ids, [0] * len(ids), [b"f"] * len(ids), [b"c"] * len(ids), deps,
+                                 requested, priority)
+    return ids, ok
+
+
+def run_all(h, worker_id, status=STATUS_OK_OBJECT, fail=()):
+    """The worker answers everything it was sent, storing results under the task id as agents do."""
+    done = []
+    for _, msg in h.take(WorkerTask):
+        if msg.task_id in fail:
+            h.state.task_result(worker_id, TaskResult(msg.task_id, STATUS_FAILED, b"exc", "Traceback: boom"))
+        elif msg.flags & FLAG_KEEP_RESULT:
+            h.state.task_result(worker_id, TaskResult(msg.task_id, STATUS_OK_OBJECT, msg.task_id, ""))
+        else:
+            h.state.task_result(worker_id, TaskResult(msg.task_id, STATUS_OK, b"r", ""))
+        done.append(msg.task_id)
+    h.state.check_invariants()
+    return done
+
+
+def test_a_diamond_runs_in_dependency_order_and_frees_its_intermediates():
+    h = Harness()
+    h.state.client_connected(b"c", h.now)
+    w = h.worker("w")
+    (a, b, c, d), ok = graph(h, b"c", [[], [0], [0], [1, 2]], [False, False, False, True])
+    assert ok and h.queued() == [a]
+    h.state.dispatch()
+    assert run_all(h, w) == [a]
+    h.state.dispatch()
+    assert sorted(run_all(h, w)) == [b, c]
+    assert h.freed_objects == [a]  # nobody needs it any more
+    h.state.dispatch()
+    assert run_all(h, w) == [d]
+    assert sorted(h.freed_objects) == [a, b, c]
+    assert h.take(TaskResult) == [(b"c", TaskResult(d, STATUS_OK, b"r", ""))]  # only the key asked for
+    assert not h.state.tasks
+
+
+def test_only_nodes_with_dependents_are_told_to_keep_their_result():
+    h = Harness()
+    h.state.client_connected(b"c", h.now)
+    h.worker("w")
+    graph(h, b"c", [[], [0]], [True, True])
+    h.state.dispatch()
+    (_, first), = h.take(WorkerTask)
+    assert first.flags & FLAG_KEEP_RESULT
+
+
+def test_a_failing_node_fails_everything_downstream_with_its_exception_and_spares_other_branches():
+    h = Harness()
+    h.state.client_connected(b"c", h.now)
+    w = h.worker("w")
+    # 0 -> 1 -> 2 (requested), 0 -> 3 (requested); 4 -> 5 (requested) is unrelated
+    ids, _ = graph(h, b"c", [[], [0], [1], [0], [], [4]], [False, False, True, True, False, True])
+    h.state.dispatch()
+    run_all(h, w, fail={ids[0]})
+    failed = sorted(h.take(TaskResult), key=lambda sent: sent[1].task_id)
+    assert failed == [(b"c", TaskResult(ids[2], STATUS_FAILED, b"exc", "Traceback: boom")),
+                      (b"c", TaskResult(ids[3], STATUS_FAILED, b"exc", "Traceback: boom"))]
+    h.state.dispatch()
+    assert run_all(h, w) == [ids[5]]
+    assert h.take(TaskResult) == [(b"c", TaskResult(ids[5], STATUS_OK, b"r", ""))]
+    assert not h.state.tasks and h.freed_objects == [ids[4]]
+
+
+def test_a_bad_graph_is_refused_whole_and_every_requested_node_hears_why():
+    h = Harness()
+    h.state.client_connected(b"c", h.now)
+    for deps, why in (([[1], [0]], "cycle"), ([[0]], "cycle"), ([[], [5]], "not in the graph")):
+        ids, ok = graph(h, b"c", deps, [True] * len(deps))
+        assert not ok and not h.state.tasks and not h.queued()
+        refused = h.take(TaskResult)
+        assert [m.task_id for _, m in refused] == ids
+        assert all(m.status == STATUS_REJECTED and why in m.detail for _, m in refused)
+    h.state.task_submitted(b"c", b"n0", 0, b"f", b"c", "")  # an id in use
+    ids, ok = graph(h, b"c", [[]], [True])
+    assert not ok and "already in use" in h.take(TaskResult)[0][1].detail
+
+
+def test_a_requested_intermediate_reaches_the_client_after_its_dependents_have_read_it():
+    h = Harness()
+    h.state.client_connected(b"c", h.now)
+    w = h.worker("w")
+    (a, b), _ = graph(h, b"c", [[], [0]], [True, True])
+    h.state.dispatch()
+    run_all(h, w)
+    assert h.take(TaskResult) == []  # the client deletes what it reads: not yet
+    h.state.dispatch()
+    run_all(h, w)
+    assert [m.task_id for _, m in h.take(TaskResult)] == [b, a]
+    assert h.freed_objects == []  # the client frees a requested result after reading it
+
+
+def test_cancelling_the_requested_key_cancels_the_nodes_only_it_needed():
+    h = Harness()
+    h.state.client_connected(b"c", h.now)
+    w = h.worker("w")
+    (a, b, c), _ = graph(h, b"c", [[], [0], [1]], [False, False, True])
+    h.state.dispatch()
+    h.take()
+    h.state.task_cancel_requested(b"c", c)
+    assert h.take(TaskResult) == [(b"c", TaskResult(c, STATUS_CANCELLED, b"", "cancelled"))]
+    assert h.take(WorkerTaskCancel) == [(w, WorkerTaskCancel(a, True))]  # running, and nobody needs it now
+    h.state.task_result(w, TaskResult(a, STATUS_CANCELLED, b"", ""))
+    assert not h.state.tasks and h.take() == []
+    h.state.check_invariants()
+
+
+def test_a_10000_node_chain_fails_from_its_root_without_recursion():
+    h = Harness()
+    h.state.client_connected(b"c", h.now)
+    w = h.worker("w")
+    count = 10000
+    ids, ok = graph(h, b"c", [[]] + [[i] for i in range(count - 1)], [False] * (count - 1) + [True])
+    assert ok
+    h.state.dispatch()
+    run_all(h, w, fail={ids[0]})
+    assert h.take(TaskResult) == [(b"c", TaskResult(ids[-1], STATUS_FAILED, b"exc", "Traceback: boom"))]
+    assert not h.state.tasks
+
+
+def test_graph_nodes_keep_their_priority():
+    h = Harness()
+    h.state.client_connected(b"c", h.now)
+    h.submit(b"c", 2, b"low")
+    graph(h, b"c", [[], []], [True, True], priority=1)
+    assert h.queued() == [b"n0", b"n1", b"low0000", b"low0001"]

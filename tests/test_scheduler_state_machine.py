@@ -10,8 +10,8 @@ import random
 
 import pytest
 
-from scaler.protocol.messages import (STATUS_CANCELLED, STATUS_FAILED, STATUS_OK, STATUS_OK_OBJECT, TaskResult,
-                                      WorkerTask, WorkerTaskCancel)
+from scaler.protocol.messages import (FLAG_KEEP_RESULT, STATUS_CANCELLED, STATUS_FAILED, STATUS_OK,
+                                      STATUS_OK_OBJECT, TaskResult, WorkerTask, WorkerTaskCancel)
 from scaler.scheduler.state import SchedulerState, WorkerInfo
 from scaler.scheduler.task import IllegalTransition, Task, TaskState, edges
 
@@ -21,14 +21,21 @@ class World:
         self.rng = rng
         self.now = 0.0
         self.inbox = collections.defaultdict(list)  # peer -> messages the scheduler sent it
+        self.freed = collections.Counter()  # object id -> times the scheduler freed it
         self.state = SchedulerState(lambda peer, msg: self.inbox[peer].append(msg), lambda owner: None,
-                                    lambda ids: None, clock=lambda: self.now, max_task_retries=max_task_retries)
+                                    lambda ids: self.freed.update(bytes(i) for i in ids), clock=lambda: self.now,
+                                    max_task_retries=max_task_retries)
+        self.flags = {}  # task id -> flags it reached a worker with
+        self.stored = set()  # graph results a worker stored (kept for other tasks)
         self.held = {}  # worker id -> task ids in the order the agent got them
         self.results = collections.Counter()  # task id -> TaskResults the client got
         self.submitted = {}  # task id -> client id
         self.clients = set()
         self.left_clients = set()
         self.cancelled = set()  # task ids a client asked to cancel
+        self.ancestors = {}  # graph node -> itself and every node upstream of it
+        self.graph_owner = {}
+        self.internal = set()  # graph nodes nobody asked for: the client must never hear of them
         self.counter = 0
 
     # --- the simulated peers ---
@@ -42,6 +49,7 @@ class World:
                     break
                 if type(msg) is WorkerTask:
                     held.append(msg.task_id)
+                    self.flags[msg.task_id] = msg.flags
                 elif type(msg) is WorkerTaskCancel and msg.task_id in held:
                     if msg.force or held.index(msg.task_id) > 0:
                         held.remove(msg.task_id)
@@ -50,21 +58,27 @@ class World:
             messages, self.inbox[client_id] = self.inbox[client_id], []
             for msg in messages:
                 if type(msg) is TaskResult:
+                    assert msg.task_id not in self.internal, "the client got an intermediate result"
                     self.results[msg.task_id] += 1
-                    assert msg.status != STATUS_CANCELLED or msg.task_id in self.cancelled, \
+                    upstream = self.ancestors.get(msg.task_id, {msg.task_id})
+                    assert msg.status != STATUS_CANCELLED or upstream & self.cancelled, \
                         "task %r ended cancelled though nobody cancelled it" % msg.task_id
 
     def run_one(self, worker_id):
         held = self.held[worker_id]
         if held:
             task_id = held.pop(0)
-            status = self.rng.choice((STATUS_OK, STATUS_OK, STATUS_FAILED, STATUS_OK_OBJECT))
-            self.state.task_result(worker_id, TaskResult(task_id, status, b"x", ""))
+            status = self.rng.choice((STATUS_OK, STATUS_OK, STATUS_OK, STATUS_FAILED, STATUS_OK_OBJECT))
+            payload = b"o" + task_id  # an object id, if the status says so
+            if self.flags[task_id] & FLAG_KEEP_RESULT and status != STATUS_FAILED:
+                status, payload = STATUS_OK_OBJECT, task_id  # stored under its own id, as agents do
+                self.stored.add(task_id)
+            self.state.task_result(worker_id, TaskResult(task_id, status, payload, ""))
 
     # --- events ---
     def step(self):
         rng = self.rng
-        event = rng.choice(("submit", "submit", "submit", "dispatch", "dispatch", "run", "run", "run", "cancel",
+        event = rng.choice(("submit", "submit", "graph", "graph", "dispatch", "dispatch", "run", "run", "run", "cancel",
                             "worker", "lose_worker", "client", "lose_client", "balance", "drain", "read", "read"))
         state = self.state
         if event == "submit" and self.clients:
@@ -74,6 +88,8 @@ class World:
                 task_id = b"t%06d" % self.counter
                 self.submitted[task_id] = client_id
                 state.task_submitted(client_id, task_id, 0, b"f", b"call", "", rng.choice((0, 0, 1, 2)))
+        elif event == "graph" and self.clients:
+            self.submit_graph(rng.choice(sorted(self.clients)))
         elif event == "dispatch":
             state.dispatch()
         elif event == "run" and self.held:
@@ -112,6 +128,28 @@ class World:
         self.now += 0.1
         self.deliver([])
 
+    def submit_graph(self, client_id):
+        """A random DAG: each node depends on up to three earlier ones; some are requested."""
+        rng = self.rng
+        count = rng.randint(1, 12)
+        ids, deps, requested = [], [], []
+        for i in range(count):
+            self.counter += 1
+            ids.append(b"g%06d" % self.counter)
+            deps.append(rng.sample(range(i), min(i, rng.randint(0, 3))))
+            requested.append(rng.random() < 0.4 or i == count - 1)
+        for task_id, node_deps in zip(ids, deps):
+            self.ancestors[task_id] = {task_id}.union(*(self.ancestors[ids[d]] for d in node_deps))
+        for task_id in ids:
+            self.graph_owner[task_id] = client_id
+        for task_id, wanted in zip(ids, requested):
+            if wanted:
+                self.submitted[task_id] = client_id
+            else:
+                self.internal.add(task_id)
+        assert self.state.graph_submitted(client_id, ids, [0] * count, [b"f"] * count, [b"call"] * count, deps,
+                                          requested, rng.choice((0, 1)))
+
     def settle(self):
         """Undrain, add a worker, and run until nothing is left."""
         for worker_id in self.held:
@@ -149,6 +187,14 @@ def test_random_event_sequences_keep_every_task_in_one_place_and_end_every_futur
         else:
             assert world.results[task_id] <= 1
     assert not world.state.tasks
+    assert max(world.freed.values(), default=0) <= 1, "an object was freed twice"
+    for task_id in world.stored:
+        if world.graph_owner[task_id] not in world.clients:
+            continue  # its objects went with its owner
+        if task_id in world.internal:
+            assert world.freed[task_id] == 1, "intermediate %r never freed" % task_id
+        else:
+            assert world.freed[task_id] == 0, "the scheduler freed a result the client must read"
 
 
 def test_an_illegal_transition_raises():

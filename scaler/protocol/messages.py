@@ -29,10 +29,12 @@ STATUS_WORKER_DIED = 4  # detail: why
 STATUS_PROCESSOR_DIED = 5  # detail: exit code / signal
 STATUS_MISSING_OBJECT = 6  # detail: which object
 STATUS_NOT_SERIALIZABLE = 7  # detail: "Type: message" of an exception that could not be pickled
+STATUS_REJECTED = 8  # the scheduler refused the task or graph; detail: why
 
 # TaskSubmit.flags / WorkerTask.flags
 FLAG_PROFILE = 1
 FLAG_NEEDS_OBJECTS = 2  # the call refers to objects besides the function (worker must read the Call)
+FLAG_KEEP_RESULT = 4  # set by the scheduler: store the result under the task id, other tasks read it
 
 # Call.kinds: one byte per value.
 ARG_INLINE = 0  # value: one serialised argument
@@ -60,6 +62,12 @@ HeartbeatEcho = declare(13, "HeartbeatEcho", [("sent_at", "f64")])
 TaskSubmit = declare(14, "TaskSubmit", [("task_id", "bytes"), ("flags", "u8"), ("func_id", "bytes"),
                                         ("call", "bytes"), ("capabilities", "str")])
 TaskCancel = declare(15, "TaskCancel", [("task_id", "bytes")])
+# A whole task graph in one frame. Per node: its id, flags byte, function, call, the
+# indices (packed little-endian u32) of the nodes whose results it takes, and whether the
+# client wants its result (one byte each in ``requested``).
+GraphSubmit = declare(26, "GraphSubmit", [("task_ids", "bytes_list"), ("flags", "bytes"), ("func_ids", "bytes_list"),
+                                          ("calls", "bytes_list"), ("deps", "bytes_list"), ("requested", "bytes"),
+                                          ("priority", "i64")])
 TaskResult = declare(16, "TaskResult", [("task_id", "bytes"), ("status", "u8"), ("payload", "bytes"),
                                         ("detail", "str")])
 ClientDisconnect = declare(17, "ClientDisconnect", [("shutdown", "bool")])

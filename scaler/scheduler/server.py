@@ -20,11 +20,12 @@ from ..object_storage.store import ObjectStore
 from ..protocol.codec import Message
 from ..protocol.handshake import normalize_key
 from ..protocol.messages import (ROLE_CLIENT, ROLE_MANAGER, ROLE_SCHEDULER, ROLE_WORKER, ClientConnect,
-                                 ClientConnectReply, ManagerConnect, ManagerConnectReply, ManagerHeartbeat,
+                                 ClientConnectReply, GraphSubmit, ManagerConnect, ManagerConnectReply, ManagerHeartbeat,
                                  ShutdownWorkerGroup, StartWorkerGroup, WorkerGroupStarted, WorkerGroupStopped,
                                  ClientDisconnect, Heartbeat, HeartbeatEcho, ObjectDelete, ObjectDeleteOwner,
                                  SchedulerShutdown, ShutdownRefused, TaskCancel, TaskResult, TaskSubmit, WorkerConnect,
                                  WorkerConnectReply, WorkerDisconnect, WorkerHeartbeat)
+from .graph import unpack_indices
 from .managers import ManagerRecord, ManagerTable
 from .policy import parse_policy
 from .state import SchedulerState, WorkerInfo
@@ -153,6 +154,8 @@ class SchedulerServer(Handler):
             if kind is TaskSubmit:
                 self.state.task_submitted(client_id, msg.task_id, msg.flags, msg.func_id, msg.call, msg.capabilities)
                 self._schedule_dispatch()
+            elif kind is GraphSubmit:
+                self._graph_submitted(client_id, msg)
             elif kind is Heartbeat:
                 conn.send(HeartbeatEcho(msg.sent_at))
             elif kind is TaskCancel:
@@ -188,6 +191,16 @@ class SchedulerServer(Handler):
                 conn.close("unexpected %s from a worker manager" % kind.__name__)
         else:
             self._register(conn, msg, now)
+
+    def _graph_submitted(self, client_id: bytes, msg: Message) -> None:
+        try:
+            deps = [unpack_indices(bytes(blob)) for blob in msg.deps]
+        except ValueError as exc:
+            deps = [[len(msg.task_ids)]] * len(msg.task_ids)  # refused below, naming the problem
+            logger.warning("malformed graph from client %s: %s", client_id.hex()[:12], exc)
+        if self.state.graph_submitted(client_id, msg.task_ids, bytes(msg.flags), msg.func_ids, msg.calls, deps,
+                                      [bool(b) for b in bytes(msg.requested)], msg.priority):
+            self._schedule_dispatch()
 
     def _register(self, conn: Connection, msg: Message, now: float) -> None:
         kind = type(msg)

@@ -6,8 +6,10 @@ through ``free_owner(owner_id)`` / ``free_objects(ids)``. Tests drive this class
 and it is the only writer of its tables: the server and the manager table call methods.
 
 Each task is in exactly one place, named by its :class:`TaskState` (see ``task.py``):
-the ready queue (``QUEUED``), one worker's ``tasks`` (``ASSIGNED``, ``MOVING``,
-``CANCELLING``), or gone (``DONE``). A worker that leaves puts its tasks back at the
+waiting for its graph inputs (``WAITING``, reachable only through its inputs' ``graph``
+records), the ready queue (``QUEUED``), one worker's ``tasks`` (``ASSIGNED``, ``MOVING``,
+``CANCELLING``), or gone (``DONE``). Every ending goes through :meth:`_end`, which
+tells the client and, for graph nodes, releases dependents or fails them. A worker that leaves puts its tasks back at the
 front of the queue; the oldest of them, the one its processor was running, is charged a
 retry. Payloads (``call``) are bytes that are stored and forwarded, never looked into.
 """
@@ -15,11 +17,13 @@ retry. Payloads (``call``) are bytes that are stored and forwarded, never looked
 import heapq
 import logging
 import time
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 from ..protocol.codec import Message
-from ..protocol.messages import (STATUS_CANCELLED, STATUS_OK_OBJECT, STATUS_WORKER_DIED, ObjectDeleteOwner,
+from ..protocol.messages import (FLAG_KEEP_RESULT, STATUS_CANCELLED, STATUS_MISSING_OBJECT, STATUS_OK,
+                                 STATUS_OK_OBJECT, STATUS_REJECTED, STATUS_WORKER_DIED, ObjectDeleteOwner,
                                  SchedulerShutdown, TaskResult, WorkerTask, WorkerTaskCancel)
+from .graph import GraphNode, validate
 from .ready_queue import ReadyQueue
 from .task import ON_WORKER, Task, TaskState
 
@@ -127,9 +131,8 @@ class SchedulerState:
         task = self.tasks.get(task_id)
         if task is None or task.client_id != client_id:
             return
-        if task.state is _S.QUEUED:
-            self._finish(task)  # its entry in the ready queue is skipped from now on
-            self.send(client_id, TaskResult(task_id, STATUS_CANCELLED, b"", "cancelled"))
+        if task.state is _S.QUEUED or task.state is _S.WAITING:
+            self._end(task, TaskResult(task_id, STATUS_CANCELLED, b"", "cancelled"))  # a queue entry goes stale
         elif task.state in (_S.ASSIGNED, _S.MOVING):
             task.move(_S.CANCELLING)
             self.send(task.worker_id, WorkerTaskCancel(task_id, True))
@@ -175,14 +178,12 @@ class SchedulerState:
         for position, task_id in enumerate(task_ids):
             task = self.tasks[task_id]
             if task.state is _S.CANCELLING:  # the client asked to cancel it: done, not re-run
-                self._finish(task)
-                self.send(task.client_id, TaskResult(task_id, STATUS_CANCELLED, b"", "cancelled"))
+                self._end(task, TaskResult(task_id, STATUS_CANCELLED, b"", "cancelled"))
                 continue
             if position == 0:  # the agent runs its tasks in order: this one was on the processor
                 task.retries += 1
                 if task.retries > self.max_task_retries:
-                    self._finish(task)
-                    self.send(task.client_id, TaskResult(
+                    self._end(task, TaskResult(
                         task_id, STATUS_WORKER_DIED, b"",
                         "worker %s died while running this task (%s); gave up after %d attempts"
                         % (worker.name, reason, task.retries)))
@@ -208,8 +209,117 @@ class SchedulerState:
             task.worker_id = None
             self.queue.push_front(task)
             return
-        self._finish(task)
-        self.send(task.client_id, msg)
+        self._end(task, msg)
+
+    def _end(self, task: Task, result: Message) -> None:
+        """DONE, and the client told; a graph node's dependents released or failed with it.
+
+        Iterative, not recursive: a failure at the root of a 10 000-node chain ends them all.
+        """
+        if task.graph is None:
+            self._finish(task)
+            self.send(task.client_id, result)
+            return
+        pending = [(task, result)]
+        while pending:
+            task, result = pending.pop()
+            if task.state is _S.DONE:
+                continue
+            self._finish(task)
+            node = task.graph
+            ok = result.status == STATUS_OK_OBJECT or (result.status == STATUS_OK and not node.dependents)
+            if ok and result.status == STATUS_OK_OBJECT:
+                node.result_id = bytes(result.payload)
+            if node.requested:
+                if ok and node.consumers > 0:
+                    node.held_result = result  # the client deletes what it reads: not before the dependents
+                else:
+                    self.send(task.client_id, result)
+            elif ok and node.consumers == 0 and node.result_id is not None:
+                self.free_objects([node.result_id])
+            if not ok and result.status == STATUS_OK:  # a worker that did not store it as told
+                result = TaskResult(task.task_id, STATUS_MISSING_OBJECT, b"", "graph node result was not stored")
+            for dependent in node.dependents:
+                if dependent.state is _S.DONE:
+                    continue
+                if ok:
+                    dependent.graph.waiting -= 1
+                    if dependent.graph.waiting == 0 and dependent.state is _S.WAITING:
+                        dependent.move(_S.QUEUED)
+                        self.queue.push(dependent)
+                else:  # it can never run: it ends the way its input did
+                    pending.append((dependent, TaskResult(dependent.task_id, result.status, result.payload,
+                                                          result.detail)))
+            for dep in node.deps:
+                ending = self._release(dep)
+                if ending is not None:
+                    pending.append((dep, ending))
+
+    def _release(self, dep: Task) -> Optional[Message]:
+        """One dependent of ``dep`` has ended: free or hand over its result once none is left.
+
+        Returns how ``dep`` itself must end when nothing needs it any more, if it must.
+        """
+        node = dep.graph
+        node.consumers -= 1
+        if node.consumers > 0:
+            return None
+        if dep.state is _S.DONE:
+            if node.held_result is not None:
+                result, node.held_result = node.held_result, None
+                self.send(dep.client_id, result)
+            elif not node.requested and node.result_id is not None:
+                self.free_objects([node.result_id])
+        elif not node.requested:  # nobody wants it any more (its dependents were cancelled)
+            if dep.state in (_S.ASSIGNED, _S.MOVING):
+                dep.move(_S.CANCELLING)
+                self.send(dep.worker_id, WorkerTaskCancel(dep.task_id, True))
+            elif dep.state is not _S.CANCELLING:
+                return TaskResult(dep.task_id, STATUS_CANCELLED, b"", "no longer needed")
+        return None
+
+    # --- graphs ---
+    def graph_submitted(self, client_id: bytes, task_ids: Sequence[bytes], flags: Sequence[int],
+                        func_ids: Sequence[bytes], calls: Sequence[bytes], deps: Sequence[Sequence[int]],
+                        requested: Sequence[bool], priority: int = 0) -> bool:
+        """Register a whole graph, or none of it: a bad one is refused on every requested node."""
+        client = self.clients.get(client_id)
+        if client is None:
+            return False
+        count = len(task_ids)
+        problem = None
+        if not (len(flags) == len(func_ids) == len(calls) == len(deps) == len(requested) == count):
+            problem = "malformed graph: field lengths differ"
+        else:
+            problem = validate(task_ids, deps, self.tasks)
+        if problem is not None:
+            logger.warning("refused a graph from client %s: %s", client_id.hex()[:12], problem)
+            for task_id, wanted in zip(task_ids, requested):
+                if wanted:
+                    self.send(client_id, TaskResult(task_id, STATUS_REJECTED, b"", problem))
+            return False
+        tasks = []
+        for i in range(count):
+            task = Task(task_ids[i], client_id, flags[i], func_ids[i], calls[i], "", priority,
+                        _S.WAITING if deps[i] else _S.QUEUED)
+            task.graph = GraphNode(bool(requested[i]))
+            tasks.append(task)
+        for task, node_deps in zip(tasks, deps):
+            node = task.graph
+            for index in dict.fromkeys(node_deps):
+                dep = tasks[index]
+                node.deps.append(dep)
+                dep.graph.dependents.append(task)
+                dep.graph.consumers += 1
+            node.waiting = len(node.deps)
+        for task in tasks:
+            if task.graph.dependents:
+                task.flags |= FLAG_KEEP_RESULT
+            self.tasks[task.task_id] = task
+            client.tasks[task.task_id] = None
+            if task.state is _S.QUEUED:
+                self.queue.push(task)
+        return True
 
     def _finish(self, task: Task) -> None:
         """DONE: out of every table (the caller tells the client)."""

@@ -48,7 +48,7 @@ class Task:
                  "worker_id", "retries", "graph")
 
     def __init__(self, task_id: bytes, client_id: bytes, flags: int, func_id: bytes, call: bytes,
-                 capabilities: str, priority: int = 0) -> None:
+                 capabilities: str, priority: int = 0, state: TaskState = TaskState.QUEUED) -> None:
         self.task_id = task_id
         self.client_id = client_id
         self.flags = flags
@@ -56,7 +56,7 @@ class Task:
         self.call = call
         self.capabilities = capabilities
         self.priority = priority
-        self.state = TaskState.QUEUED
+        self.state = state  # where it starts: QUEUED, or WAITING for a graph node with inputs
         self.worker_id: Optional[bytes] = None  # set exactly while the state is in ON_WORKER
         self.retries = 0
         self.graph: Optional[object] = None  # the graph node, for tasks of a submitted graph
