@@ -326,3 +326,55 @@ def test_graph_nodes_keep_their_priority():
     h.submit(b"c", 2, b"low")
     graph(h, b"c", [[], []], [True, True], priority=1)
     assert h.queued() == [b"n0", b"n1", b"low0000", b"low0001"]
+
+
+# --- capabilities ---
+
+def test_allocate_capability_sends_a_task_only_to_workers_with_every_name_it_needs(caplog):
+    h = Harness(route_by_capability=True)
+    h.state.client_connected(b"c", h.now)
+    plain = h.worker("plain")
+    h.state.worker_connected(WorkerInfo(b"gpu1", "gpu1", 1000, "linux,gpu=2", 1, "", h.now))
+    h.state.worker_connected(WorkerInfo(b"gpu2", "gpu2", 1000, "gpu", 1, "", h.now))
+    for i in range(4):
+        h.state.task_submitted(b"c", b"g%d" % i, 0, b"f", b"call", "gpu=1")
+    h.state.task_submitted(b"c", b"both", 0, b"f", b"call", "gpu,linux")
+    h.state.task_submitted(b"c", b"tpu", 0, b"f", b"call", "tpu")
+    h.submit(b"c", 3)
+    h.state.dispatch()
+    placed = {m.task_id: p for p, m in h.take(WorkerTask)}
+    assert {placed[b"g%d" % i] for i in range(4)} == {b"gpu1", b"gpu2"}  # balanced among the able ones
+    assert placed[b"both"] == b"gpu1"
+    assert b"tpu" not in placed and h.queued() == []  # never sent to a worker that cannot run it
+    assert placed[b"t0000"] == plain or set(placed.values()) >= {plain}
+    assert "tpu" in caplog.text and caplog.text.count("no connected worker has") == 1
+    h.state.dispatch()
+    assert caplog.text.count("no connected worker has") == 1  # said once
+    assert h.state.waiting_for_capabilities() == {frozenset({"tpu"}): 1}
+    h.state.worker_connected(WorkerInfo(b"tpu1", "tpu1", 1000, "tpu=1", 1, "", h.now))
+    h.state.dispatch()
+    assert [(p, m.task_id) for p, m in h.take(WorkerTask)] == [(b"tpu1", b"tpu")]
+    h.state.check_invariants()
+
+
+def test_even_load_ignores_capabilities():
+    h = Harness()
+    h.state.client_connected(b"c", h.now)
+    w = h.worker("plain")
+    h.state.task_submitted(b"c", b"g", 0, b"f", b"call", "gpu=1")
+    h.state.dispatch()
+    assert [p for p, _ in h.take(WorkerTask)] == [w]
+
+
+def test_balancing_moves_a_routed_task_only_to_an_idle_worker_that_can_run_it():
+    h = Harness(route_by_capability=True)
+    h.state.client_connected(b"c", h.now)
+    h.state.worker_connected(WorkerInfo(b"gpu1", "gpu1", 1000, "gpu", 1, "", h.now))
+    for i in range(4):
+        h.state.task_submitted(b"c", b"g%d" % i, 0, b"f", b"call", "gpu")
+    h.state.dispatch()
+    h.take()
+    h.worker("plain")  # idle, but cannot run them
+    assert h.state.balance() == 0
+    h.state.worker_connected(WorkerInfo(b"gpu2", "gpu2", 1000, "gpu", 1, "", h.now))
+    assert h.state.balance() == 2

@@ -6,6 +6,7 @@ task when asked with force, and answer every task they hold exactly once.
 """
 
 import collections
+import os
 import random
 
 import pytest
@@ -17,14 +18,14 @@ from scaler.scheduler.task import IllegalTransition, Task, TaskState, edges
 
 
 class World:
-    def __init__(self, rng, max_task_retries):
+    def __init__(self, rng, max_task_retries, route_by_capability=False):
         self.rng = rng
         self.now = 0.0
         self.inbox = collections.defaultdict(list)  # peer -> messages the scheduler sent it
         self.freed = collections.Counter()  # object id -> times the scheduler freed it
         self.state = SchedulerState(lambda peer, msg: self.inbox[peer].append(msg), lambda owner: None,
                                     lambda ids: self.freed.update(bytes(i) for i in ids), clock=lambda: self.now,
-                                    max_task_retries=max_task_retries)
+                                    max_task_retries=max_task_retries, route_by_capability=route_by_capability)
         self.flags = {}  # task id -> flags it reached a worker with
         self.stored = set()  # graph results a worker stored (kept for other tasks)
         self.held = {}  # worker id -> task ids in the order the agent got them
@@ -87,7 +88,8 @@ class World:
                 self.counter += 1
                 task_id = b"t%06d" % self.counter
                 self.submitted[task_id] = client_id
-                state.task_submitted(client_id, task_id, 0, b"f", b"call", "", rng.choice((0, 0, 1, 2)))
+                state.task_submitted(client_id, task_id, 0, b"f", b"call", rng.choice(("", "", "gpu=1", "gpu,tpu")),
+                                     rng.choice((0, 0, 1, 2)))
         elif event == "graph" and self.clients:
             self.submit_graph(rng.choice(sorted(self.clients)))
         elif event == "dispatch":
@@ -104,8 +106,8 @@ class World:
             self.counter += 1
             worker_id = b"w%06d" % self.counter
             self.held[worker_id] = []
-            state.worker_connected(WorkerInfo(worker_id, worker_id.decode(), rng.choice((1, 2, 5, 100)), "", 1, "",
-                                              self.now))
+            state.worker_connected(WorkerInfo(worker_id, worker_id.decode(), rng.choice((1, 2, 5, 100)),
+                                              rng.choice(("", "gpu=2", "linux,gpu,tpu")), 1, "", self.now))
         elif event == "lose_worker" and self.held:
             worker_id = rng.choice(sorted(self.held))
             del self.held[worker_id]
@@ -157,7 +159,7 @@ class World:
         self.counter += 1
         spare = b"w%06d" % self.counter
         self.held[spare] = []
-        self.state.worker_connected(WorkerInfo(spare, "spare", 1000, "", 1, "", self.now))
+        self.state.worker_connected(WorkerInfo(spare, "spare", 1000, "gpu,tpu", 1, "", self.now))
         for _ in range(100000):
             self.state.dispatch()
             self.deliver()
@@ -171,10 +173,10 @@ class World:
         raise AssertionError("did not settle: %r" % list(self.state.tasks.values())[:5])
 
 
-@pytest.mark.parametrize("seed", range(60))
+@pytest.mark.parametrize("seed", range(int(os.environ.get("SCALER_STATE_SEEDS", "60"))))
 def test_random_event_sequences_keep_every_task_in_one_place_and_end_every_future_once(seed):
     rng = random.Random(seed)
-    world = World(rng, max_task_retries=rng.choice((0, 1, 3)))
+    world = World(rng, max_task_retries=rng.choice((0, 1, 3)), route_by_capability=seed % 2 == 1)
     for _ in range(400):
         world.step()
         world.state.check_invariants()
@@ -198,7 +200,7 @@ def test_random_event_sequences_keep_every_task_in_one_place_and_end_every_futur
 
 
 def test_an_illegal_transition_raises():
-    task = Task(b"t", b"c", 0, b"f", b"", "")
+    task = Task(b"t", b"c", 0, b"f", b"", frozenset())
     task.move(TaskState.DONE)
     with pytest.raises(IllegalTransition):
         task.move(TaskState.QUEUED)

@@ -38,10 +38,6 @@ class ReadyQueue:
             self._order.pop(0)
         return None
 
-    def unpop(self, task: Task) -> None:
-        """Give back what :meth:`pop` returned and could not be placed, keeping its place."""
-        self.push_front(task)
-
     def _level(self, priority: int) -> Deque[Task]:
         level = self._levels.get(-priority)
         if level is None:

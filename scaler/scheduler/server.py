@@ -79,14 +79,12 @@ class SchedulerServer(Handler):
             storage_address = parse_address(config.object_storage_address)
         self.storage_address = storage_address
         self._key = key
+        self.policy = parse_policy(config.policy_content)
         self.state = SchedulerState(self._send, self._free_owner, self._free_objects,
                                     max_task_retries=config.max_task_retries,
                                     client_timeout_seconds=config.client_timeout_seconds,
-                                    worker_timeout_seconds=config.worker_timeout_seconds)
-        self.policy = parse_policy(config.policy_content)
-        if self.policy.allocate == "capability":
-            logger.warning("allocate=capability: routing tasks by capability is not implemented in this build; "
-                           "every task goes to the least loaded worker (as with even_load)")
+                                    worker_timeout_seconds=config.worker_timeout_seconds,
+                                    route_by_capability=self.policy.allocate == "capability")
         self.managers = ManagerTable(self.state, self.policy, self._schedule_dispatch)
         self.listener = Listener(loop, sock, self, address=config.address, auth_key=key,
                                  allowed_roles=(ROLE_CLIENT, ROLE_WORKER, ROLE_MANAGER))

@@ -17,7 +17,7 @@ retry. Payloads (``call``) are bytes that are stored and forwarded, never looked
 import heapq
 import logging
 import time
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Set
 
 from ..protocol.codec import Message
 from ..protocol.messages import (FLAG_KEEP_RESULT, STATUS_CANCELLED, STATUS_MISSING_OBJECT, STATUS_OK,
@@ -31,11 +31,17 @@ logger = logging.getLogger(__name__)
 
 Send = Callable[[bytes, Message], None]
 _S = TaskState
+_NO_NEEDS: FrozenSet[str] = frozenset()
+
+
+def capability_names(text: str) -> FrozenSet[str]:
+    """The names in ``"linux,gpu=2"``: routing compares names only, as upstream does."""
+    return frozenset(name for name in (part.split("=", 1)[0].strip() for part in text.split(",")) if name)
 
 
 class WorkerInfo:
-    __slots__ = ("worker_id", "name", "queue_size", "capabilities", "pid", "manager_id", "tasks", "last_seen",
-                 "queued_reported", "rss", "cpu", "draining", "group_id", "idle_since")
+    __slots__ = ("worker_id", "name", "queue_size", "capabilities", "names", "pid", "manager_id", "tasks",
+                 "last_seen", "queued_reported", "rss", "cpu", "draining", "group_id", "idle_since")
 
     def __init__(self, worker_id: bytes, name: str, queue_size: int, capabilities: str, pid: int,
                  manager_id: str, now: float) -> None:
@@ -43,6 +49,7 @@ class WorkerInfo:
         self.name = name
         self.queue_size = max(1, queue_size)
         self.capabilities = capabilities
+        self.names = capability_names(capabilities)
         self.pid = pid
         self.manager_id = manager_id
         self.tasks: Dict[bytes, None] = {}  # insertion order = the order the agent runs them
@@ -72,7 +79,7 @@ class SchedulerState:
     def __init__(self, send: Send, free_owner: Callable[[bytes], None],
                  free_objects: Callable[[List[bytes]], None], *, max_task_retries: int = 3,
                  client_timeout_seconds: float = 60.0, worker_timeout_seconds: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 route_by_capability: bool = False, clock: Callable[[], float] = time.monotonic) -> None:
         self.send = send
         self.clock = clock
         self.free_owner = free_owner
@@ -81,7 +88,11 @@ class SchedulerState:
         self.client_timeout_seconds = client_timeout_seconds
         self.worker_timeout_seconds = worker_timeout_seconds
         self.tasks: Dict[bytes, Task] = {}  # every task not DONE
-        self.queue = ReadyQueue()
+        self.queue = ReadyQueue()  # ready tasks any worker can run
+        # allocate=capability: ready tasks that need capabilities, by the names they need.
+        self.route_by_capability = route_by_capability
+        self.routed: Dict[FrozenSet[str], ReadyQueue] = {}
+        self._missing_reported: Set[FrozenSet[str]] = set()  # capability sets we said nobody has
         self.clients: Dict[bytes, ClientInfo] = {}
         self.workers: Dict[bytes, WorkerInfo] = {}
 
@@ -122,10 +133,11 @@ class SchedulerState:
         if task_id in self.tasks:
             self.send(client_id, TaskResult(task_id, STATUS_WORKER_DIED, b"", "duplicate task id"))
             return
-        task = Task(task_id, client_id, flags, func_id, call, capabilities, priority)
+        needs = capability_names(capabilities) if self.route_by_capability and capabilities else _NO_NEEDS
+        task = Task(task_id, client_id, flags, func_id, call, needs, priority)
         self.tasks[task_id] = task
         client.tasks[task_id] = None
-        self.queue.push(task)
+        self._enqueue(task)
 
     def task_cancel_requested(self, client_id: bytes, task_id: bytes) -> None:
         task = self.tasks.get(task_id)
@@ -176,7 +188,9 @@ class SchedulerState:
             logger.warning("worker %s left (%s): re-queueing %d task(s)", worker.name, reason, len(task_ids))
         requeue = []
         for position, task_id in enumerate(task_ids):
-            task = self.tasks[task_id]
+            task = self.tasks.get(task_id)
+            if task is None:  # ended by an ending earlier in this loop
+                continue
             if task.state is _S.CANCELLING:  # the client asked to cancel it: done, not re-run
                 self._end(task, TaskResult(task_id, STATUS_CANCELLED, b"", "cancelled"))
                 continue
@@ -190,9 +204,14 @@ class SchedulerState:
                     continue
             requeue.append(task)
         for task in reversed(requeue):
+            # An ending above may have ended it, or made it unneeded (a graph input), meanwhile.
+            if task.state is _S.CANCELLING:
+                self._end(task, TaskResult(task.task_id, STATUS_CANCELLED, b"", "no longer needed"))
+            if task.state is _S.DONE:
+                continue
             task.move(_S.QUEUED)
             task.worker_id = None
-            self.queue.push_front(task)
+            self._enqueue(task, front=True)
 
     def task_result(self, worker_id: bytes, msg: Message) -> None:
         worker = self.workers.get(worker_id)
@@ -207,7 +226,7 @@ class SchedulerState:
         if task.state is _S.MOVING and msg.status == STATUS_CANCELLED:
             task.move(_S.QUEUED)  # given back for balancing: it goes to the front of the queue
             task.worker_id = None
-            self.queue.push_front(task)
+            self._enqueue(task, front=True)
             return
         self._end(task, msg)
 
@@ -246,7 +265,7 @@ class SchedulerState:
                     dependent.graph.waiting -= 1
                     if dependent.graph.waiting == 0 and dependent.state is _S.WAITING:
                         dependent.move(_S.QUEUED)
-                        self.queue.push(dependent)
+                        self._enqueue(dependent)
                 else:  # it can never run: it ends the way its input did
                     pending.append((dependent, TaskResult(dependent.task_id, result.status, result.payload,
                                                           result.detail)))
@@ -300,7 +319,7 @@ class SchedulerState:
             return False
         tasks = []
         for i in range(count):
-            task = Task(task_ids[i], client_id, flags[i], func_ids[i], calls[i], "", priority,
+            task = Task(task_ids[i], client_id, flags[i], func_ids[i], calls[i], _NO_NEEDS, priority,
                         _S.WAITING if deps[i] else _S.QUEUED)
             task.graph = GraphNode(bool(requested[i]))
             tasks.append(task)
@@ -318,7 +337,7 @@ class SchedulerState:
             self.tasks[task.task_id] = task
             client.tasks[task.task_id] = None
             if task.state is _S.QUEUED:
-                self.queue.push(task)
+                self._enqueue(task)
         return True
 
     def _finish(self, task: Task) -> None:
@@ -335,15 +354,45 @@ class SchedulerState:
             client.tasks.pop(task.task_id, None)
 
     # --- assignment ---
+    def _enqueue(self, task: Task, front: bool = False) -> None:
+        queue = self.queue
+        if task.capabilities:
+            queue = self.routed.get(task.capabilities)  # type: ignore[assignment]
+            if queue is None:
+                queue = self.routed[task.capabilities] = ReadyQueue()  # type: ignore[index]
+        if front:
+            queue.push_front(task)
+        else:
+            queue.push(task)
+
     def dispatch(self) -> int:
-        """Assign ready tasks, best first, to the workers with the fewest tasks and a free slot."""
-        if not self.queue or not self.workers:
+        """Assign ready tasks, best first, to the least loaded workers with a free slot (and,
+        for tasks that need capabilities, every capability they need)."""
+        if not self.workers:
             return 0
-        heap = [(len(w.tasks), i, w) for i, w in enumerate(self.workers.values()) if w.free_slots > 0]
+        assigned = 0
+        for needs, queue in list(self.routed.items()):
+            able = [w for w in self.workers.values() if needs <= w.names]
+            if not able:
+                if queue and needs not in self._missing_reported:
+                    self._missing_reported.add(needs)
+                    logger.warning("tasks need capabilities %s that no connected worker has: they wait for one",
+                                   ",".join(sorted(needs)))
+                continue
+            self._missing_reported.discard(needs)
+            assigned += self._assign(queue, able)
+            if not queue:
+                del self.routed[needs]
+        if self.queue:
+            assigned += self._assign(self.queue, self.workers.values())
+        return assigned
+
+    def _assign(self, queue: ReadyQueue, workers: Iterable[WorkerInfo]) -> int:
+        heap = [(len(w.tasks), i, w) for i, w in enumerate(workers) if w.free_slots > 0]
         if not heap:
             return 0
         heapq.heapify(heap)
-        pop = self.queue.pop
+        pop = queue.pop
         send = self.send
         assigned = 0
         while heap:
@@ -363,6 +412,16 @@ class SchedulerState:
                 heapq.heappop(heap)
         return assigned
 
+    def waiting_for_capabilities(self) -> Dict[FrozenSet[str], int]:
+        """Ready tasks by the capability set they need, for sets no connected worker has."""
+        out = {}
+        for needs, queue in self.routed.items():
+            if not any(needs <= w.names for w in self.workers.values()):
+                count = sum(1 for _ in queue)
+                if count:
+                    out[needs] = count
+        return out
+
     def balance(self) -> int:
         """When a worker sits idle while others hold queued tasks, ask those back (newest first).
 
@@ -371,8 +430,10 @@ class SchedulerState:
         tasks were asked back.
         """
         workers = [w for w in self.workers.values() if not w.draining]
-        if len(workers) < 2 or not any(not w.tasks for w in workers):
+        idle = [w for w in workers if not w.tasks]
+        if len(workers) < 2 or not idle:
             return 0
+        idle_names = [w.names for w in idle]
         target = -(-sum(len(w.tasks) for w in workers) // len(workers))  # ceil(mean)
         asked = 0
         for worker in workers:
@@ -385,6 +446,8 @@ class SchedulerState:
                 task = self.tasks[task_id]
                 if task.state is not _S.ASSIGNED:
                     continue
+                if task.capabilities and not any(task.capabilities <= names for names in idle_names):
+                    continue  # no idle worker could take it: it would only come back here
                 task.move(_S.MOVING)
                 self.send(worker.worker_id, WorkerTaskCancel(task_id, False))
                 excess -= 1
@@ -413,7 +476,7 @@ class SchedulerState:
     # --- checking ---
     def check_invariants(self) -> None:
         """Raise AssertionError unless every task is in exactly one place (tests call this)."""
-        queued = [task.task_id for task in self.queue]
+        queued = [task.task_id for queue in [self.queue] + list(self.routed.values()) for task in queue]
         assert len(queued) == len(set(queued)), "a task is queued twice"
         queued_set = set(queued)
         on_workers: Dict[bytes, bytes] = {}

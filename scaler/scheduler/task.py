@@ -48,13 +48,13 @@ class Task:
                  "worker_id", "retries", "graph")
 
     def __init__(self, task_id: bytes, client_id: bytes, flags: int, func_id: bytes, call: bytes,
-                 capabilities: str, priority: int = 0, state: TaskState = TaskState.QUEUED) -> None:
+                 capabilities: FrozenSet[str], priority: int = 0, state: TaskState = TaskState.QUEUED) -> None:
         self.task_id = task_id
         self.client_id = client_id
         self.flags = flags
         self.func_id = func_id
         self.call = call
-        self.capabilities = capabilities
+        self.capabilities = capabilities  # the names a worker must have (empty: any worker)
         self.priority = priority
         self.state = state  # where it starts: QUEUED, or WAITING for a graph node with inputs
         self.worker_id: Optional[bytes] = None  # set exactly while the state is in ON_WORKER
