@@ -91,3 +91,15 @@ def test_malformed_policies_say_what_is_valid(text, words):
         parse_policy(text)
     for word in words:
         assert word in str(info.value)
+
+
+def test_tasks_waiting_for_a_capability_ask_a_manager_whose_workers_have_it():
+    plain = ManagerView("plain", -1, 0, 0, None)
+    gpus = ManagerView("gpus", 2, 0, 0, None, frozenset({"gpu", "linux"}))
+    missing = {frozenset({"gpu"}): 7}
+    decision = decide(VANILLA, NOW, 0, [], [plain, gpus], missing)
+    assert decision.starts == ["gpus"]  # one group, from the manager that can run them
+    waiting = ManagerView("gpus", 2, 0, 1, None, frozenset({"gpu"}))
+    assert decide(VANILLA, NOW, 0, [], [plain, waiting], missing).starts == []  # one is on its way
+    assert decide(VANILLA, NOW, 0, [], [plain], missing).starts == []  # nobody can: nothing to ask
+    assert decide(Policy(scaling="no"), NOW, 0, [], [gpus], missing).starts == []

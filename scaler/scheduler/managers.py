@@ -9,7 +9,7 @@ A manager is reached either over a native connection (``ROLE_MANAGER``) or over 
 import itertools
 import logging
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, FrozenSet, List, Optional
 
 from .policy import Policy
 from .scaling import Decision, ManagerView, WorkerView, decide
@@ -23,8 +23,9 @@ NO_WORKER_WARNING_SECONDS = 10.0
 
 class ManagerRecord:
     def __init__(self, manager_id: str, capacity: int, mode: str, start: Callable[[int], None],
-                 stop: Callable[[str], None], via: str) -> None:
+                 stop: Callable[[str], None], via: str, capabilities: FrozenSet[str] = frozenset()) -> None:
         self.manager_id = manager_id
+        self.capabilities = capabilities  # the capability names of the workers it starts
         self.capacity = capacity
         self.mode = mode
         self.start = start  # start(request_id): ask for one group
@@ -36,7 +37,8 @@ class ManagerRecord:
         self.refused_at: Optional[float] = None
 
     def view(self) -> ManagerView:
-        return ManagerView(self.manager_id, self.capacity, len(self.groups), len(self.pending), self.refused_at)
+        return ManagerView(self.manager_id, self.capacity, len(self.groups), len(self.pending), self.refused_at,
+                           self.capabilities)
 
 
 class ManagerTable:
@@ -124,7 +126,8 @@ class ManagerTable:
         workers = [WorkerView(w.worker_id, w.manager_id, w.group_id, len(w.tasks), w.idle_since, w.draining)
                    for w in self.state.workers.values()]
         managers = [m.view() for m in self.managers.values()]
-        decision = decide(self.policy, now, len(self.state.tasks), workers, managers)
+        decision = decide(self.policy, now, len(self.state.tasks), workers, managers,
+                          self.state.waiting_for_capabilities())
         for manager_id in decision.starts:
             record = self.managers[manager_id]
             request_id = next(self._request_ids)

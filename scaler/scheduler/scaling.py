@@ -16,7 +16,7 @@ scale-down takes groups from the most recently connected manager first.
 """
 
 import math
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from .policy import Policy
 
@@ -39,6 +39,7 @@ class ManagerView(NamedTuple):
     groups: int  # groups it runs now (started and not yet stopped)
     pending_starts: int  # start requests not answered yet
     refused_at: Optional[float]
+    capabilities: FrozenSet[str] = frozenset()  # the capability names its workers have
 
 
 class Decision(NamedTuple):
@@ -49,7 +50,8 @@ class Decision(NamedTuple):
 
 
 def decide(policy: Policy, now: float, tasks: int, workers: Sequence[WorkerView],
-           managers: Sequence[ManagerView]) -> Decision:
+           managers: Sequence[ManagerView], missing: Mapping[FrozenSet[str], int] = {}) -> Decision:
+    """``missing``: tasks waiting for capability sets that no connected worker has."""
     decision = Decision([], [], [], [])
     # Drained workers that are empty can go whatever the policy says.
     for worker in workers:
@@ -57,8 +59,14 @@ def decide(policy: Policy, now: float, tasks: int, workers: Sequence[WorkerView]
             decision.stops.append((worker.manager_id, worker.group_id))
     if policy.scaling != "vanilla" or not managers:
         return decision
+    # Tasks that only a worker with certain capabilities can run: one group from a manager
+    # whose workers have them, unless one is already on its way.
+    for needs in missing:
+        able = [m for m in managers if needs <= m.capabilities]
+        if not any(m.pending_starts for m in able):
+            decision.starts.extend(_place_starts(1, able, now))
     active = [w for w in workers if not w.draining]
-    pending = sum(m.pending_starts for m in managers)
+    pending = sum(m.pending_starts for m in managers) + len(decision.starts)
     current = len(active) + pending
     if tasks > 0 and tasks > policy.upper_task_ratio * current:
         wanted = max(1, math.ceil(tasks / policy.upper_task_ratio)) - current

@@ -8,7 +8,7 @@ departed client's objects with a function call instead of a message.
 import logging
 import socket
 import time
-from typing import Dict, List, Optional
+from typing import Dict, FrozenSet, List, Optional
 
 from .. import __version__
 from ..config.components import SchedulerConfig
@@ -28,7 +28,7 @@ from ..protocol.messages import (ROLE_CLIENT, ROLE_MANAGER, ROLE_SCHEDULER, ROLE
 from .graph import unpack_indices
 from .managers import ManagerRecord, ManagerTable
 from .policy import parse_policy
-from .state import SchedulerState, WorkerInfo
+from .state import SchedulerState, WorkerInfo, capability_names
 from .webhook_client import RETRY_SECONDS, WebhookWorker
 
 logger = logging.getLogger(__name__)
@@ -230,7 +230,8 @@ class SchedulerServer(Handler):
             manager_id = msg.manager_id
             record = ManagerRecord(manager_id, msg.capacity, msg.mode,
                                    lambda request_id: conn.send(StartWorkerGroup(request_id)),
-                                   lambda group_id: conn.send(ShutdownWorkerGroup(group_id)), "native")
+                                   lambda group_id: conn.send(ShutdownWorkerGroup(group_id)), "native",
+                                   capability_names(msg.capabilities))
             refusal = self.managers.add(record)
             if refusal:
                 logger.warning("refused worker manager from %s: %s", conn.peer, refusal)
@@ -280,7 +281,8 @@ class SchedulerServer(Handler):
                 capacity = -1
             record = ManagerRecord(manager_id, capacity, str(reply.get("mode", "webhook")),
                                    lambda request_id: self._webhook_start(url, manager_id, request_id),
-                                   lambda group_id: self._webhook_stop(url, manager_id, group_id), url)
+                                   lambda group_id: self._webhook_stop(url, manager_id, group_id), url,
+                                   _names_of(reply.get("base_capabilities")))
             refusal = self.managers.add(record)
             if refusal:
                 logger.warning("worker adapter at %s: %s", url, refusal)
@@ -386,6 +388,13 @@ def run_scheduler(config: SchedulerConfig, sock: Optional[socket.socket] = None,
         if server.store is not None and server.storage_address.scheme == "ipc":
             _unlink_quietly(server.storage_address)
         logger.debug("scheduler stopped")
+
+
+def _names_of(capabilities: object) -> FrozenSet[str]:
+    """The names of a webhook adapter's ``base_capabilities`` map (anything else: none)."""
+    if not isinstance(capabilities, dict):
+        return frozenset()
+    return frozenset(name for name in capabilities if isinstance(name, str))
 
 
 def _unlink_quietly(address: Address) -> None:
