@@ -78,8 +78,6 @@ FORWARDED = {
 }
 
 PARAMETERS = [name for name in inspect.signature(SchedulerClusterCombo.__init__).parameters if name != "self"]
-NOT_FORWARDED_YET = {"scheduler_io_threads", "max_number_of_tasks_waiting", "object_retention_seconds",
-                     "load_balance_seconds", "load_balance_trigger_times", "scaler_policy", "event_loop"}
 
 
 class _Exited:
@@ -135,9 +133,7 @@ def test_the_table_names_every_parameter():
     assert sorted(FORWARDED) == sorted(PARAMETERS)
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="SchedulerClusterCombo drops it"))
-    if name in NOT_FORWARDED_YET else name for name in PARAMETERS])
+@pytest.mark.parametrize("name", PARAMETERS)
 def test_parameter_reaches_its_component(started, name):
     assert name in FORWARDED, "add %s to FORWARDED: which component does it configure?" % name
     value, targets = FORWARDED[name]
@@ -158,3 +154,16 @@ def test_parameter_reaches_its_component(started, name):
 def test_the_key_is_never_on_a_command_line(started):
     built = run_combo(started, auth_key="s3cret")
     assert not any("s3cret" in word for word in built["scheduler argv"] + built["cluster argv"])
+
+
+def test_a_policy_object_is_taken_as_its_string(started):
+    from scaler.scheduler.policy import Policy, parse_policy
+
+    policy = Policy(scaling="vanilla", upper_task_ratio=4)
+    assert parse_policy(run_combo(started, scaler_policy=policy)["scheduler"].policy_content) == policy
+
+
+def test_a_bad_policy_is_refused_before_anything_starts(started):
+    with pytest.raises(ValueError, match="scaling=sometimes"):
+        SchedulerClusterCombo(scaler_policy="scaling=sometimes")
+    assert started == {}

@@ -10,6 +10,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 from ..config.components import ClusterConfig, SchedulerConfig, default_worker_count
 from ..io.address import listen, parse_address
+from ..scheduler.policy import parse_policy
 from ..utility import process as proc_util
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,11 @@ class SchedulerClusterCombo:
     right away in the caller and clients can connect at once: the kernel queues their
     connections until the scheduler accepts them. The scheduler and the pool start in
     parallel.
+
+    Every parameter reaches the scheduler or the pool (``tests/test_combo_forwarding.py``
+    checks each one), except ``security_config``: this build has no TLS, so, as with
+    ``Client``, it is accepted and ignored. ``scaler_policy`` is the scheduler's policy, as
+    a string like ``"allocate=even_load; scaling=vanilla"`` or a ``Policy``.
     """
 
     def __init__(self, n_workers: Optional[int] = None, address: Optional[str] = None,
@@ -99,6 +105,7 @@ class SchedulerClusterCombo:
         n_workers = default_worker_count() if n_workers is None else n_workers
         if n_workers < 0:
             raise ValueError("n_workers must be >= 0, got %d" % n_workers)
+        policy_content = _policy_content(scaler_policy)
         self._auth_key = auth_key or proc_util.auth_key_from_env()
         self._children = []
         self._stopped = False
@@ -129,8 +136,11 @@ class SchedulerClusterCombo:
             address=self._address, object_storage_address=self._object_storage_address,
             monitor_address=monitor_address, protected=protected, client_timeout_seconds=client_timeout_seconds,
             worker_timeout_seconds=worker_timeout_seconds, per_worker_queue_size=per_worker_task_queue_size,
-            logging_paths=tuple(logging_paths), logging_level=logging_level,
-            logging_config_file=logging_config_file)
+            max_number_of_tasks_waiting=max_number_of_tasks_waiting,
+            object_retention_seconds=object_retention_seconds, load_balance_seconds=load_balance_seconds,
+            load_balance_trigger_times=load_balance_trigger_times, policy_content=policy_content,
+            event_loop=event_loop, io_threads=scheduler_io_threads, logging_paths=tuple(logging_paths),
+            logging_level=logging_level, logging_config_file=logging_config_file)
         capabilities = ",".join(k if v == -1 else "%s=%d" % (k, v) for k, v in (per_worker_capabilities or {}).items())
         cluster_config = ClusterConfig(
             scheduler_address=self._address, num_of_workers=n_workers, per_worker_capabilities=capabilities,
@@ -139,7 +149,7 @@ class SchedulerClusterCombo:
             death_timeout_seconds=death_timeout_seconds,
             garbage_collect_interval_seconds=garbage_collect_interval_seconds,
             trim_memory_threshold_bytes=trim_memory_threshold_bytes, hard_processor_suspend=hard_processor_suspend,
-            io_threads=worker_io_threads, preload=preload, logging_paths=tuple(logging_paths),
+            io_threads=worker_io_threads, event_loop=event_loop, preload=preload, logging_paths=tuple(logging_paths),
             logging_level=logging_level, logging_config_file=logging_config_file,
             worker_manager_id=worker_manager_id)
         try:
@@ -186,6 +196,15 @@ class SchedulerClusterCombo:
             self.shutdown()
         except Exception:
             pass
+
+
+def _policy_content(policy: Any) -> str:
+    """``scaler_policy`` as the scheduler's policy string; a bad one raises ValueError before anything starts."""
+    if policy is None:
+        return SchedulerConfig().policy_content
+    text = str(policy)
+    parse_policy(text)
+    return text
 
 
 def _listen_free_port(host: str) -> socket.socket:
