@@ -157,7 +157,7 @@ def test_the_key_is_never_on_a_command_line(started):
 
 
 def test_a_policy_object_is_taken_as_its_string(started):
-    from scaler.scheduler.policy import Policy, parse_policy
+    from scaler.config.policy import Policy, parse_policy
 
     policy = Policy(scaling="vanilla", upper_task_ratio=4)
     assert parse_policy(run_combo(started, scaler_policy=policy)["scheduler"].policy_content) == policy

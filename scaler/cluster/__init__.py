@@ -10,7 +10,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 from ..config.components import ClusterConfig, SchedulerConfig, default_worker_count
 from ..io.address import listen, parse_address
-from ..scheduler.policy import parse_policy
+from ..config.policy import DEFAULT_POLICY, parse_policy
 from ..utility import process as proc_util
 
 logger = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ class SchedulerClusterCombo:
 def _policy_content(policy: Any) -> str:
     """``scaler_policy`` as the scheduler's policy string; a bad one raises ValueError before anything starts."""
     if policy is None:
-        return SchedulerConfig().policy_content
+        return DEFAULT_POLICY
     text = str(policy)
     parse_policy(text)
     return text

@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..version import __version__
 from .fields import Spec, spec_of
+from .policy import parse_policy
 
 TRUE_WORDS = ("true", "yes", "on", "1")
 FALSE_WORDS = ("false", "no", "off", "0")
@@ -322,7 +323,6 @@ def convert(option: Option, value: Any, from_text: bool) -> Any:
             raise ValueError("expected an address like tcp://HOST:PORT or ipc://PATH; %s" % exc) from None
         return value
     if kind == "policy":
-        from ..scheduler.policy import parse_policy
         parse_policy(value)  # its ValueError names the problem and the valid keys
         return value
     if kind == "file":

@@ -26,7 +26,7 @@ from ..protocol.messages import (ROLE_CLIENT, ROLE_MANAGER, ROLE_SCHEDULER, ROLE
                                  SchedulerShutdown, ShutdownRefused, TaskCancel, TaskResult, TaskSubmit, WorkerConnect,
                                  WorkerConnectReply, WorkerDisconnect, WorkerHeartbeat)
 from .managers import ManagerRecord, ManagerTable
-from .policy import parse_policy
+from ..config.policy import parse_policy
 from .state import SchedulerState, WorkerInfo
 from .webhook_client import RETRY_SECONDS, WebhookWorker
 
