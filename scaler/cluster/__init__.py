@@ -8,6 +8,7 @@ import socket
 import weakref
 from typing import Any, Dict, Optional, Sequence, Tuple
 
+from ..config.capabilities import format_capabilities
 from ..config.components import ClusterConfig, SchedulerConfig, default_worker_count
 from ..io.address import listen, parse_address
 from ..config.policy import DEFAULT_POLICY, parse_policy
@@ -105,7 +106,8 @@ class SchedulerClusterCombo:
         n_workers = default_worker_count() if n_workers is None else n_workers
         if n_workers < 0:
             raise ValueError("n_workers must be >= 0, got %d" % n_workers)
-        policy_content = _policy_content(scaler_policy)
+        policy_content = _policy_content(scaler_policy)  # checked before any socket or process exists
+        capabilities = format_capabilities(per_worker_capabilities or {})
         self._auth_key = auth_key or proc_util.auth_key_from_env()
         self._children = []
         self._stopped = False
@@ -141,7 +143,6 @@ class SchedulerClusterCombo:
             load_balance_trigger_times=load_balance_trigger_times, policy_content=policy_content,
             event_loop=event_loop, io_threads=scheduler_io_threads, logging_paths=tuple(logging_paths),
             logging_level=logging_level, logging_config_file=logging_config_file)
-        capabilities = ",".join(k if v == -1 else "%s=%d" % (k, v) for k, v in (per_worker_capabilities or {}).items())
         cluster_config = ClusterConfig(
             scheduler_address=self._address, num_of_workers=n_workers, per_worker_capabilities=capabilities,
             per_worker_task_queue_size=per_worker_task_queue_size,

@@ -21,6 +21,7 @@ import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..version import __version__
+from .capabilities import CapabilitiesError, format_capabilities, parse_capabilities
 from .fields import Spec, spec_of
 from .policy import parse_policy
 
@@ -282,30 +283,13 @@ def convert(option: Option, value: Any, from_text: bool) -> Any:
                 raise ValueError("%r is given twice" % item)
             seen.add(item)
         return tuple(items)
-    if kind == "capabilities":
-        if isinstance(value, dict) and not from_text:
-            parts = []
-            for name, amount in value.items():
-                if isinstance(amount, bool) or not isinstance(amount, int):
-                    raise ValueError("expected %s, got %s = %s" % (option.expected(), name, _got(amount)))
-                parts.append(name if amount == -1 else "%s=%d" % (name, amount))
-            value = ",".join(parts)
-        if not isinstance(value, str):
+    if kind == "capabilities":  # a string, or a TOML table of integers; either way the canonical text
+        if not isinstance(value, str) and not (isinstance(value, dict) and not from_text):
             raise fail()
-        for item in value.split(","):
-            item = item.strip()
-            if not item:
-                continue
-            name, sep, amount = item.partition("=")
-            if not name.strip() or any(c.isspace() for c in name.strip()):
-                raise ValueError("expected %s, got %r (bad name %r)" % (option.expected(), value, name))
-            if sep:
-                try:
-                    int(amount)
-                except ValueError:
-                    raise ValueError("expected %s, got %r (%r is not an integer)"
-                                     % (option.expected(), value, amount)) from None
-        return value
+        try:
+            return format_capabilities(parse_capabilities(value) if isinstance(value, str) else value)
+        except CapabilitiesError as exc:
+            raise ValueError("expected %s, got %s (%s)" % (option.expected(), _got(value), exc.problem)) from None
     if not isinstance(value, str):
         raise fail()
     if kind == "choice":

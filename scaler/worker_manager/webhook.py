@@ -13,6 +13,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Tuple
 
+from ..config.capabilities import parse_capabilities
+
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
@@ -91,7 +93,7 @@ class _Handler(BaseHTTPRequestHandler):
             if action == "get_worker_adapter_info":
                 status = manager.call_in_loop(manager.status)
                 self._reply(200, {"max_worker_groups": status["max_worker_groups"], "workers_per_group": 1,
-                                  "base_capabilities": _capabilities(manager.config.per_worker_capabilities),
+                                  "base_capabilities": parse_capabilities(manager.config.per_worker_capabilities),
                                   "worker_manager_id": status["worker_manager_id"], "mode": status["mode"]})
             elif action == "start_worker_group":
                 group = manager.call_in_loop(manager.start_group)
@@ -113,14 +115,3 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as error:
             logger.exception("webhook action %s failed", action)
             self._reply(500, {"error": str(error)})
-
-
-def _capabilities(text: str) -> Dict[str, int]:
-    out: Dict[str, int] = {}
-    for item in filter(None, (part.strip() for part in (text or "").split(","))):
-        name, _, value = item.partition("=")
-        try:
-            out[name.strip()] = int(value) if value else -1
-        except ValueError:
-            out[name.strip()] = -1
-    return out
