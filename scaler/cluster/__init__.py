@@ -1,8 +1,6 @@
 """Fixed pools of workers: ``Cluster`` and ``SchedulerClusterCombo``."""
 
 import atexit
-import dataclasses
-import json
 import logging
 import socket
 import weakref
@@ -15,13 +13,6 @@ from ..config.policy import DEFAULT_POLICY, parse_policy
 from ..utility import process as proc_util
 
 logger = logging.getLogger(__name__)
-
-
-def _spawn_cluster(config: ClusterConfig, auth_key: Optional[str]) -> proc_util.Child:
-    from .__main__ import config_args
-    config = dataclasses.replace(config, auth_key=None)
-    env = proc_util.child_environment({proc_util.AUTH_KEY_ENV: auth_key} if auth_key else None)
-    return proc_util.spawn("cluster", "cluster", config_args(config), env=env)
 
 
 class Cluster(proc_util.ProcessHandle):
@@ -60,7 +51,7 @@ class Cluster(proc_util.ProcessHandle):
     def start(self) -> None:
         if self._child is not None:
             raise RuntimeError("cluster already started")
-        self._child = _spawn_cluster(self.config, self._auth_key)
+        self._child = proc_util.spawn_component("cluster", "cluster", self.config, auth_key=self._auth_key)
 
 
 _LIVE_COMBOS: "weakref.WeakSet[SchedulerClusterCombo]" = weakref.WeakSet()
@@ -154,14 +145,13 @@ class SchedulerClusterCombo:
             logging_level=logging_level, logging_config_file=logging_config_file,
             worker_manager_id=worker_manager_id)
         try:
-            env = proc_util.child_environment({proc_util.AUTH_KEY_ENV: self._auth_key} if self._auth_key else None)
-            self._scheduler = proc_util.spawn(
-                "scheduler", "scheduler",
-                ["--listen-fd", str(sock.fileno()), "--storage-listen-fd", str(storage_sock.fileno()),
-                 "--config-json", json.dumps(dataclasses.asdict(scheduler_config))],
-                env=env, pass_fds=(sock.fileno(), storage_sock.fileno()))
+            self._scheduler = proc_util.spawn_component(
+                "scheduler", "scheduler", scheduler_config,
+                ["--listen-fd", str(sock.fileno()), "--storage-listen-fd", str(storage_sock.fileno())],
+                auth_key=self._auth_key, pass_fds=(sock.fileno(), storage_sock.fileno()))
             self._children.append(self._scheduler)
-            self._worker_manager_process = _spawn_cluster(cluster_config, self._auth_key)
+            self._worker_manager_process = proc_util.spawn_component("cluster", "cluster", cluster_config,
+                                                                     auth_key=self._auth_key)
             self._children.append(self._worker_manager_process)
         except BaseException:
             self.shutdown()

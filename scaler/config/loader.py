@@ -22,12 +22,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..version import __version__
 from .capabilities import CapabilitiesError, format_capabilities, parse_capabilities
+from .components import STREAM_PATHS
 from .fields import Spec, spec_of
 from .policy import parse_policy
 
 TRUE_WORDS = ("true", "yes", "on", "1")
 FALSE_WORDS = ("false", "no", "off", "0")
-STREAM_PATHS = ("/dev/stdout", "/dev/stderr", "-")
 GROUP_TITLES = {"": "%s options", "worker": "worker options (given to every worker)", "logging": "logging",
                 "security": "security"}
 GROUP_ORDER = ("", "worker", "logging", "security")
@@ -702,37 +702,3 @@ def config_from_table(command: Command, table: Any, where: str) -> Any:
     except ConfigError as exc:
         raise ConfigErrors([exc]) from None
 
-
-# --------------------------------------------------------------------------------------
-# process start-up shared by every component
-
-
-def start_component(config: Any, name: str) -> None:
-    """Logging (creating log directories), the event-loop note, the auth key from the environment.
-
-    Until the component installs its own SIGINT/SIGTERM handlers, either signal makes the
-    process exit quietly with status 0 (instead of a KeyboardInterrupt traceback, or death
-    by SIGTERM while it is still starting).
-    """
-    import logging
-    import signal
-
-    from ..utility.process import auth_key_from_env, setup_logging
-
-    def exit_quietly(_signum: int, _frame: Any) -> None:
-        raise SystemExit(0)
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, exit_quietly)
-    if hasattr(config, "auth_key") and not config.auth_key:
-        config.auth_key = auth_key_from_env()
-    if not getattr(config, "logging_config_file", None):
-        for path in getattr(config, "logging_paths", ()):
-            if path not in STREAM_PATHS:
-                directory = os.path.dirname(os.path.abspath(path))
-                os.makedirs(directory, exist_ok=True)
-    setup_logging(config.logging_level, config.logging_paths, config.logging_config_file, name)
-    if getattr(config, "event_loop", "builtin") == "uvloop":
-        logging.getLogger(__name__).warning(
-            "event_loop = uvloop: this build of scaler runs its own selectors-based event loop and does not use "
-            "uvloop; carrying on with the builtin loop")

@@ -9,7 +9,6 @@ reason. Either mode can also serve the webhook HTTP API (``webhook.py``).
 
 import collections
 import dataclasses
-import json
 import logging
 import os
 import signal
@@ -101,16 +100,13 @@ class NativeWorkerManager(Handler):
     def _worker_config(self, name: str) -> WorkerConfig:
         fields = {f.name for f in dataclasses.fields(WorkerConfig)}
         values = {k: v for k, v in dataclasses.asdict(self.config).items() if k in fields}
-        values.update(name=name, manager_id=self.manager_id, auth_key=None,
+        values.update(name=name, manager_id=self.manager_id, auth_key=self.auth_key,
                       scheduler_address=self.config.worker_scheduler_address or self.config.scheduler_address)
         return WorkerConfig(**values)
 
     def _start_group(self, group_id: Optional[str] = None) -> _Group:
         group_id = group_id or self._new_group_id()
-        config = self._worker_config(group_id)
-        env = proc_util.child_environment({proc_util.AUTH_KEY_ENV: self.auth_key} if self.auth_key else None)
-        child = proc_util.spawn("worker %s" % group_id, "worker", ["--config-json", json.dumps(dataclasses.asdict(config))],
-                                env=env)
+        child = proc_util.spawn_component("worker %s" % group_id, "worker", self._worker_config(group_id))
         group = _Group(group_id, child)
         self.groups[group_id] = group
         return group
@@ -326,20 +322,14 @@ def run_native_manager(config: WorkerManagerConfig, lifeline_fd: Optional[int] =
                                         manager)
         logger.info("webhook API on http://%s:%d/", *manager.webhook.address)
 
-    def stop(_signum: int = 0) -> None:
-        loop.call_soon_threadsafe(lambda: manager.stop(0))
+    def cleanup() -> None:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        manager.shutdown()
 
     signal.signal(signal.SIGCHLD, lambda *_: loop.call_soon_threadsafe(manager._reap))
-    proc_util.on_stop_signals(stop)
-    proc_util.watch_lifeline(lifeline_fd, lambda: (proc_util.exit_soon_after(15.0), stop()))
     logger.info("worker manager %s (%s mode, %s) for %s", manager.manager_id, "fixed" if manager.fixed else "dynamic",
                 "%d workers" % config.max_task_concurrency if manager.fixed else
                 ("up to %d workers" % manager.capacity if manager.capacity >= 0 else "no worker limit"),
                 config.scheduler_address)
-    try:
-        loop.run()
-    finally:
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        manager.shutdown()
-        loop.close()
+    proc_util.run_loop(loop, lambda: manager.stop(0), lifeline_fd, cleanup=cleanup, hard_exit_after=15.0)
     return manager.exit_code
