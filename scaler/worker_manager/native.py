@@ -28,6 +28,8 @@ from ..protocol.messages import (ROLE_MANAGER, HeartbeatEcho, ManagerConnect, Ma
                                  SchedulerShutdown, ShutdownWorkerGroup, StartWorkerGroup, WorkerGroupStarted,
                                  WorkerGroupStopped)
 from ..utility import process as proc_util
+from .errors import GroupError, Refusal
+from .webhook import WebhookServer
 
 logger = logging.getLogger(__name__)
 
@@ -35,14 +37,6 @@ PRELOAD_FAILED_EXIT = 3  # a worker's exit code when its processor's preload fai
 WORKER_STOP_GRACE_SECONDS = 10.0
 RESTART_BACKOFF_SECONDS = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 60.0)
 RECONNECT_SECONDS = 1.0
-
-
-class GroupError(Exception):
-    """A start or shutdown request that cannot be honoured; ``status`` is the HTTP status for webhooks."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class _Group:
@@ -114,25 +108,25 @@ class NativeWorkerManager(Handler):
     def start_group(self) -> _Group:
         """Start one group on request (scheduler or webhook); raise GroupError to refuse."""
         if self.fixed:
-            raise GroupError(405, "this is a fixed pool: it does not start worker groups on request")
+            raise GroupError(Refusal.FIXED_POOL, "this is a fixed pool: it does not start worker groups on request")
         if self.stopping:
-            raise GroupError(503, "the worker manager is stopping")
+            raise GroupError(Refusal.STOPPING, "the worker manager is stopping")
         if self.preload_failed:
-            raise GroupError(500, "workers of this manager fail their preload; not starting more")
+            raise GroupError(Refusal.PRELOAD_FAILED, "workers of this manager fail their preload; not starting more")
         if 0 <= self.capacity <= len(self.groups):
-            raise GroupError(429, "at capacity: %d of %d worker groups running" % (len(self.groups), self.capacity))
+            raise GroupError(Refusal.AT_CAPACITY, "at capacity: %d of %d worker groups running" % (len(self.groups), self.capacity))
         group = self._start_group()
         logger.info("started worker group %s (pid %d)", group.group_id, group.child.pid)
         return group
 
     def shutdown_group(self, group_id: str) -> None:
         if self.fixed:
-            raise GroupError(405, "this is a fixed pool: it does not shut down worker groups on request")
+            raise GroupError(Refusal.FIXED_POOL, "this is a fixed pool: it does not shut down worker groups on request")
         if not group_id:
-            raise GroupError(400, "no worker_group_id given")
+            raise GroupError(Refusal.BAD_REQUEST, "no worker_group_id given")
         group = self.groups.pop(group_id, None)
         if group is None:
-            raise GroupError(404, "unknown worker group %r" % group_id)
+            raise GroupError(Refusal.UNKNOWN_GROUP, "unknown worker group %r" % group_id)
         group.stopping_since = time.monotonic()
         group.child.send_signal(signal.SIGTERM)  # the worker says goodbye to the scheduler, then exits
         self.stopping_groups[group_id] = group
@@ -306,7 +300,7 @@ class NativeWorkerManager(Handler):
 
         self.loop.call_soon_threadsafe(run)
         if not done.wait(timeout):
-            raise GroupError(503, "the worker manager did not answer within %.0fs" % timeout)
+            raise GroupError(Refusal.NO_ANSWER, "the worker manager did not answer within %.0fs" % timeout)
         if box[1] is not None:
             raise box[1]
         return box[0]
@@ -317,7 +311,6 @@ def run_native_manager(config: WorkerManagerConfig, lifeline_fd: Optional[int] =
     loop = EventLoop()
     manager = NativeWorkerManager(loop, config, worker_names)
     if config.adapter_web_host or config.adapter_web_port:
-        from .webhook import WebhookServer
         manager.webhook = WebhookServer(config.adapter_web_host or "127.0.0.1", config.adapter_web_port or 8080,
                                         manager)
         logger.info("webhook API on http://%s:%d/", *manager.webhook.address)

@@ -14,13 +14,25 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Tuple
 
 from ..config.capabilities import parse_capabilities
+from .errors import GroupError, Refusal
 
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+HTTP_STATUS = {  # the answer to a request the manager refuses (GroupError), by reason
+    Refusal.BAD_REQUEST: 400,
+    Refusal.UNKNOWN_GROUP: 404,
+    Refusal.FIXED_POOL: 405,
+    Refusal.AT_CAPACITY: 429,
+    Refusal.PRELOAD_FAILED: 500,
+    Refusal.STOPPING: 503,
+    Refusal.NO_ANSWER: 503,
+}
 
 
 class WebhookServer:
+    """Serves the API on its own threads for ``manager`` (a ``NativeWorkerManager``)."""
+
     def __init__(self, host: str, port: int, manager: Any) -> None:
         handler = type("Handler", (_Handler,), {"manager": manager})
         self.httpd = ThreadingHTTPServer((host, port), handler)
@@ -87,7 +99,6 @@ class _Handler(BaseHTTPRequestHandler):
         self._act(str(body["action"]), body)
 
     def _act(self, action: str, body: Dict[str, Any]) -> None:
-        from .native import GroupError
         manager = self.manager
         try:
             if action == "get_worker_adapter_info":
@@ -111,7 +122,7 @@ class _Handler(BaseHTTPRequestHandler):
                                   "valid_actions": ["get_worker_adapter_info", "start_worker_group",
                                                     "shutdown_worker_group"]})
         except GroupError as error:
-            self._reply(error.status, {"error": str(error)})
+            self._reply(HTTP_STATUS[error.kind], {"error": str(error)})
         except Exception as error:
             logger.exception("webhook action %s failed", action)
             self._reply(500, {"error": str(error)})
