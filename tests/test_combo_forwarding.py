@@ -1,4 +1,4 @@
-"""``SchedulerClusterCombo`` hands every constructor parameter to the component it configures.
+"""``SchedulerClusterCombo`` and ``Cluster`` hand every constructor parameter to the component it configures.
 
 No process is started: ``spawn`` is replaced by a recorder, and each recorded command line
 is parsed back by the child's own parser (``resolve_command_line`` with the child's
@@ -12,7 +12,7 @@ import inspect
 
 import pytest
 
-from scaler import SchedulerClusterCombo
+from scaler import Cluster, SchedulerClusterCombo
 from scaler.config.commands import CLUSTER, SCHEDULER
 from scaler.config.components import default_worker_count
 from scaler.config.loader import resolve_command_line
@@ -167,3 +167,58 @@ def test_a_bad_policy_is_refused_before_anything_starts(started):
     with pytest.raises(ValueError, match="scaling=sometimes"):
         SchedulerClusterCombo(scaler_policy="scaling=sometimes")
     assert started == {}
+
+
+# Cluster(address, ...): parameter -> (non-default value, cluster config field, expected)
+CLUSTER_ADDRESS = "tcp://127.0.0.1:8516"
+CLUSTER_FORWARDED = {
+    "address": ("tcp://127.0.0.1:9999", "scheduler_address", SAME),
+    "n_workers": (default_worker_count() + 2, "num_of_workers", SAME),
+    "worker_names": (("a", "b"), "worker_names", SAME),
+    "per_worker_capabilities": ("linux,gpu=2", "per_worker_capabilities", SAME),
+    "per_worker_task_queue_size": (13, "per_worker_task_queue_size", SAME),
+    "heartbeat_interval_seconds": (0.5, "heartbeat_interval_seconds", SAME),
+    "task_timeout_seconds": (10.0, "task_timeout_seconds", SAME),
+    "death_timeout_seconds": (11.0, "death_timeout_seconds", SAME),
+    "garbage_collect_interval_seconds": (12.0, "garbage_collect_interval_seconds", SAME),
+    "trim_memory_threshold_bytes": (1 << 20, "trim_memory_threshold_bytes", SAME),
+    "hard_processor_suspend": (True, "hard_processor_suspend", SAME),
+    "worker_io_threads": (3, "io_threads", SAME),
+    "event_loop": ("uvloop", "event_loop", SAME),
+    "preload": ("json", "preload", SAME),
+    "logging_paths": (("/dev/stderr",), "logging_paths", SAME),
+    "logging_level": ("DEBUG", "logging_level", SAME),
+    "logging_config_file": ("logging.ini", "logging_config_file", SAME),
+    "auth_key": ("s3cret", AUTH_KEY_ENV, SAME),
+    "object_storage_address": ("tcp://127.0.0.1:9998", "object_storage_address", SAME),
+}
+CLUSTER_PARAMETERS = [name for name in inspect.signature(Cluster.__init__).parameters if name != "self"]
+CLUSTER_NOT_FORWARDED_YET = {"event_loop"}
+
+
+def run_cluster(started, **params):
+    params.setdefault("address", CLUSTER_ADDRESS)
+    started.clear()
+    Cluster(**params).start()
+    assert set(started) == {"cluster"}, started
+    args, env = started["cluster"]
+    return resolve_command_line(CLUSTER, args).config, env
+
+
+def test_the_cluster_table_names_every_parameter():
+    assert sorted(CLUSTER_FORWARDED) == sorted(CLUSTER_PARAMETERS)
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="Cluster drops it"))
+    if name in CLUSTER_NOT_FORWARDED_YET else name for name in CLUSTER_PARAMETERS])
+def test_cluster_parameter_reaches_the_pool(started, name):
+    value, field, expected = CLUSTER_FORWARDED[name]
+    expected = value if expected is SAME else expected
+    config, env = run_cluster(started, **{name: value})
+    default_config, default_env = run_cluster(started)
+    if field == AUTH_KEY_ENV:
+        assert env.get(field) == expected and default_env.get(field) != expected
+        return
+    assert getattr(config, field) == expected, "%s=%r" % (name, value)
+    assert getattr(default_config, field) != expected, "%s: pick a value other than the default" % name
