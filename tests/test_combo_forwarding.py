@@ -193,7 +193,6 @@ CLUSTER_FORWARDED = {
     "object_storage_address": ("tcp://127.0.0.1:9998", "object_storage_address", SAME),
 }
 CLUSTER_PARAMETERS = [name for name in inspect.signature(Cluster.__init__).parameters if name != "self"]
-CLUSTER_NOT_FORWARDED_YET = {"event_loop"}
 
 
 def run_cluster(started, **params):
@@ -209,9 +208,7 @@ def test_the_cluster_table_names_every_parameter():
     assert sorted(CLUSTER_FORWARDED) == sorted(CLUSTER_PARAMETERS)
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="Cluster drops it"))
-    if name in CLUSTER_NOT_FORWARDED_YET else name for name in CLUSTER_PARAMETERS])
+@pytest.mark.parametrize("name", CLUSTER_PARAMETERS)
 def test_cluster_parameter_reaches_the_pool(started, name):
     value, field, expected = CLUSTER_FORWARDED[name]
     expected = value if expected is SAME else expected

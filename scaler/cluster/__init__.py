@@ -42,7 +42,8 @@ class Cluster(proc_util.ProcessHandle):
             death_timeout_seconds=death_timeout_seconds,
             garbage_collect_interval_seconds=garbage_collect_interval_seconds,
             trim_memory_threshold_bytes=trim_memory_threshold_bytes, hard_processor_suspend=hard_processor_suspend,
-            io_threads=worker_io_threads, preload=preload, object_storage_address=object_storage_address,
+            io_threads=worker_io_threads, event_loop=event_loop, preload=preload,
+            object_storage_address=object_storage_address,
             logging_paths=tuple(logging_paths), logging_level=logging_level,
             logging_config_file=logging_config_file)
         self._auth_key = auth_key or proc_util.auth_key_from_env()
