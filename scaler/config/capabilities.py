@@ -7,6 +7,7 @@ writes one (flags, TOML tables, the combo, the webhook) goes through these two f
 so they agree on what is valid; the canonical text is what ``format_capabilities`` writes.
 """
 
+import collections.abc
 import re
 from typing import Any, Dict, Mapping
 
@@ -60,7 +61,7 @@ def format_capabilities(capabilities: Mapping[str, int]) -> str:
     ``CapabilitiesError`` for what ``parse_capabilities`` would refuse, and for a quantity
     that is not an ``int`` (``True`` included).
     """
-    if not isinstance(capabilities, Mapping):
+    if not isinstance(capabilities, collections.abc.Mapping):
         raise CapabilitiesError(capabilities, "expected a dict of name: quantity, got %s"
                                 % type(capabilities).__name__)
     parts = []
