@@ -8,8 +8,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 from ..config.capabilities import format_capabilities
 from ..config.components import ClusterConfig, SchedulerConfig, default_worker_count
-from ..io.address import listen, parse_address
 from ..config.policy import DEFAULT_POLICY, parse_policy
+from ..io.address import listen, parse_address
 from ..utility import process as proc_util
 
 logger = logging.getLogger(__name__)

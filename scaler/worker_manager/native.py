@@ -114,7 +114,8 @@ class NativeWorkerManager(Handler):
         if self.preload_failed:
             raise GroupError(Refusal.PRELOAD_FAILED, "workers of this manager fail their preload; not starting more")
         if 0 <= self.capacity <= len(self.groups):
-            raise GroupError(Refusal.AT_CAPACITY, "at capacity: %d of %d worker groups running" % (len(self.groups), self.capacity))
+            raise GroupError(Refusal.AT_CAPACITY, "at capacity: %d of %d worker groups running"
+                             % (len(self.groups), self.capacity))
         group = self._start_group()
         logger.info("started worker group %s (pid %d)", group.group_id, group.child.pid)
         return group
