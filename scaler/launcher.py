@@ -15,7 +15,6 @@ exits with that component's status (128 + N if it was killed by signal N).
 import argparse
 import dataclasses
 import difflib
-import json
 import signal
 import socket
 import subprocess
@@ -206,19 +205,15 @@ def _describe(code: int) -> str:
 
 
 def _spawn(component: Component, output: _Output) -> proc_util.Child:
-    config = component.config
-    auth_key = getattr(config, "auth_key", None)
-    payload = json.dumps(dataclasses.asdict(dataclasses.replace(config, auth_key=None)))
     args = list(component.args)
     fds = []
     for flag, sock in component.sockets.items():
         args += [flag, str(sock.fileno())]
         fds.append(sock.fileno())
-    args += ["--config-json", payload]
-    env = proc_util.child_environment({proc_util.AUTH_KEY_ENV: auth_key} if auth_key else None)
     try:
-        child = proc_util.spawn(component.name, component.submodule, args, env=env, pass_fds=fds,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        child = proc_util.spawn_component(component.name, component.submodule, component.config, args,
+                                          pass_fds=fds, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                          start_new_session=True)
     finally:
         _close_sockets(component)  # the child has its copies
     output.follow(component.name, child.popen.stdout)

@@ -305,11 +305,14 @@ def test_example_uses_a_given_scheduler(tmp_path, scheduler_address, script, las
 
 def test_worker_managers_doc_mentions_every_webhook_action_and_status():
     """docs/worker_managers.rst names every action webhook.py handles and every HTTP status that
-    webhook.py (``_reply(NNN``) or native.py (``GroupError(NNN``) can answer with."""
+    webhook.py can answer with (``_reply(NNN``, or ``HTTP_STATUS`` for a refusal of the manager's)."""
+    from scaler.worker_manager.errors import Refusal
+    from scaler.worker_manager.webhook import HTTP_STATUS
+
+    assert set(HTTP_STATUS) == set(Refusal), "every reason the manager refuses a request needs an HTTP status"
     webhook = read(os.path.join(ROOT, "scaler", "worker_manager", "webhook.py"))
-    native = read(os.path.join(ROOT, "scaler", "worker_manager", "native.py"))
     actions = set(re.findall(r'action == "(\w+)"', webhook))
-    statuses = set(re.findall(r"_reply\((\d{3})\b", webhook)) | set(re.findall(r"GroupError\((\d{3})\b", native))
+    statuses = set(re.findall(r"_reply\((\d{3})\b", webhook)) | {str(status) for status in HTTP_STATUS.values()}
     assert {"get_worker_adapter_info", "start_worker_group", "shutdown_worker_group"} <= actions
     assert {"200", "400", "404", "405", "413", "429"} <= statuses, statuses
     text = read(os.path.join(DOCS, "worker_managers.rst"))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from scaler.scheduler.policy import Policy, parse_policy
+from scaler.config.policy import Policy, parse_policy
 from scaler.scheduler.scaling import IDLE_GRACE_SECONDS, REFUSAL_BACKOFF_SECONDS, ManagerView, WorkerView, decide
 
 VANILLA = Policy(scaling="vanilla")

@@ -1,25 +1,18 @@
 """Fixed pools of workers: ``Cluster`` and ``SchedulerClusterCombo``."""
 
 import atexit
-import dataclasses
-import json
 import logging
 import socket
 import weakref
 from typing import Any, Dict, Optional, Sequence, Tuple
 
+from ..config.capabilities import format_capabilities
 from ..config.components import ClusterConfig, SchedulerConfig, default_worker_count
+from ..config.policy import DEFAULT_POLICY, parse_policy
 from ..io.address import listen, parse_address
 from ..utility import process as proc_util
 
 logger = logging.getLogger(__name__)
-
-
-def _spawn_cluster(config: ClusterConfig, auth_key: Optional[str]) -> proc_util.Child:
-    from .__main__ import config_args
-    config = dataclasses.replace(config, auth_key=None)
-    env = proc_util.child_environment({proc_util.AUTH_KEY_ENV: auth_key} if auth_key else None)
-    return proc_util.spawn("cluster", "cluster", config_args(config), env=env)
 
 
 class Cluster(proc_util.ProcessHandle):
@@ -49,7 +42,8 @@ class Cluster(proc_util.ProcessHandle):
             death_timeout_seconds=death_timeout_seconds,
             garbage_collect_interval_seconds=garbage_collect_interval_seconds,
             trim_memory_threshold_bytes=trim_memory_threshold_bytes, hard_processor_suspend=hard_processor_suspend,
-            io_threads=worker_io_threads, preload=preload, object_storage_address=object_storage_address,
+            io_threads=worker_io_threads, event_loop=event_loop, preload=preload,
+            object_storage_address=object_storage_address,
             logging_paths=tuple(logging_paths), logging_level=logging_level,
             logging_config_file=logging_config_file)
         self._auth_key = auth_key or proc_util.auth_key_from_env()
@@ -58,7 +52,7 @@ class Cluster(proc_util.ProcessHandle):
     def start(self) -> None:
         if self._child is not None:
             raise RuntimeError("cluster already started")
-        self._child = _spawn_cluster(self.config, self._auth_key)
+        self._child = proc_util.spawn_component("cluster", "cluster", self.config, auth_key=self._auth_key)
 
 
 _LIVE_COMBOS: "weakref.WeakSet[SchedulerClusterCombo]" = weakref.WeakSet()
@@ -77,6 +71,11 @@ class SchedulerClusterCombo:
     right away in the caller and clients can connect at once: the kernel queues their
     connections until the scheduler accepts them. The scheduler and the pool start in
     parallel.
+
+    Every parameter reaches the scheduler or the pool (``tests/test_combo_forwarding.py``
+    checks each one), except ``security_config``: this build has no TLS, so, as with
+    ``Client``, it is accepted and ignored. ``scaler_policy`` is the scheduler's policy, as
+    a string like ``"allocate=even_load; scaling=vanilla"`` or a ``Policy``.
     """
 
     def __init__(self, n_workers: Optional[int] = None, address: Optional[str] = None,
@@ -99,6 +98,8 @@ class SchedulerClusterCombo:
         n_workers = default_worker_count() if n_workers is None else n_workers
         if n_workers < 0:
             raise ValueError("n_workers must be >= 0, got %d" % n_workers)
+        policy_content = _policy_content(scaler_policy)  # checked before any socket or process exists
+        capabilities = format_capabilities(per_worker_capabilities or {})
         self._auth_key = auth_key or proc_util.auth_key_from_env()
         self._children = []
         self._stopped = False
@@ -129,9 +130,11 @@ class SchedulerClusterCombo:
             address=self._address, object_storage_address=self._object_storage_address,
             monitor_address=monitor_address, protected=protected, client_timeout_seconds=client_timeout_seconds,
             worker_timeout_seconds=worker_timeout_seconds, per_worker_queue_size=per_worker_task_queue_size,
-            logging_paths=tuple(logging_paths), logging_level=logging_level,
-            logging_config_file=logging_config_file)
-        capabilities = ",".join(k if v == -1 else "%s=%d" % (k, v) for k, v in (per_worker_capabilities or {}).items())
+            max_number_of_tasks_waiting=max_number_of_tasks_waiting,
+            object_retention_seconds=object_retention_seconds, load_balance_seconds=load_balance_seconds,
+            load_balance_trigger_times=load_balance_trigger_times, policy_content=policy_content,
+            event_loop=event_loop, io_threads=scheduler_io_threads, logging_paths=tuple(logging_paths),
+            logging_level=logging_level, logging_config_file=logging_config_file)
         cluster_config = ClusterConfig(
             scheduler_address=self._address, num_of_workers=n_workers, per_worker_capabilities=capabilities,
             per_worker_task_queue_size=per_worker_task_queue_size,
@@ -139,18 +142,17 @@ class SchedulerClusterCombo:
             death_timeout_seconds=death_timeout_seconds,
             garbage_collect_interval_seconds=garbage_collect_interval_seconds,
             trim_memory_threshold_bytes=trim_memory_threshold_bytes, hard_processor_suspend=hard_processor_suspend,
-            io_threads=worker_io_threads, preload=preload, logging_paths=tuple(logging_paths),
+            io_threads=worker_io_threads, event_loop=event_loop, preload=preload, logging_paths=tuple(logging_paths),
             logging_level=logging_level, logging_config_file=logging_config_file,
             worker_manager_id=worker_manager_id)
         try:
-            env = proc_util.child_environment({proc_util.AUTH_KEY_ENV: self._auth_key} if self._auth_key else None)
-            self._scheduler = proc_util.spawn(
-                "scheduler", "scheduler",
-                ["--listen-fd", str(sock.fileno()), "--storage-listen-fd", str(storage_sock.fileno()),
-                 "--config-json", json.dumps(dataclasses.asdict(scheduler_config))],
-                env=env, pass_fds=(sock.fileno(), storage_sock.fileno()))
+            self._scheduler = proc_util.spawn_component(
+                "scheduler", "scheduler", scheduler_config,
+                ["--listen-fd", str(sock.fileno()), "--storage-listen-fd", str(storage_sock.fileno())],
+                auth_key=self._auth_key, pass_fds=(sock.fileno(), storage_sock.fileno()))
             self._children.append(self._scheduler)
-            self._worker_manager_process = _spawn_cluster(cluster_config, self._auth_key)
+            self._worker_manager_process = proc_util.spawn_component("cluster", "cluster", cluster_config,
+                                                                     auth_key=self._auth_key)
             self._children.append(self._worker_manager_process)
         except BaseException:
             self.shutdown()
@@ -186,6 +188,15 @@ class SchedulerClusterCombo:
             self.shutdown()
         except Exception:
             pass
+
+
+def _policy_content(policy: Any) -> str:
+    """``scaler_policy`` as the scheduler's policy string; a bad one raises ValueError before anything starts."""
+    if policy is None:
+        return DEFAULT_POLICY
+    text = str(policy)
+    parse_policy(text)
+    return text
 
 
 def _listen_free_port(host: str) -> socket.socket:

@@ -6,8 +6,8 @@ The options themselves are declared once, on the dataclass fields in ``component
 from typing import Dict, List, Tuple
 
 from ..io.address import parse_address
-from .components import (CPUS_MINUS_ONE, ClusterConfig, ObjectStorageConfig, SchedulerConfig, WorkerManagerConfig,
-                         default_worker_count)
+from .components import (CPUS_MINUS_ONE, ClusterConfig, ObjectStorageConfig, SchedulerConfig, WorkerConfig,
+                         WorkerManagerConfig, default_worker_count)
 from .loader import Command, Resolution
 
 VERSION_NOTE = "Every flag can also be set in the TOML file given with --config (key = long flag, - becomes _)."
@@ -148,6 +148,14 @@ FIXED_NATIVE_ADAPTER = Command(
         "default": default_worker_count(), "default_text": CPUS_MINUS_ONE, "minimum": 0,
         "help": "number of worker processes to start"}),
     fixed={"mode": "fixed"}, internal_flags=("lifeline-fd", "config-json"))
+
+# Internal: one worker, as clusters and worker managers start it (not a documented command).
+# A worker always runs the builtin loop, so its event_loop is fixed: the manager that
+# started it has already logged the note about uvloop, once.
+WORKER = Command(
+    prog="python -m scaler.worker", section="worker", config_class=WorkerConfig, positional="scheduler_address",
+    modules=("scaler.worker",), description="Run one scaler worker (started by clusters and worker managers).",
+    fixed={"event_loop": "builtin"}, internal_flags=("lifeline-fd", "config-json"))
 
 WORKER_MANAGER_TYPES: Dict[str, Command] = {"baremetal_native": WORKER_MANAGER_BAREMETAL}
 

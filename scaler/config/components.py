@@ -16,6 +16,7 @@ from .fields import internal, option
 
 DEFAULT_PORT = 8516
 LOGGING_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+STREAM_PATHS = ("/dev/stdout", "/dev/stderr", "-")  # logging_paths that are streams, not files
 EVENT_LOOPS = ("builtin", "uvloop")
 CPUS_MINUS_ONE = "number of CPUs - 1"
 

@@ -21,11 +21,13 @@ import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..version import __version__
+from .capabilities import CapabilitiesError, format_capabilities, parse_capabilities
+from .components import STREAM_PATHS
 from .fields import Spec, spec_of
+from .policy import parse_policy
 
 TRUE_WORDS = ("true", "yes", "on", "1")
 FALSE_WORDS = ("false", "no", "off", "0")
-STREAM_PATHS = ("/dev/stdout", "/dev/stderr", "-")
 GROUP_TITLES = {"": "%s options", "worker": "worker options (given to every worker)", "logging": "logging",
                 "security": "security"}
 GROUP_ORDER = ("", "worker", "logging", "security")
@@ -281,30 +283,13 @@ def convert(option: Option, value: Any, from_text: bool) -> Any:
                 raise ValueError("%r is given twice" % item)
             seen.add(item)
         return tuple(items)
-    if kind == "capabilities":
-        if isinstance(value, dict) and not from_text:
-            parts = []
-            for name, amount in value.items():
-                if isinstance(amount, bool) or not isinstance(amount, int):
-                    raise ValueError("expected %s, got %s = %s" % (option.expected(), name, _got(amount)))
-                parts.append(name if amount == -1 else "%s=%d" % (name, amount))
-            value = ",".join(parts)
-        if not isinstance(value, str):
+    if kind == "capabilities":  # a string, or a TOML table of integers; either way the canonical text
+        if not isinstance(value, str) and not (isinstance(value, dict) and not from_text):
             raise fail()
-        for item in value.split(","):
-            item = item.strip()
-            if not item:
-                continue
-            name, sep, amount = item.partition("=")
-            if not name.strip() or any(c.isspace() for c in name.strip()):
-                raise ValueError("expected %s, got %r (bad name %r)" % (option.expected(), value, name))
-            if sep:
-                try:
-                    int(amount)
-                except ValueError:
-                    raise ValueError("expected %s, got %r (%r is not an integer)"
-                                     % (option.expected(), value, amount)) from None
-        return value
+        try:
+            return format_capabilities(parse_capabilities(value) if isinstance(value, str) else value)
+        except CapabilitiesError as exc:
+            raise ValueError("expected %s, got %s (%s)" % (option.expected(), _got(value), exc.problem)) from None
     if not isinstance(value, str):
         raise fail()
     if kind == "choice":
@@ -322,7 +307,6 @@ def convert(option: Option, value: Any, from_text: bool) -> Any:
             raise ValueError("expected an address like tcp://HOST:PORT or ipc://PATH; %s" % exc) from None
         return value
     if kind == "policy":
-        from ..scheduler.policy import parse_policy
         parse_policy(value)  # its ValueError names the problem and the valid keys
         return value
     if kind == "file":
@@ -718,37 +702,3 @@ def config_from_table(command: Command, table: Any, where: str) -> Any:
     except ConfigError as exc:
         raise ConfigErrors([exc]) from None
 
-
-# --------------------------------------------------------------------------------------
-# process start-up shared by every component
-
-
-def start_component(config: Any, name: str) -> None:
-    """Logging (creating log directories), the event-loop note, the auth key from the environment.
-
-    Until the component installs its own SIGINT/SIGTERM handlers, either signal makes the
-    process exit quietly with status 0 (instead of a KeyboardInterrupt traceback, or death
-    by SIGTERM while it is still starting).
-    """
-    import logging
-    import signal
-
-    from ..utility.process import auth_key_from_env, setup_logging
-
-    def exit_quietly(_signum: int, _frame: Any) -> None:
-        raise SystemExit(0)
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, exit_quietly)
-    if hasattr(config, "auth_key") and not config.auth_key:
-        config.auth_key = auth_key_from_env()
-    if not getattr(config, "logging_config_file", None):
-        for path in getattr(config, "logging_paths", ()):
-            if path not in STREAM_PATHS:
-                directory = os.path.dirname(os.path.abspath(path))
-                os.makedirs(directory, exist_ok=True)
-    setup_logging(config.logging_level, config.logging_paths, config.logging_config_file, name)
-    if getattr(config, "event_loop", "builtin") == "uvloop":
-        logging.getLogger(__name__).warning(
-            "event_loop = uvloop: this build of scaler runs its own selectors-based event loop and does not use "
-            "uvloop; carrying on with the builtin loop")

@@ -3,7 +3,6 @@
 import dataclasses
 import os
 import socket
-from typing import Optional
 
 SCHEMES = ("tcp", "ipc")
 
@@ -138,7 +137,3 @@ def free_tcp_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
     finally:
         sock.close()
-
-
-def optional_address(text: Optional[str]) -> Optional[Address]:
-    return parse_address(text) if text else None

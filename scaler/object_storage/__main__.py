@@ -5,17 +5,18 @@ are declared on ``ObjectStorageConfig`` (``scaler.config.components``).
 """
 
 import logging
+import os
 import socket
 import sys
 from typing import List, Optional
 
 from ..config.commands import OBJECT_STORAGE
 from ..config.components import ObjectStorageConfig
-from ..config.loader import parse_or_exit, start_component
+from ..config.loader import Loaded
 from ..io.address import listen, parse_address
 from ..io.loop import EventLoop
 from ..protocol.handshake import normalize_key
-from ..utility.process import on_stop_signals, watch_lifeline
+from ..utility.process import run_loop, run_main
 from .server import ObjectStorageServer
 from .store import ObjectStore
 
@@ -29,25 +30,24 @@ def run_object_storage(config: ObjectStorageConfig, lifeline_fd: Optional[int] =
     server = ObjectStorageServer(loop, sock, str(address), normalize_key(config.auth_key),
                                  ObjectStore(config.max_bytes))
     logging.getLogger(__name__).info("object storage server listening on %s", address)
-    on_stop_signals(lambda _signum: loop.call_soon_threadsafe(loop.stop))
-    watch_lifeline(lifeline_fd, lambda: loop.call_soon_threadsafe(loop.stop))
-    try:
-        loop.run()
-    finally:
+
+    def cleanup() -> None:
         server.close()
-        loop.close()
         if address.scheme == "ipc":
-            import os
             try:
                 os.unlink(address.path)
             except OSError:
                 pass
 
+    run_loop(loop, loop.stop, lifeline_fd, cleanup=cleanup)
+
 
 def main(argv: Optional[List[str]] = None) -> int:
-    loaded = parse_or_exit(OBJECT_STORAGE, argv)
+    return run_main(OBJECT_STORAGE, argv, "object storage", _run)
+
+
+def _run(loaded: Loaded) -> int:
     config = loaded.config
-    start_component(config, "object storage")
     if loaded.listen_fd >= 0:
         sock = socket.socket(fileno=loaded.listen_fd)
     else:

@@ -1,7 +1,5 @@
 """The scheduler: task state (``state``), its process (``server``) and ``Scheduler``."""
 
-import dataclasses
-import json
 from typing import Any, Optional
 
 from ..config.components import SchedulerConfig
@@ -20,7 +18,4 @@ class Scheduler(proc_util.ProcessHandle):
 
     def start(self) -> None:
         key = self.config.auth_key or proc_util.auth_key_from_env()
-        config = dataclasses.replace(self.config, auth_key=None)
-        env = proc_util.child_environment({proc_util.AUTH_KEY_ENV: key} if key else None)
-        self._child = proc_util.spawn("scheduler", "scheduler",
-                                      ["--config-json", json.dumps(dataclasses.asdict(config))], env=env)
+        self._child = proc_util.spawn_component("scheduler", "scheduler", self.config, auth_key=key)

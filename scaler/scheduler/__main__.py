@@ -11,15 +11,18 @@ import sys
 from typing import List, Optional
 
 from ..config.commands import SCHEDULER
-from ..config.loader import parse_or_exit, start_component
+from ..config.loader import Loaded
 from ..io.address import listen, parse_address
+from ..utility.process import run_main
 from .server import run_scheduler
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    loaded = parse_or_exit(SCHEDULER, argv)
+    return run_main(SCHEDULER, argv, "scheduler", _run)
+
+
+def _run(loaded: Loaded) -> int:
     config = loaded.config
-    start_component(config, "scheduler")
     sock = _inherited(loaded.listen_fd)
     storage_sock = _inherited(loaded.storage_listen_fd)
     try:  # bind here so that a busy port is one clear line, not a traceback

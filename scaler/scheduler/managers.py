@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Callable, Dict, FrozenSet, List, Optional
 
-from .policy import Policy
+from ..config.policy import Policy
 from .scaling import Decision, ManagerView, WorkerView, decide
 from .state import SchedulerState
 
@@ -178,10 +178,3 @@ class ManagerTable:
         else:
             why = "no worker is connected yet; worker managers were asked"
         logger.warning("%d task(s) have waited %.0fs: %s", waiting, now - self._waiting_since, why)
-
-    def stuck_seconds(self, now: float) -> float:
-        return 0.0 if self._waiting_since is None else now - self._waiting_since
-
-    def snapshot(self) -> List[dict]:
-        return [{"manager_id": m.manager_id, "capacity": m.capacity, "mode": m.mode, "via": m.via,
-                 "groups": sorted(m.groups), "pending_starts": len(m.pending)} for m in self.managers.values()]

@@ -18,7 +18,7 @@ scale-down takes groups from the most recently connected manager first.
 import math
 from typing import Dict, FrozenSet, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from .policy import Policy
+from ..config.policy import Policy
 
 IDLE_GRACE_SECONDS = 2.0  # a worker idle for less than this is not stopped (avoids flapping)
 REFUSAL_BACKOFF_SECONDS = 5.0

@@ -27,7 +27,7 @@ from ..protocol.messages import (ROLE_CLIENT, ROLE_MANAGER, ROLE_SCHEDULER, ROLE
                                  WorkerConnectReply, WorkerDisconnect, WorkerHeartbeat)
 from .graph import unpack_indices
 from .managers import ManagerRecord, ManagerTable
-from .policy import parse_policy
+from ..config.policy import parse_policy
 from .state import SchedulerState, WorkerInfo, capability_names
 from .webhook_client import RETRY_SECONDS, WebhookWorker
 
@@ -215,6 +215,12 @@ class SchedulerServer(Handler):
             if len(msg.worker_id) == 0 or msg.worker_id in self.peers:
                 conn.close("duplicate or empty worker id")
                 return
+            try:
+                capability_names(msg.capabilities)
+            except ValueError as exc:
+                logger.warning("refused worker %s from %s: %s", msg.name, conn.peer, exc)
+                conn.close("invalid capabilities: %s" % exc)
+                return
             conn.data = _WorkerPeer(msg.worker_id)
             self.peers[msg.worker_id] = conn
             queue_size = min(msg.queue_size, self.config.per_worker_queue_size)
@@ -228,10 +234,14 @@ class SchedulerServer(Handler):
                 self.loop.call_soon(self.state.balance)  # a new, idle worker: share the others' queues
         elif conn.peer_role == ROLE_MANAGER and kind is ManagerConnect:
             manager_id = msg.manager_id
+            try:
+                names = capability_names(msg.capabilities)
+            except ValueError as exc:
+                logger.warning("worker manager %s sent invalid capabilities (%s): ignoring them", manager_id, exc)
+                names = frozenset()
             record = ManagerRecord(manager_id, msg.capacity, msg.mode,
                                    lambda request_id: conn.send(StartWorkerGroup(request_id)),
-                                   lambda group_id: conn.send(ShutdownWorkerGroup(group_id)), "native",
-                                   capability_names(msg.capabilities))
+                                   lambda group_id: conn.send(ShutdownWorkerGroup(group_id)), "native", names)
             refusal = self.managers.add(record)
             if refusal:
                 logger.warning("refused worker manager from %s: %s", conn.peer, refusal)

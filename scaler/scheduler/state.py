@@ -23,6 +23,7 @@ from ..protocol.codec import Message
 from ..protocol.messages import (FLAG_KEEP_RESULT, STATUS_CANCELLED, STATUS_MISSING_OBJECT, STATUS_OK,
                                  STATUS_OK_OBJECT, STATUS_REJECTED, STATUS_WORKER_DIED, ObjectDeleteOwner,
                                  SchedulerShutdown, TaskResult, WorkerTask, WorkerTaskCancel)
+from ..config.capabilities import parse_capabilities
 from .graph import GraphNode, validate
 from .ready_queue import ReadyQueue
 from .task import ON_WORKER, Task, TaskState
@@ -35,8 +36,11 @@ _NO_NEEDS: FrozenSet[str] = frozenset()
 
 
 def capability_names(text: str) -> FrozenSet[str]:
-    """The names in ``"linux,gpu=2"``: routing compares names only, as upstream does."""
-    return frozenset(name for name in (part.split("=", 1)[0].strip() for part in text.split(",")) if name)
+    """The names in ``"linux,gpu=2"`` (routing compares names only, as upstream does).
+
+    Raises CapabilitiesError (a ValueError) for text that is not valid.
+    """
+    return frozenset(parse_capabilities(text))
 
 
 class WorkerInfo:
@@ -133,7 +137,13 @@ class SchedulerState:
         if task_id in self.tasks:
             self.send(client_id, TaskResult(task_id, STATUS_WORKER_DIED, b"", "duplicate task id"))
             return
-        needs = capability_names(capabilities) if self.route_by_capability and capabilities else _NO_NEEDS
+        needs = _NO_NEEDS
+        if self.route_by_capability and capabilities:
+            try:
+                needs = capability_names(capabilities)
+            except ValueError as exc:
+                self.send(client_id, TaskResult(task_id, STATUS_REJECTED, b"", str(exc)))
+                return
         task = Task(task_id, client_id, flags, func_id, call, needs, priority)
         self.tasks[task_id] = task
         client.tasks[task_id] = None

@@ -1,19 +1,31 @@
-"""Starting, watching and reaping the framework's own processes.
+"""Starting, running, watching and reaping the framework's own processes.
 
 Children are started as ``python -m <this package>.<module>`` with the module path derived
 from ``__name__``, so a copy vendored as ``theirpkg._vendor.scaler`` starts its own
 modules. Each child gets the read end of a *lifeline* pipe whose write end only the parent
 holds: when the parent dies for any reason the pipe reads EOF and the child stops, so no
 process outlives the one that started it.
+
+Both halves live here, once each: the parent's (``spawn_component``: settings as JSON on
+the command line, the auth key in the environment) and the child's (``run_main``: parse,
+``start_component``, run, exit status; ``run_loop``: the event loop with its stop signals
+and lifeline).
 """
 
+import dataclasses
+import json
 import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
+
+from ..config.components import STREAM_PATHS
+
+if TYPE_CHECKING:  # the loader is imported only by run_main: processors never load it
+    from ..config.loader import Command, Loaded
 
 PACKAGE = __name__.rsplit(".", 2)[0]  # "scaler", or "theirpkg._vendor.scaler"
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -161,6 +173,22 @@ def spawn(name: str, submodule: str, args: Sequence[str], env: Optional[Dict[str
     return Child(name, popen, write_end)
 
 
+def spawn_component(name: str, submodule: str, config: Any, args: Sequence[str] = (), *,
+                    auth_key: Optional[str] = None, pass_fds: Sequence[int] = (), **options: Any) -> Child:
+    """Start a component with its config (a dataclass) as ``--config-json`` after ``args``.
+
+    The auth key (``auth_key``, else ``config.auth_key``) goes in the child's environment
+    (``SCALER_AUTH_KEY``), never on its command line, which every user of the machine can
+    read. ``options`` are :func:`spawn`'s (``stdout``, ``start_new_session``...).
+    """
+    key = auth_key or getattr(config, "auth_key", None)
+    if hasattr(config, "auth_key"):
+        config = dataclasses.replace(config, auth_key=None)
+    env = child_environment({AUTH_KEY_ENV: key} if key else None)
+    return spawn(name, submodule, [*args, "--config-json", json.dumps(dataclasses.asdict(config))], env=env,
+                 pass_fds=pass_fds, **options)
+
+
 def watch_lifeline(fd: Optional[int], on_parent_death: Callable[[], None]) -> None:
     """Call ``on_parent_death`` (from a daemon thread) when the parent's end of the lifeline closes."""
     if fd is None or fd < 0:
@@ -228,3 +256,68 @@ def setup_logging(level: str = "INFO", paths: Sequence[str] = ("/dev/stdout",),
 
 def auth_key_from_env() -> Optional[str]:
     return os.environ.get(AUTH_KEY_ENV) or None
+
+
+# --------------------------------------------------------------------------------------
+# the child's side: one skeleton for every component process
+
+
+def start_component(config: Any, name: str) -> None:
+    """Logging (creating log directories), the event-loop note, the auth key from the environment.
+
+    Until the component installs its own SIGINT/SIGTERM handlers, either signal makes the
+    process exit quietly with status 0 (instead of a KeyboardInterrupt traceback, or death
+    by SIGTERM while it is still starting).
+    """
+    def exit_quietly(_signum: int, _frame: Any) -> None:
+        raise SystemExit(0)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, exit_quietly)
+    if hasattr(config, "auth_key") and not config.auth_key:
+        config.auth_key = auth_key_from_env()
+    if not getattr(config, "logging_config_file", None):
+        for path in getattr(config, "logging_paths", ()):
+            if path not in STREAM_PATHS:
+                directory = os.path.dirname(os.path.abspath(path))
+                os.makedirs(directory, exist_ok=True)
+    setup_logging(config.logging_level, config.logging_paths, config.logging_config_file, name)
+    if getattr(config, "event_loop", "builtin") == "uvloop":
+        logger.warning("event_loop = uvloop: this build of scaler runs its own selectors-based event loop and does not "
+                       "use uvloop; carrying on with the builtin loop")
+
+
+def run_main(command: "Command", argv: Optional[Sequence[str]], name: str,
+             run: Callable[["Loaded"], Optional[int]]) -> int:
+    """The ``main`` of every component: parse the command line (a bad value exits with 2),
+    ``start_component``, then ``run(loaded)``; its result (None: 0) is the exit status."""
+    from ..config.loader import parse_or_exit
+
+    loaded = parse_or_exit(command, argv)
+    start_component(loaded.config, name)
+    return run(loaded) or 0
+
+
+def run_loop(loop: Any, stop: Callable[[], None], lifeline_fd: Optional[int] = None, *,
+             cleanup: Optional[Callable[[], None]] = None, hard_exit_after: Optional[float] = None) -> None:
+    """Run ``loop`` (an ``io.loop.EventLoop``) until it stops, then ``cleanup()`` and close it.
+
+    SIGINT, SIGTERM and the parent's death (the lifeline) call ``stop`` on the loop's
+    thread; ``stop`` ends the loop, at once or after a graceful goodbye. When the parent
+    dies, ``hard_exit_after`` seconds bound that goodbye: then the process exits anyway.
+    """
+    def parent_died() -> None:
+        if hard_exit_after is not None:
+            exit_soon_after(hard_exit_after)
+        loop.call_soon_threadsafe(stop)
+
+    on_stop_signals(lambda _signum: loop.call_soon_threadsafe(stop))
+    watch_lifeline(lifeline_fd, parent_died)
+    try:
+        loop.run()
+    finally:
+        try:
+            if cleanup is not None:
+                cleanup()
+        finally:
+            loop.close()

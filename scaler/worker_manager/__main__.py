@@ -16,7 +16,8 @@ import sys
 from typing import List, Optional, Sequence
 
 from ..config.commands import FIXED_NATIVE_ADAPTER, NATIVE_ADAPTER, WORKER_MANAGER_TYPES
-from ..config.loader import Command, parse_or_exit, start_component
+from ..config.loader import Command
+from ..utility.process import run_main
 from ..version import __version__
 
 PROG = "scaler_worker_manager"
@@ -80,10 +81,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def run(command: Command, argv: Optional[Sequence[str]]) -> int:
-    loaded = parse_or_exit(command, argv)
-    start_component(loaded.config, "worker manager")
     from . import run_worker_manager
-    return run_worker_manager(loaded.config, loaded.lifeline_fd) or 0
+    return run_main(command, argv, "worker manager",
+                    lambda loaded: run_worker_manager(loaded.config, loaded.lifeline_fd))
 
 
 def native_adapter_main(argv: Optional[List[str]] = None) -> int:

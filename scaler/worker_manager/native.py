@@ -9,7 +9,6 @@ reason. Either mode can also serve the webhook HTTP API (``webhook.py``).
 
 import collections
 import dataclasses
-import json
 import logging
 import os
 import signal
@@ -29,6 +28,8 @@ from ..protocol.messages import (ROLE_MANAGER, HeartbeatEcho, ManagerConnect, Ma
                                  SchedulerShutdown, ShutdownWorkerGroup, StartWorkerGroup, WorkerGroupStarted,
                                  WorkerGroupStopped)
 from ..utility import process as proc_util
+from .errors import GroupError, Refusal
+from .webhook import WebhookServer
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +37,6 @@ PRELOAD_FAILED_EXIT = 3  # a worker's exit code when its processor's preload fai
 WORKER_STOP_GRACE_SECONDS = 10.0
 RESTART_BACKOFF_SECONDS = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 60.0)
 RECONNECT_SECONDS = 1.0
-
-
-class GroupError(Exception):
-    """A start or shutdown request that cannot be honoured; ``status`` is the HTTP status for webhooks."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class _Group:
@@ -101,16 +94,13 @@ class NativeWorkerManager(Handler):
     def _worker_config(self, name: str) -> WorkerConfig:
         fields = {f.name for f in dataclasses.fields(WorkerConfig)}
         values = {k: v for k, v in dataclasses.asdict(self.config).items() if k in fields}
-        values.update(name=name, manager_id=self.manager_id, auth_key=None,
+        values.update(name=name, manager_id=self.manager_id, auth_key=self.auth_key,
                       scheduler_address=self.config.worker_scheduler_address or self.config.scheduler_address)
         return WorkerConfig(**values)
 
     def _start_group(self, group_id: Optional[str] = None) -> _Group:
         group_id = group_id or self._new_group_id()
-        config = self._worker_config(group_id)
-        env = proc_util.child_environment({proc_util.AUTH_KEY_ENV: self.auth_key} if self.auth_key else None)
-        child = proc_util.spawn("worker %s" % group_id, "worker", ["--config-json", json.dumps(dataclasses.asdict(config))],
-                                env=env)
+        child = proc_util.spawn_component("worker %s" % group_id, "worker", self._worker_config(group_id))
         group = _Group(group_id, child)
         self.groups[group_id] = group
         return group
@@ -118,25 +108,26 @@ class NativeWorkerManager(Handler):
     def start_group(self) -> _Group:
         """Start one group on request (scheduler or webhook); raise GroupError to refuse."""
         if self.fixed:
-            raise GroupError(405, "this is a fixed pool: it does not start worker groups on request")
+            raise GroupError(Refusal.FIXED_POOL, "this is a fixed pool: it does not start worker groups on request")
         if self.stopping:
-            raise GroupError(503, "the worker manager is stopping")
+            raise GroupError(Refusal.STOPPING, "the worker manager is stopping")
         if self.preload_failed:
-            raise GroupError(500, "workers of this manager fail their preload; not starting more")
+            raise GroupError(Refusal.PRELOAD_FAILED, "workers of this manager fail their preload; not starting more")
         if 0 <= self.capacity <= len(self.groups):
-            raise GroupError(429, "at capacity: %d of %d worker groups running" % (len(self.groups), self.capacity))
+            raise GroupError(Refusal.AT_CAPACITY, "at capacity: %d of %d worker groups running"
+                             % (len(self.groups), self.capacity))
         group = self._start_group()
         logger.info("started worker group %s (pid %d)", group.group_id, group.child.pid)
         return group
 
     def shutdown_group(self, group_id: str) -> None:
         if self.fixed:
-            raise GroupError(405, "this is a fixed pool: it does not shut down worker groups on request")
+            raise GroupError(Refusal.FIXED_POOL, "this is a fixed pool: it does not shut down worker groups on request")
         if not group_id:
-            raise GroupError(400, "no worker_group_id given")
+            raise GroupError(Refusal.BAD_REQUEST, "no worker_group_id given")
         group = self.groups.pop(group_id, None)
         if group is None:
-            raise GroupError(404, "unknown worker group %r" % group_id)
+            raise GroupError(Refusal.UNKNOWN_GROUP, "unknown worker group %r" % group_id)
         group.stopping_since = time.monotonic()
         group.child.send_signal(signal.SIGTERM)  # the worker says goodbye to the scheduler, then exits
         self.stopping_groups[group_id] = group
@@ -310,7 +301,7 @@ class NativeWorkerManager(Handler):
 
         self.loop.call_soon_threadsafe(run)
         if not done.wait(timeout):
-            raise GroupError(503, "the worker manager did not answer within %.0fs" % timeout)
+            raise GroupError(Refusal.NO_ANSWER, "the worker manager did not answer within %.0fs" % timeout)
         if box[1] is not None:
             raise box[1]
         return box[0]
@@ -321,25 +312,18 @@ def run_native_manager(config: WorkerManagerConfig, lifeline_fd: Optional[int] =
     loop = EventLoop()
     manager = NativeWorkerManager(loop, config, worker_names)
     if config.adapter_web_host or config.adapter_web_port:
-        from .webhook import WebhookServer
         manager.webhook = WebhookServer(config.adapter_web_host or "127.0.0.1", config.adapter_web_port or 8080,
                                         manager)
         logger.info("webhook API on http://%s:%d/", *manager.webhook.address)
 
-    def stop(_signum: int = 0) -> None:
-        loop.call_soon_threadsafe(lambda: manager.stop(0))
+    def cleanup() -> None:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        manager.shutdown()
 
     signal.signal(signal.SIGCHLD, lambda *_: loop.call_soon_threadsafe(manager._reap))
-    proc_util.on_stop_signals(stop)
-    proc_util.watch_lifeline(lifeline_fd, lambda: (proc_util.exit_soon_after(15.0), stop()))
     logger.info("worker manager %s (%s mode, %s) for %s", manager.manager_id, "fixed" if manager.fixed else "dynamic",
                 "%d workers" % config.max_task_concurrency if manager.fixed else
                 ("up to %d workers" % manager.capacity if manager.capacity >= 0 else "no worker limit"),
                 config.scheduler_address)
-    try:
-        loop.run()
-    finally:
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        manager.shutdown()
-        loop.close()
+    proc_util.run_loop(loop, lambda: manager.stop(0), lifeline_fd, cleanup=cleanup, hard_exit_after=15.0)
     return manager.exit_code

@@ -13,12 +13,26 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Tuple
 
+from ..config.capabilities import parse_capabilities
+from .errors import GroupError, Refusal
+
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+HTTP_STATUS = {  # the answer to a request the manager refuses (GroupError), by reason
+    Refusal.BAD_REQUEST: 400,
+    Refusal.UNKNOWN_GROUP: 404,
+    Refusal.FIXED_POOL: 405,
+    Refusal.AT_CAPACITY: 429,
+    Refusal.PRELOAD_FAILED: 500,
+    Refusal.STOPPING: 503,
+    Refusal.NO_ANSWER: 503,
+}
 
 
 class WebhookServer:
+    """Serves the API on its own threads for ``manager`` (a ``NativeWorkerManager``)."""
+
     def __init__(self, host: str, port: int, manager: Any) -> None:
         handler = type("Handler", (_Handler,), {"manager": manager})
         self.httpd = ThreadingHTTPServer((host, port), handler)
@@ -85,13 +99,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._act(str(body["action"]), body)
 
     def _act(self, action: str, body: Dict[str, Any]) -> None:
-        from .native import GroupError
         manager = self.manager
         try:
             if action == "get_worker_adapter_info":
                 status = manager.call_in_loop(manager.status)
                 self._reply(200, {"max_worker_groups": status["max_worker_groups"], "workers_per_group": 1,
-                                  "base_capabilities": _capabilities(manager.config.per_worker_capabilities),
+                                  "base_capabilities": parse_capabilities(manager.config.per_worker_capabilities),
                                   "worker_manager_id": status["worker_manager_id"], "mode": status["mode"]})
             elif action == "start_worker_group":
                 group = manager.call_in_loop(manager.start_group)
@@ -109,18 +122,7 @@ class _Handler(BaseHTTPRequestHandler):
                                   "valid_actions": ["get_worker_adapter_info", "start_worker_group",
                                                     "shutdown_worker_group"]})
         except GroupError as error:
-            self._reply(error.status, {"error": str(error)})
+            self._reply(HTTP_STATUS[error.kind], {"error": str(error)})
         except Exception as error:
             logger.exception("webhook action %s failed", action)
             self._reply(500, {"error": str(error)})
-
-
-def _capabilities(text: str) -> Dict[str, int]:
-    out: Dict[str, int] = {}
-    for item in filter(None, (part.strip() for part in (text or "").split(","))):
-        name, _, value = item.partition("=")
-        try:
-            out[name.strip()] = int(value) if value else -1
-        except ValueError:
-            out[name.strip()] = -1
-    return out

@@ -1,4 +1,9 @@
-"""The ``--policy-content`` string: parsed and validated here, before anything starts."""
+"""The scheduler's ``--policy-content`` grammar: parsed and validated here, before anything starts.
+
+It lives in ``config/`` because the command-line and TOML validation (``loader.py``) and
+``SchedulerClusterCombo`` check a policy before any process exists; the scheduler parses
+the checked string again when it starts.
+"""
 
 import dataclasses
 from typing import Dict
