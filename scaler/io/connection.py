@@ -16,8 +16,7 @@ import socket
 from typing import Any, Deque, List, Optional, Tuple
 
 from ..protocol.codec import FRAME_HEADER, Buffer, _nbytes, Message, ProtocolError, decode, encode_parts, frame_length
-from ..protocol.handshake import (HANDSHAKE_FRAME_LIMIT, AcceptorHandshake, ConnectorHandshake, HandshakeError)
-from ..protocol.messages import Rejected
+from ..protocol.handshake import HANDSHAKE_FRAME_LIMIT, AcceptorHandshake, ConnectorHandshake
 from .address import Address, connect_nonblocking, tune
 from .loop import EventLoop
 
@@ -66,13 +65,14 @@ class Connection:
         self._rbuf = bytearray()
         self._big: Optional[mmap.mmap] = None
         self._big_filled = 0
+        self._accepting = bool(allowed_roles)
         self._wbuf: Deque[Buffer] = collections.deque()
         self.write_backlog = 0
         self._events = selectors.EVENT_READ
         self._close_when_flushed = False
         self._timeout = None
+        self._handshake: Any = None
         if not handshake:
-            self._handshake: Any = None
             self._state = _OPEN
         elif allowed_roles:
             self._handshake = AcceptorHandshake(auth_key, allowed_roles)
@@ -85,8 +85,8 @@ class Connection:
         loop.add(sock, self._events, self._on_event)
         if self._handshake is not None:
             self._timeout = loop.call_later(HANDSHAKE_TIMEOUT_SECONDS, self._handshake_timed_out)
-            if isinstance(self._handshake, ConnectorHandshake) and self._state == _HANDSHAKE:
-                self._send_now(self._handshake.start())
+            if self._state == _HANDSHAKE:
+                self._start_handshake()
         elif self._state == _OPEN:
             self.opened = True
 
@@ -165,7 +165,7 @@ class Connection:
                 return
             self._state = _HANDSHAKE
             self._set_events(selectors.EVENT_READ)
-            self._send_now(self._handshake.start())
+            self._start_handshake()
             return
         if mask & selectors.EVENT_READ:
             self._read()
@@ -253,30 +253,21 @@ class Connection:
             return
         self._handshake_step(msg)
 
+    def _start_handshake(self) -> None:
+        first = self._handshake.start()
+        if first is not None:
+            self._send_now(first)
+
     def _handshake_step(self, msg: Message) -> None:
-        hs = self._handshake
-        if isinstance(hs, AcceptorHandshake):
-            reply, failure = hs.receive(msg)
-            if reply is not None:
-                self._send_now(reply)
-            if failure:
-                logger.warning("refused %s: %s", self.peer, failure)
-                self._fail(failure)
-                return
-            if hs.done:
-                self.peer_role = hs.role
-                self._open()
-            return
-        try:
-            reply = hs.receive(msg)
-        except HandshakeError as exc:
-            if not isinstance(msg, Rejected):
-                self._send_now(Rejected(str(exc)))
-            self._fail(str(exc))
-            return
-        if reply is not None:
-            self._send_now(reply)
-        if hs.done:
+        step = self._handshake.receive(msg)
+        if step.reply is not None:
+            self._send_now(step.reply)
+        if step.failure is not None:
+            if self._accepting:
+                logger.warning("refused %s: %s", self.peer, step.failure)
+            self._fail(step.failure)
+        elif step.done:
+            self.peer_role = self._handshake.role
             self._open()
 
     def _fail(self, reason: str) -> None:
