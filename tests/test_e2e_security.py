@@ -62,9 +62,10 @@ def raw_handshake(sock, key=None, role=ROLE_CLIENT):
     hs = ConnectorHandshake(role, key)
     sock.sendall(encode(hs.start()))
     while not hs.done:
-        reply = hs.receive(recv_message(sock))
-        if reply is not None:
-            sock.sendall(encode(reply))
+        step = hs.receive(recv_message(sock))
+        assert step.failure is None, step.failure
+        if step.reply is not None:
+            sock.sendall(encode(step.reply))
 
 
 def assert_dropped(sock, timeout=15.0):

@@ -1,23 +1,22 @@
 """A framed, non-blocking, authenticated connection driven by an :class:`EventLoop`.
 
-Reading: frames are reassembled from a read buffer; a frame length is checked against
-the limit before a byte of it is allocated (4 KiB until the handshake is done). Frames of
-1 MiB and more are received straight into a buffer of their own size (one copy).
+Reading: what the socket gives goes to a :class:`FrameReader` (``protocol/framing.py``),
+which checks each frame length against the limit (4 KiB until the handshake is done) before
+allocating; the rest of a big frame is received straight into the buffer it gives (one copy).
 Writing: frames are queued as lists of buffers and sent with ``sendmsg`` when the loop
 flushes, so big payloads are never concatenated and many small frames share a syscall.
 """
 
 import collections
 import logging
-import mmap
 import os
 import selectors
 import socket
 from typing import Any, Deque, List, Optional, Tuple
 
-from ..protocol.codec import FRAME_HEADER, Buffer, _nbytes, Message, ProtocolError, decode, encode_parts, frame_length
-from ..protocol.handshake import (HANDSHAKE_FRAME_LIMIT, AcceptorHandshake, ConnectorHandshake, HandshakeError)
-from ..protocol.messages import Rejected
+from ..protocol.codec import FRAME_HEADER, Buffer, _nbytes, Message, ProtocolError, decode, encode_parts
+from ..protocol.framing import BIG_FRAME, FrameReader
+from ..protocol.handshake import HANDSHAKE_FRAME_LIMIT, AcceptorHandshake, ConnectorHandshake
 from .address import Address, connect_nonblocking, tune
 from .loop import EventLoop
 
@@ -26,7 +25,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_FRAME_BYTES = 4 * 1024 ** 3  # 4 GiB; configurable per component
 HANDSHAKE_TIMEOUT_SECONDS = 10.0
 _READ_CHUNK = 256 * 1024
-_BIG_FRAME = 1024 * 1024
 _READ_BUDGET = 8 * 1024 * 1024  # bytes read per readiness event, so one sender cannot hog the loop
 _IOV_MAX = 512
 
@@ -63,16 +61,15 @@ class Connection:
         self.opened = False
         self.failure: Optional[str] = None  # why the handshake failed (wrong key, version...), if it did
         self._before_open: List[Message] = []  # sent before the handshake completed
-        self._rbuf = bytearray()
-        self._big: Optional[mmap.mmap] = None
-        self._big_filled = 0
+        self._reader = FrameReader(HANDSHAKE_FRAME_LIMIT if handshake else max_frame_bytes)
+        self._accepting = bool(allowed_roles)
         self._wbuf: Deque[Buffer] = collections.deque()
         self.write_backlog = 0
         self._events = selectors.EVENT_READ
         self._close_when_flushed = False
         self._timeout = None
+        self._handshake: Any = None
         if not handshake:
-            self._handshake: Any = None
             self._state = _OPEN
         elif allowed_roles:
             self._handshake = AcceptorHandshake(auth_key, allowed_roles)
@@ -85,8 +82,8 @@ class Connection:
         loop.add(sock, self._events, self._on_event)
         if self._handshake is not None:
             self._timeout = loop.call_later(HANDSHAKE_TIMEOUT_SECONDS, self._handshake_timed_out)
-            if isinstance(self._handshake, ConnectorHandshake) and self._state == _HANDSHAKE:
-                self._send_now(self._handshake.start())
+            if self._state == _HANDSHAKE:
+                self._start_handshake()
         elif self._state == _OPEN:
             self.opened = True
 
@@ -165,7 +162,7 @@ class Connection:
                 return
             self._state = _HANDSHAKE
             self._set_events(selectors.EVENT_READ)
-            self._send_now(self._handshake.start())
+            self._start_handshake()
             return
         if mask & selectors.EVENT_READ:
             self._read()
@@ -175,29 +172,24 @@ class Connection:
     def _read(self) -> None:
         budget = _READ_BUDGET
         sock = self.sock
+        reader = self._reader
         while budget > 0 and self._state != _CLOSED:
             try:
-                if self._big is not None:
-                    view = memoryview(self._big)[self._big_filled:]
-                    n = sock.recv_into(view, min(len(view), budget))
-                    view.release()
-                    if n:
-                        self._big_filled += n
-                        budget -= n
-                        if self._big_filled == len(self._big):
-                            frame, self._big = self._big, None
-                            self._deliver(frame)
-                        continue
+                big = reader.big_buffer()
+                if big is not None:
+                    n = sock.recv_into(big, min(len(big), budget))
+                    big.release()
+                    reader.big_received(n)
                 else:
                     data = sock.recv(_READ_CHUNK)
                     n = len(data)
-                    if n:
-                        budget -= n
-                        self._rbuf += data
-                        self._parse()
-                        if n < _READ_CHUNK:
-                            return
-                        continue
+                    reader.feed(data)
+                if n:
+                    budget -= n
+                    self._deliver_ready()
+                    if big is None and n < _READ_CHUNK:
+                        return
+                    continue
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -206,77 +198,41 @@ class Connection:
             self.close("connection closed by %s" % self.peer)
             return
 
-    def _parse(self) -> None:
-        buf = self._rbuf
-        pos = 0
-        limit = self.max_frame_bytes if self._state == _OPEN else HANDSHAKE_FRAME_LIMIT
+    def _deliver_ready(self) -> None:
+        reader = self._reader
         while self._state != _CLOSED:
-            available = len(buf) - pos
-            if available < 8:
-                break
             try:
-                length = frame_length(buf[pos:pos + 8], limit)
+                frame = reader.next_frame()
+                if frame is None:
+                    return
+                msg = decode(frame)
             except ProtocolError as exc:
                 self.close("protocol error from %s: %s" % (self.peer, exc))
                 return
-            if available - 8 >= length:
-                frame = buf[pos + 8:pos + 8 + length]
-                pos += 8 + length
-                self._deliver(frame)
-                limit = self.max_frame_bytes if self._state == _OPEN else HANDSHAKE_FRAME_LIMIT
-            elif length >= _BIG_FRAME:
-                # An anonymous mapping: pages are committed only as data arrives, so a header
-                # announcing gigabytes costs address space, not memory, until it is backed.
-                self._big = mmap.mmap(-1, length)
-                have = buf[pos + 8:]
-                self._big[:len(have)] = have
-                self._big_filled = len(have)
-                pos = len(buf)
-                break
-            else:
-                break
-        if self._state != _CLOSED:
-            del buf[:pos]
-
-    def _deliver(self, frame: bytearray) -> None:
-        try:
-            msg = decode(frame)
-        except ProtocolError as exc:
-            self.close("protocol error from %s: %s" % (self.peer, exc))
-            return
-        if self._state == _OPEN:
+            if self._state != _OPEN:
+                self._handshake_step(msg)
+                continue
             try:
                 self.handler.message_received(self, msg)
             except Exception:
                 logger.exception("error handling %s from %s", type(msg).__name__, self.peer)
                 self.close("internal error handling %s" % type(msg).__name__)
-            return
-        self._handshake_step(msg)
+
+    def _start_handshake(self) -> None:
+        first = self._handshake.start()
+        if first is not None:
+            self._send_now(first)
 
     def _handshake_step(self, msg: Message) -> None:
-        hs = self._handshake
-        if isinstance(hs, AcceptorHandshake):
-            reply, failure = hs.receive(msg)
-            if reply is not None:
-                self._send_now(reply)
-            if failure:
-                logger.warning("refused %s: %s", self.peer, failure)
-                self._fail(failure)
-                return
-            if hs.done:
-                self.peer_role = hs.role
-                self._open()
-            return
-        try:
-            reply = hs.receive(msg)
-        except HandshakeError as exc:
-            if not isinstance(msg, Rejected):
-                self._send_now(Rejected(str(exc)))
-            self._fail(str(exc))
-            return
-        if reply is not None:
-            self._send_now(reply)
-        if hs.done:
+        step = self._handshake.receive(msg)
+        if step.reply is not None:
+            self._send_now(step.reply)
+        if step.failure is not None:
+            if self._accepting:
+                logger.warning("refused %s: %s", self.peer, step.failure)
+            self._fail(step.failure)
+        elif step.done:
+            self.peer_role = self._handshake.role
             self._open()
 
     def _fail(self, reason: str) -> None:
@@ -288,6 +244,7 @@ class Connection:
     def _open(self) -> None:
         self._state = _OPEN
         self.opened = True
+        self._reader.limit = self.max_frame_bytes
         if self._timeout is not None:
             self._timeout.cancel()
         self.handler.connection_open(self)
@@ -312,8 +269,7 @@ class Connection:
             pass
         self._wbuf.clear()
         self._before_open = []
-        self._rbuf = bytearray()
-        self._big = None
+        self._reader.clear()
         self.handler.connection_closed(self, reason)
 
 
@@ -362,8 +318,15 @@ class BlockingChannel:
 
     def __init__(self, sock: socket.socket, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
         self.sock = sock
-        self.max_frame_bytes = max_frame_bytes
-        self._buf = bytearray()
+        self._reader = FrameReader(max_frame_bytes)
+
+    @property
+    def max_frame_bytes(self) -> int:
+        return self._reader.limit
+
+    @max_frame_bytes.setter
+    def max_frame_bytes(self, value: int) -> None:
+        self._reader.limit = value
 
     def send(self, msg: Message) -> None:
         parts = encode_parts(msg)
@@ -378,7 +341,7 @@ class BlockingChannel:
         small: List[Buffer] = []
         for msg in msgs:
             for part in encode_parts(msg):
-                if _nbytes(part) < _BIG_FRAME:
+                if _nbytes(part) < BIG_FRAME:
                     small.append(part)
                     continue
                 if small:
@@ -391,66 +354,44 @@ class BlockingChannel:
     def recv_ready(self) -> List[Message]:
         """The messages already complete in the socket buffer; never blocks.
 
-        Stops reading at an incomplete big frame: ``recv()`` then receives it straight
-        into a buffer of its own instead of growing this one.
+        Stops at an incomplete big frame: ``recv()`` then receives the rest of it straight
+        into its own buffer, blocking, rather than this loop polling for it.
         """
-        buf = self._buf
+        reader = self._reader
         out: List[Message] = []
-        pos = 0
         while True:
-            while len(buf) - pos >= 8:
-                length = frame_length(buf[pos:pos + 8], self.max_frame_bytes)
-                if len(buf) - pos - 8 < length:
-                    break
-                out.append(decode(buf[pos + 8:pos + 8 + length]))
-                pos += 8 + length
-            if len(buf) - pos >= 8 and frame_length(buf[pos:pos + 8], self.max_frame_bytes) >= _BIG_FRAME:
-                break
+            msg = reader.next_message()
+            if msg is not None:
+                out.append(msg)
+                continue
+            if reader.receiving_big:
+                return out
             try:
                 data = self.sock.recv(_READ_CHUNK, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
-                break
+                return out
             if not data:
-                break  # end of stream: the next recv() raises EOFError
-            del buf[:pos]
-            pos = 0
-            buf += data
-        del buf[:pos]
-        return out
+                return out  # end of stream: the next recv() raises EOFError
+            reader.feed(data)
 
     def recv(self) -> Message:
         """Block for one message; raise EOFError when the peer is gone."""
-        header = self._recv_exact(8)
-        length = frame_length(header, self.max_frame_bytes)
-        return decode(self._recv_exact(length))
-
-    def _recv_exact(self, n: int) -> bytearray:
-        buf = self._buf
-        if len(buf) >= n:
-            out = buf[:n]
-            del buf[:n]
-            return out
-        out = bytearray(n)
-        have = len(buf)
-        out[:have] = buf
-        buf.clear()
-        view = memoryview(out)
-        while have < n:
-            if n - have >= _READ_CHUNK:
-                got = self.sock.recv_into(view[have:])
+        reader = self._reader
+        while True:
+            msg = reader.next_message()
+            if msg is not None:
+                return msg
+            big = reader.big_buffer()
+            if big is not None:
+                n = self.sock.recv_into(big)
+                big.release()
+                reader.big_received(n)
             else:
-                data = self.sock.recv(max(_READ_CHUNK, n - have))
-                got = len(data)
-                take = min(got, n - have)
-                view[have:have + take] = data[:take]
-                if got > take:
-                    buf += data[take:]
-                got = take
-            if not got:
+                data = self.sock.recv(_READ_CHUNK)
+                n = len(data)
+                reader.feed(data)
+            if not n:
                 raise EOFError("channel closed")
-            have += got
-        view.release()
-        return out
 
 
 __all__ = ["Connection", "Listener", "Handler", "BlockingChannel", "FRAME_HEADER"]

@@ -244,11 +244,11 @@ def declared_messages() -> List[Type[Message]]:
     return [spec.cls for _, spec in sorted(_SPECS.items())]
 
 
-def frame_length(header: Buffer, limit: int) -> int:
+def frame_length(header: Buffer, limit: int, offset: int = 0) -> int:
     """Read a frame length prefix and check it against ``limit`` before anything is allocated."""
-    if len(header) < FRAME_HEADER.size:
+    if len(header) - offset < FRAME_HEADER.size:
         raise ProtocolError("frame header too short")
-    (length,) = FRAME_HEADER.unpack_from(header, 0)
+    (length,) = FRAME_HEADER.unpack_from(header, offset)
     if length > limit:
         raise ProtocolError("frame of %d bytes exceeds the limit of %d bytes" % (length, limit))
     if length == 0:

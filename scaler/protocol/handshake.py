@@ -11,12 +11,14 @@ With a shared key, ``proof_a = HMAC(key, "acceptor" + nonce_c + nonce_a)`` and
 key to the other, and neither proof can be replayed on another connection. A side with
 a key refuses a peer without one, so a key cannot be silently dropped. Until the acceptor
 has sent Accepted it decodes nothing but these frames, and they are size-capped.
+
+Both roles answer every frame with a :class:`Step`, so a connection drives either the same way.
 """
 
 import hashlib
 import hmac
 import os
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 from .codec import Message
 from .messages import (MAGIC, PROTOCOL_VERSION, ROLE_NAMES, Accepted, Hello, Proof, Rejected, Welcome)
@@ -27,6 +29,15 @@ NONCE_BYTES = 32
 
 class HandshakeError(Exception):
     """The peer could not be authenticated or speaks another protocol; the reason is user-facing."""
+
+
+class Step(NamedTuple):
+    """What one handshake frame leads to: a frame to send (a Rejected on failure, unless the
+    peer must get no answer), why the handshake failed, whether it is complete."""
+
+    reply: Optional[Message]
+    failure: Optional[str]
+    done: bool
 
 
 def _mac(key: bytes, label: bytes, *parts: bytes) -> bytes:
@@ -57,8 +68,16 @@ class ConnectorHandshake:
     def start(self) -> Message:
         return Hello(MAGIC, PROTOCOL_VERSION, self.role, self.nonce)
 
-    def receive(self, msg: Message) -> Optional[Message]:
-        """Return the frame to send next (or None); set ``done`` when accepted; raise on failure."""
+    def receive(self, msg: Message) -> Step:
+        """The Step ``msg`` leads to; on failure the reason goes back to the server as a Rejected."""
+        try:
+            reply = self._receive(msg)
+        except HandshakeError as exc:
+            reason = str(exc)
+            return Step(None if isinstance(msg, Rejected) else Rejected(reason), reason, False)
+        return Step(reply, None, self.done)
+
+    def _receive(self, msg: Message) -> Optional[Message]:
         if isinstance(msg, Rejected):
             raise HandshakeError("connection refused by the server: %s" % msg.reason)
         if isinstance(msg, Welcome) and not self.peer_nonce:
@@ -88,41 +107,47 @@ class ConnectorHandshake:
 
 
 class AcceptorHandshake:
-    """The listening side. Feed frames to ``receive``; it returns frames to send back."""
+    """The listening side. It speaks second: ``start()`` gives nothing; feed frames to ``receive``."""
 
     def __init__(self, auth_key: Optional[bytes], allowed_roles: Tuple[int, ...]) -> None:
         self.key = auth_key
         self.allowed_roles = allowed_roles
         self.nonce = os.urandom(NONCE_BYTES)
         self.peer_nonce = b""
-        self.role = 0
+        self.role = 0  # the peer's, once its Hello is accepted
         self.done = False
 
-    def receive(self, msg: Message) -> Tuple[Optional[Message], Optional[str]]:
-        """Return (reply, failure reason). On a failure the reply is a Rejected to send before closing."""
+    def start(self) -> Optional[Message]:
+        return None
+
+    def receive(self, msg: Message) -> Step:
+        """The Step ``msg`` leads to; a failure's reply is the Rejected to send before closing."""
         if isinstance(msg, Rejected):
-            return None, "the peer refused the handshake: %s" % msg.reason
+            return Step(None, "the peer refused the handshake: %s" % msg.reason, False)
         if isinstance(msg, Hello) and not self.peer_nonce:
             if msg.magic != MAGIC:
-                return None, "not a scaler peer (bad magic)"
+                return Step(None, "not a scaler peer (bad magic)", False)
             if msg.version != PROTOCOL_VERSION:
-                reason = "protocol version mismatch: peer speaks %d, server %d" % (msg.version, PROTOCOL_VERSION)
-                return Rejected(reason), reason
+                return _refuse("protocol version mismatch: peer speaks %d, server %d"
+                               % (msg.version, PROTOCOL_VERSION))
             if msg.role not in self.allowed_roles:
-                reason = "role %s is not served on this address" % ROLE_NAMES.get(msg.role, msg.role)
-                return Rejected(reason), reason
+                return _refuse("role %s is not served on this address" % ROLE_NAMES.get(msg.role, msg.role))
             if len(msg.nonce) != NONCE_BYTES:
-                return Rejected("malformed handshake"), "malformed handshake"
+                return _refuse("malformed handshake")
             self.peer_nonce = msg.nonce
             self.role = msg.role
             proof = _mac(self.key, b"acceptor", msg.nonce, self.nonce) if self.key is not None else b""
-            return Welcome(PROTOCOL_VERSION, self.key is not None, self.nonce, proof), None
+            return Step(Welcome(PROTOCOL_VERSION, self.key is not None, self.nonce, proof), None, False)
         if isinstance(msg, Proof) and self.peer_nonce and not self.done:
             if self.key is not None:
                 expected = _mac(self.key, b"connector", self.nonce, self.peer_nonce)
                 if not hmac.compare_digest(expected, msg.proof):
-                    reason = "authentication failed: wrong auth key"
-                    return Rejected(reason), reason
+                    return _refuse("authentication failed: wrong auth key")
             self.done = True
-            return Accepted(), None
-        return Rejected("unexpected message during handshake"), "unexpected %s during handshake" % type(msg).__name__
+            return Step(Accepted(), None, True)
+        return Step(Rejected("unexpected message during handshake"),
+                    "unexpected %s during handshake" % type(msg).__name__, False)
+
+
+def _refuse(reason: str) -> Step:
+    return Step(Rejected(reason), reason, False)
