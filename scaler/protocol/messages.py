@@ -9,7 +9,7 @@ import struct
 from .codec import declare
 
 MAGIC = 0x53434C52  # b"SCLR"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: GraphSubmit, WorkerGroupStopped.refusal, STATUS_REJECTED
 
 # Roles a peer announces in its Hello.
 ROLE_CLIENT = 1
@@ -98,7 +98,9 @@ StartWorkerGroup = declare(53, "StartWorkerGroup", [("request_id", "u64")])
 WorkerGroupStarted = declare(54, "WorkerGroupStarted", [("request_id", "u64"), ("ok", "bool"), ("group_id", "str"),
                                                         ("reason", "str")])
 ShutdownWorkerGroup = declare(55, "ShutdownWorkerGroup", [("group_id", "str")])
-WorkerGroupStopped = declare(56, "WorkerGroupStopped", [("group_id", "str"), ("ok", "bool"), ("reason", "str")])
+# refusal: why it was not stopped, as a worker_manager.errors.Refusal value ("" when ok).
+WorkerGroupStopped = declare(56, "WorkerGroupStopped", [("group_id", "str"), ("ok", "bool"), ("refusal", "str"),
+                                                        ("reason", "str")])
 
 # --- anyone <-> object storage ---
 ObjectPut = declare(30, "ObjectPut", [("object_id", "bytes"), ("owner_id", "bytes"), ("payload", "bytes")])

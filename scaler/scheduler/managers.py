@@ -88,12 +88,13 @@ class ManagerTable:
             record.refused_at = time.monotonic()
             logger.warning("worker manager %s refused to start a worker group: %s", manager_id, reason)
 
-    def group_stopped(self, manager_id: str, group_id: str, ok: bool, reason: str) -> None:
+    def group_stopped(self, manager_id: str, group_id: str, ok: bool, unknown: bool, reason: str) -> None:
+        """``unknown``: the manager has no such group (any more): it is gone either way."""
         record = self.managers.get(manager_id)
         if record is None:
             return
         record.stopping.pop(group_id, None)
-        if ok or "unknown" in reason:
+        if ok or unknown:
             record.groups.pop(group_id, None)
             logger.info("worker manager %s shut down worker group %s", manager_id, group_id)
         else:

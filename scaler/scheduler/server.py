@@ -25,9 +25,10 @@ from ..protocol.messages import (ROLE_CLIENT, ROLE_MANAGER, ROLE_SCHEDULER, ROLE
                                  ClientDisconnect, Heartbeat, HeartbeatEcho, ObjectDelete, ObjectDeleteOwner,
                                  SchedulerShutdown, ShutdownRefused, TaskCancel, TaskResult, TaskSubmit, WorkerConnect,
                                  WorkerConnectReply, WorkerDisconnect, WorkerHeartbeat)
+from ..config.policy import parse_policy
+from ..worker_manager.errors import Refusal
 from .graph import unpack_indices
 from .managers import ManagerRecord, ManagerTable
-from ..config.policy import parse_policy
 from .state import SchedulerState, WorkerInfo, capability_names
 from .webhook_client import RETRY_SECONDS, WebhookWorker
 
@@ -184,7 +185,8 @@ class SchedulerServer(Handler):
             elif kind is WorkerGroupStarted:
                 self.managers.group_started(peer.manager_id, msg.request_id, msg.ok, msg.group_id, msg.reason)
             elif kind is WorkerGroupStopped:
-                self.managers.group_stopped(peer.manager_id, msg.group_id, msg.ok, msg.reason)
+                self.managers.group_stopped(peer.manager_id, msg.group_id, msg.ok,
+                                            msg.refusal == Refusal.UNKNOWN_GROUP.value, msg.reason)
             else:
                 conn.close("unexpected %s from a worker manager" % kind.__name__)
         else:
@@ -310,9 +312,7 @@ class SchedulerServer(Handler):
     def _webhook_stop(self, url: str, manager_id: str, group_id: str) -> None:
         def answered(status: int, reply: dict) -> None:
             reason = str(reply.get("error") or reply.get("status") or "HTTP %d" % status)
-            if status == 404:
-                reason = "unknown group: " + reason
-            self.managers.group_stopped(manager_id, group_id, status == 200, reason)
+            self.managers.group_stopped(manager_id, group_id, status == 200, status == 404, reason)
 
         self.webhooks.request(url, {"action": "shutdown_worker_group", "worker_group_id": group_id}, answered)
 

@@ -160,7 +160,7 @@ class NativeWorkerManager(Handler):
             else:
                 logger.warning("worker %s exited with code %d", group_id, code)
             if self.registered and not self.fixed:
-                self.conn.send(WorkerGroupStopped(group_id, True, "worker exited with code %d" % code))
+                self.conn.send(WorkerGroupStopped(group_id, True, "", "worker exited with code %d" % code))
             if self.fixed and self.config.restart_workers and code != PRELOAD_FAILED_EXIT and not self.preload_failed:
                 delay = RESTART_BACKOFF_SECONDS[min(group.restarts, len(RESTART_BACKOFF_SECONDS) - 1)]
                 if now - group.started_at > 60.0:
@@ -210,9 +210,9 @@ class NativeWorkerManager(Handler):
         elif kind is ShutdownWorkerGroup:
             try:
                 self.shutdown_group(msg.group_id)
-                conn.send(WorkerGroupStopped(msg.group_id, True, ""))
+                conn.send(WorkerGroupStopped(msg.group_id, True, "", ""))
             except GroupError as error:
-                conn.send(WorkerGroupStopped(msg.group_id, False, str(error)))
+                conn.send(WorkerGroupStopped(msg.group_id, False, error.kind.value, str(error)))
         elif kind is HeartbeatEcho:
             pass
         elif kind is ManagerConnectReply:
