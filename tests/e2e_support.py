@@ -242,24 +242,10 @@ class Announcements:
 # --- ports ----------------------------------------------------------------------------------
 
 def free_port_pair(host: str = "127.0.0.1") -> int:
-    """A port P such that P and P + 1 were both free a moment ago (scheduler + object storage)."""
-    for _ in range(200):
-        first = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        second = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            first.bind((host, 0))
-            port = first.getsockname()[1]
-            if port >= 65535:
-                continue
-            try:
-                second.bind((host, port + 1))
-            except OSError:
-                continue
-            return port
-        finally:
-            first.close()
-            second.close()
-    raise RuntimeError("no pair of consecutive free ports found")
+    """A port P such that P .. P + 2 were free a moment ago (scheduler, object storage, monitor)."""
+    from scaler.io.address import free_tcp_port
+
+    return free_tcp_port(host, count=3)
 
 
 # --- subprocesses ---------------------------------------------------------------------------

@@ -30,7 +30,7 @@ class Fresh:
 
 
 def _free_address():
-    return "tcp://127.0.0.1:%d" % free_tcp_port()
+    return "tcp://127.0.0.1:%d" % free_tcp_port(count=3)
 
 
 SAME = object()  # the expected value is the parameter's value

@@ -147,7 +147,7 @@ def test_scheduler_and_cluster_classes_start_and_stop_their_processes():
     from scaler import Cluster, Scheduler
     from scaler.io.address import free_tcp_port
 
-    address = "tcp://127.0.0.1:%d" % free_tcp_port()
+    address = "tcp://127.0.0.1:%d" % free_tcp_port(count=3)
     scheduler = Scheduler(address=address, logging_level="WARNING")
     cluster = Cluster(address, n_workers=2, logging_level="WARNING")
     scheduler.start()

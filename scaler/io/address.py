@@ -2,7 +2,9 @@
 
 import dataclasses
 import os
+import random
 import socket
+from typing import Tuple
 
 SCHEMES = ("tcp", "ipc")
 
@@ -129,11 +131,37 @@ def connectable_host(address: Address) -> Address:
     return address
 
 
-def free_tcp_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (for tests and combos that pick their own)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def _ephemeral_range() -> Tuple[int, int]:
     try:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-    finally:
-        sock.close()
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(part) for part in f.read().split())
+            return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_tcp_port(host: str = "127.0.0.1", count: int = 1) -> int:
+    """A port P such that P .. P + count - 1 were all free a moment ago.
+
+    Chosen below the kernel's ephemeral range: a port the kernel hands out for outgoing
+    connections could be taken by any client between this check and the listener's bind
+    (the scheduler also listens on P + 1 for its object storage server).
+    """
+    low, _ = _ephemeral_range()
+    top = low - count if low > 20000 + count else 65535 - count
+    bottom = 20000 if top > 21000 else 1024
+    for _ in range(500):
+        port = random.randint(bottom, top)
+        socks = []
+        try:
+            for offset in range(count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(sock)
+                sock.bind((host, port + offset))
+            return port
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError("no run of %d free ports found on %s" % (count, host))
