@@ -292,7 +292,7 @@ def test_bad_task_fails_alone_and_the_worker_survives(make_combo, case):
         else:  # a well-formed frame of another message type where a Call belongs
             call = encode(Call(b"", b"", [], []))[8:][:1] + b"\0" * 40
         task_id = b"T" * 16
-        sock.sendall(encode(TaskSubmit(task_id, 0, b"\0" * 32, call, "")))
+        sock.sendall(encode(TaskSubmit(task_id, 0, b"\0" * 32, call, "", 0)))
         result = await_result(sock, task_id)
         assert result.status != STATUS_OK
         assert result.detail, "a failure must say why"

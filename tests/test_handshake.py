@@ -284,7 +284,7 @@ def test_malformed_nonce(nonce):
 
 # --- unexpected messages ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("first", [Heartbeat(1.0), TaskSubmit(b"t", 0, b"f", b"c", ""), Proof(b""), Accepted(),
+@pytest.mark.parametrize("first", [Heartbeat(1.0), TaskSubmit(b"t", 0, b"f", b"c", "", 0), Proof(b""), Accepted(),
                                    Welcome(PROTOCOL_VERSION, False, b"a" * NONCE_BYTES, b"")])
 def test_acceptor_fails_on_non_handshake_message_first(first):
     a = AcceptorHandshake(None, ALL_ROLES)
@@ -294,7 +294,7 @@ def test_acceptor_fails_on_non_handshake_message_first(first):
     assert not a.done
 
 
-@pytest.mark.parametrize("second", [Heartbeat(1.0), hello(), TaskSubmit(b"t", 0, b"f", b"c", "")])
+@pytest.mark.parametrize("second", [Heartbeat(1.0), hello(), TaskSubmit(b"t", 0, b"f", b"c", "", 0)])
 def test_acceptor_fails_on_unexpected_message_after_hello(second):
     a = AcceptorHandshake(None, ALL_ROLES)
     a.receive(wire(hello()))

@@ -378,3 +378,63 @@ def test_balancing_moves_a_routed_task_only_to_an_idle_worker_that_can_run_it():
     assert h.state.balance() == 0
     h.state.worker_connected(WorkerInfo(b"gpu2", "gpu2", 1000, "gpu", 1, "", h.now))
     assert h.state.balance() == 2
+
+
+# --- priorities and nested tasks ---
+
+def test_tasks_reach_the_worker_with_their_priority():
+    h = Harness()
+    h.state.client_connected(b"c", h.now)
+    h.worker("a")
+    h.state.task_submitted(b"c", b"t", 0, b"f", b"call", "", -7)
+    h.state.dispatch()
+    assert [m.priority for _, m in h.take(WorkerTask)] == [-7]
+
+
+def test_a_full_worker_still_takes_a_task_that_outranks_everything_it_holds():
+    """A parent waiting for its child must not hold the only slot the child could use."""
+    h = Harness()
+    h.state.client_connected(b"c", h.now)
+    w = h.worker("a", queue_size=1)
+    h.state.task_submitted(b"c", b"parent", 0, b"f", b"call", "", 0)
+    h.state.task_submitted(b"c", b"sibling", 0, b"f", b"call", "", 0)
+    assert h.state.dispatch() == 1
+    h.take()
+    h.state.task_submitted(b"c", b"child", 0, b"f", b"call", "", 1)
+    h.state.task_submitted(b"c", b"child2", 0, b"f", b"call", "", 1)
+    assert h.state.dispatch() == 1  # the first child only: its sibling does not outrank it
+    assert [m.task_id for _, m in h.take(WorkerTask)] == [b"child"]
+    h.state.task_submitted(b"c", b"grandchild", 0, b"f", b"call", "", 2)
+    assert h.state.dispatch() == 1
+    assert list(h.state.workers[w].tasks) == [b"parent", b"child", b"grandchild"]
+    assert [m.task_id for _, m in h.take(WorkerTask)] == [b"grandchild"]
+    h.state.check_invariants()
+    h.state.task_result(w, TaskResult(b"grandchild", STATUS_OK, b"", ""))
+    h.state.task_result(w, TaskResult(b"child", STATUS_OK, b"", ""))
+    assert h.state.dispatch() == 1  # child2 now outranks the parent
+    assert [m.task_id for _, m in h.take(WorkerTask)] == [b"child2"]
+    assert [t.task_id for t in h.state.queue] == [b"sibling"]
+
+
+def test_an_outranking_task_goes_to_the_full_worker_holding_fewest_tasks_and_never_to_a_draining_one():
+    h = Harness()
+    h.state.client_connected(b"c", h.now)
+    a, b, c = h.worker("a", queue_size=2), h.worker("b", queue_size=1), h.worker("c", queue_size=1)
+    for i in range(4):
+        h.state.task_submitted(b"c", b"p%d" % i, 0, b"f", b"call", "", 0)
+    h.state.dispatch()
+    h.take()
+    h.state.set_draining(c, True)
+    h.state.task_submitted(b"c", b"child", 0, b"f", b"call", "", 5)
+    assert h.state.dispatch() == 1
+    assert h.take(WorkerTask)[0][0] == b
+
+
+def test_equal_priorities_never_exceed_a_workers_slots():
+    h = Harness()
+    h.state.client_connected(b"c", h.now)
+    w = h.worker("a", queue_size=2)
+    for i in range(5):
+        h.state.task_submitted(b"c", b"t%d" % i, 0, b"f", b"call", "", 3)
+    assert h.state.dispatch() == 2
+    assert len(h.state.workers[w].tasks) == 2

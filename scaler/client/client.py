@@ -16,6 +16,7 @@ from ..protocol.handshake import normalize_key
 from ..protocol.messages import (ARG_INLINE, ARG_OBJECT, ARG_PACKED_TEMP, ARG_TEMP, FLAG_NEEDS_OBJECTS,
                                  FLAG_PROFILE, Call, TaskSubmit, packed_call)
 from ..utility.exceptions import ClientQuitException, MissingObjects
+from ..utility import task_context
 from ..utility.process import AUTH_KEY_ENV
 from .agent import ClientAgent, Waiter
 from .future import ScalerFuture
@@ -92,31 +93,41 @@ class Client:
         return self.submit_verbose(fn, args, kwargs)
 
     def submit_verbose(self, fn: Callable[..., Any], args: Tuple[Any, ...], kwargs: Dict[str, Any],
-                       capabilities: Optional[Dict[str, int]] = None, reserialize: bool = False) -> ScalerFuture:
+                       capabilities: Optional[Dict[str, int]] = None, reserialize: bool = False,
+                       priority: Optional[int] = None) -> ScalerFuture:
+        """``submit`` with explicit ``args``/``kwargs`` and per-task controls.
+
+        ``priority``: higher runs first; equal priorities run in submission order. Default 0,
+        or inside a task its own priority + 1 (so nested tasks run before queued top-level ones).
+        """
         self._check_open()
         if not callable(fn):
             raise TypeError("fn must be callable, got %r" % (fn,))
         func_id = self._function_id(fn)
         batch, puts, needs = [], [], self._base_needs(func_id)
-        future = self._task(func_id, tuple(args), dict(kwargs), _capabilities(capabilities), batch, puts, needs)
+        future = self._task(func_id, tuple(args), dict(kwargs), _capabilities(capabilities), batch, puts, needs,
+                            _priority(priority))
         self._send(batch, puts, needs)
         return future
 
     def map_futures(self, fn: Callable[..., Any], *iterables: Iterable[Any],
-                    capabilities: Optional[Dict[str, int]] = None) -> List[ScalerFuture]:
+                    capabilities: Optional[Dict[str, int]] = None, priority: Optional[int] = None
+                    ) -> List[ScalerFuture]:
         """Like ``map`` but returns at once with one future per call (in order)."""
         if not iterables:
             raise TypeError("map() needs at least one iterable")
-        return self.starmap_futures(fn, zip(*iterables), capabilities=capabilities)
+        return self.starmap_futures(fn, zip(*iterables), capabilities=capabilities, priority=priority)
 
     def starmap_futures(self, fn: Callable[..., Any], iterable: Iterable[Any],
-                        capabilities: Optional[Dict[str, int]] = None) -> List[ScalerFuture]:
+                        capabilities: Optional[Dict[str, int]] = None, priority: Optional[int] = None
+                        ) -> List[ScalerFuture]:
         """``fn(*args)`` for each ``args`` of ``iterable``; returns the futures at once."""
         self._check_open()
         if not callable(fn):
             raise TypeError("fn must be callable, got %r" % (fn,))
         func_id = self._function_id(fn)
         caps = _capabilities(capabilities)
+        rank = _priority(priority)
         futures: List[ScalerFuture] = []
         batch: List[Any] = []
         puts: List[Tuple[bytes, Any]] = []
@@ -124,7 +135,7 @@ class Client:
         for args in iterable:
             if not isinstance(args, (tuple, list)):
                 raise TypeError("starmap items must be tuples or lists of arguments, got %r" % type(args).__name__)
-            futures.append(self._task(func_id, tuple(args), {}, caps, batch, puts, needs))
+            futures.append(self._task(func_id, tuple(args), {}, caps, batch, puts, needs, rank))
             if len(batch) >= SUBMIT_BATCH:
                 self._send(batch, puts, needs)
                 batch, puts, needs = [], [], self._base_needs(func_id)
@@ -133,14 +144,14 @@ class Client:
         return futures
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], capabilities: Optional[Dict[str, int]] = None,
-            reserialize: bool = False) -> List[Any]:
+            reserialize: bool = False, priority: Optional[int] = None) -> List[Any]:
         """``[fn(*args) for args in zip(*iterables)]`` on the cluster; blocks, returns the results."""
-        return _results(self.map_futures(fn, *iterables, capabilities=capabilities))
+        return _results(self.map_futures(fn, *iterables, capabilities=capabilities, priority=priority))
 
     def starmap(self, fn: Callable[..., Any], iterable: Iterable[Any], capabilities: Optional[Dict[str, int]] = None,
-                reserialize: bool = False) -> List[Any]:
+                reserialize: bool = False, priority: Optional[int] = None) -> List[Any]:
         """``[fn(*args) for args in iterable]`` on the cluster; blocks, returns the results."""
-        return _results(self.starmap_futures(fn, iterable, capabilities=capabilities))
+        return _results(self.starmap_futures(fn, iterable, capabilities=capabilities, priority=priority))
 
     # --- objects ---
     def send_object(self, obj: Any, name: Optional[str] = None) -> ObjectReference:
@@ -253,7 +264,7 @@ class Client:
         return [func_id, self._serializer_id] if self._serializer_id else [func_id]
 
     def _task(self, func_id: bytes, args: Tuple[Any, ...], kwargs: Dict[str, Any], capabilities: str,
-              batch: List[Any], puts: List[Tuple[bytes, Any]], needs: List[bytes]) -> ScalerFuture:
+              batch: List[Any], puts: List[Tuple[bytes, Any]], needs: List[bytes], priority: int) -> ScalerFuture:
         serialize = self._serializer.serialize
         temp: List[bytes] = []
         has_refs = any(type(a) is ObjectReference for a in args) or any(
@@ -265,7 +276,7 @@ class Client:
                 call = packed_call(self._serializer_id, blob)
                 task_id = self._task_prefix + _COUNTER.pack(next(self._task_ids))
                 future = ScalerFuture(task_id, self._cancel_task)
-                batch.append((future, TaskSubmit(task_id, flags, func_id, call, capabilities)))
+                batch.append((future, TaskSubmit(task_id, flags, func_id, call, capabilities, priority)))
                 return future
             else:
                 object_id = self._object_id(uuid.uuid4().bytes)
@@ -304,7 +315,7 @@ class Client:
         future = ScalerFuture(task_id, self._cancel_task)
         if temp:
             future._temp_objects = tuple(temp)
-        batch.append((future, TaskSubmit(task_id, flags, func_id, call, capabilities)))
+        batch.append((future, TaskSubmit(task_id, flags, func_id, call, capabilities, priority)))
         return future
 
     def _send(self, batch: List[Any], puts: List[Tuple[bytes, Any]], needs: List[bytes]) -> None:
@@ -352,6 +363,16 @@ def _results(futures: List[ScalerFuture]) -> List[Any]:
         for future in futures:
             future.cancel()
         raise
+
+
+def _priority(priority: Optional[int]) -> int:
+    if priority is None:
+        return task_context.nested_priority()
+    if type(priority) is not int:  # bool is an int subclass, and a mistake here
+        raise TypeError("priority must be an int, got %r" % (priority,))
+    if not -2 ** 63 <= priority < 2 ** 63:
+        raise ValueError("priority %d is out of range (a signed 64-bit integer)" % priority)
+    return priority
 
 
 def _capabilities(capabilities: Optional[Dict[str, int]]) -> str:

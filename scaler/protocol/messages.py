@@ -5,11 +5,12 @@ object storage server: only clients and workers (de)serialise them.
 """
 
 import struct
+from typing import List, Sequence
 
 from .codec import declare
 
 MAGIC = 0x53434C52  # b"SCLR"
-PROTOCOL_VERSION = 2  # 2: GraphSubmit, WorkerGroupStopped.refusal, STATUS_REJECTED
+PROTOCOL_VERSION = 3  # 2: GraphSubmit, WorkerGroupStopped.refusal, STATUS_REJECTED; 3: task priorities
 
 # Roles a peer announces in its Hello.
 ROLE_CLIENT = 1
@@ -60,7 +61,7 @@ ClientConnectReply = declare(11, "ClientConnectReply", [("object_storage_address
 Heartbeat = declare(12, "Heartbeat", [("sent_at", "f64")])
 HeartbeatEcho = declare(13, "HeartbeatEcho", [("sent_at", "f64")])
 TaskSubmit = declare(14, "TaskSubmit", [("task_id", "bytes"), ("flags", "u8"), ("func_id", "bytes"),
-                                        ("call", "bytes"), ("capabilities", "str")])
+                                        ("call", "bytes"), ("capabilities", "str"), ("priority", "i64")])
 TaskCancel = declare(15, "TaskCancel", [("task_id", "bytes")])
 # A whole task graph in one frame. Per node: its id, flags byte, function, call, the
 # indices (packed little-endian u32) of the nodes whose results it takes, and whether the
@@ -68,6 +69,20 @@ TaskCancel = declare(15, "TaskCancel", [("task_id", "bytes")])
 GraphSubmit = declare(26, "GraphSubmit", [("task_ids", "bytes_list"), ("flags", "bytes"), ("func_ids", "bytes_list"),
                                           ("calls", "bytes_list"), ("deps", "bytes_list"), ("requested", "bytes"),
                                           ("priority", "i64")])
+_INDEX = struct.Struct("<I")
+
+
+def pack_indices(indices: Sequence[int]) -> bytes:
+    """GraphSubmit's per-node dependency list: little-endian u32 node indices."""
+    return b"".join(_INDEX.pack(i) for i in indices)
+
+
+def unpack_indices(blob: bytes) -> List[int]:
+    if len(blob) % _INDEX.size:
+        raise ValueError("malformed dependency list")
+    return [i for (i,) in _INDEX.iter_unpack(blob)]
+
+
 TaskResult = declare(16, "TaskResult", [("task_id", "bytes"), ("status", "u8"), ("payload", "bytes"),
                                         ("detail", "str")])
 ClientDisconnect = declare(17, "ClientDisconnect", [("shutdown", "bool")])
@@ -81,7 +96,7 @@ WorkerConnectReply = declare(21, "WorkerConnectReply", [("object_storage_address
 WorkerHeartbeat = declare(22, "WorkerHeartbeat", [("sent_at", "f64"), ("queued", "u32"), ("rss", "u64"),
                                                   ("cpu", "f64")])
 WorkerTask = declare(23, "WorkerTask", [("task_id", "bytes"), ("client_id", "bytes"), ("flags", "u8"),
-                                        ("func_id", "bytes"), ("call", "bytes")])
+                                        ("func_id", "bytes"), ("call", "bytes"), ("priority", "i64")])
 # force: also stop it if running (restarts the processor); otherwise only take it back if not started.
 WorkerTaskCancel = declare(24, "WorkerTaskCancel", [("task_id", "bytes"), ("force", "bool")])
 WorkerDisconnect = declare(25, "WorkerDisconnect", [("reason", "str")])

@@ -7,10 +7,9 @@ workers running its dependents fetch it. Results go back to the client only for 
 it asked for, and an intermediate is freed as soon as no unfinished node needs it.
 """
 
-import struct
 from typing import List, Optional, Sequence
 
-_INDEX = struct.Struct("<I")
+from ..protocol.messages import pack_indices, unpack_indices  # noqa: F401  (re-exported)
 
 
 class GraphNode:
@@ -26,16 +25,6 @@ class GraphNode:
         self.requested = requested  # the client wants this result
         self.held_result: Optional[object] = None  # a requested result kept back while dependents read it
         self.result_id: Optional[bytes] = None  # the stored result, once finished
-
-
-def pack_indices(indices: Sequence[int]) -> bytes:
-    return b"".join(_INDEX.pack(i) for i in indices)
-
-
-def unpack_indices(blob: bytes) -> List[int]:
-    if len(blob) % _INDEX.size:
-        raise ValueError("malformed dependency list")
-    return [i for (i,) in _INDEX.iter_unpack(blob)]
 
 
 def validate(task_ids: Sequence[bytes], deps: Sequence[Sequence[int]], known: object) -> Optional[str]:

@@ -38,6 +38,19 @@ class ReadyQueue:
             self._order.pop(0)
         return None
 
+    def peek(self) -> Optional[Task]:
+        """The task :meth:`pop` would return, left in the queue."""
+        while self._order:
+            key = self._order[0]
+            level = self._levels[key]
+            while level:
+                if level[0].state is TaskState.QUEUED:
+                    return level[0]
+                level.popleft()
+            del self._levels[key]
+            self._order.pop(0)
+        return None
+
     def _level(self, priority: int) -> Deque[Task]:
         level = self._levels.get(-priority)
         if level is None:

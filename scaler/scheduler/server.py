@@ -151,7 +151,8 @@ class SchedulerServer(Handler):
             client_id = peer.peer_id
             self.state.client_seen(client_id, now)
             if kind is TaskSubmit:
-                self.state.task_submitted(client_id, msg.task_id, msg.flags, msg.func_id, msg.call, msg.capabilities)
+                self.state.task_submitted(client_id, msg.task_id, msg.flags, msg.func_id, msg.call, msg.capabilities,
+                                          msg.priority)
                 self._schedule_dispatch()
             elif kind is GraphSubmit:
                 self._graph_submitted(client_id, msg)

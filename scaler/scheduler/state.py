@@ -391,10 +391,12 @@ class SchedulerState:
                 continue
             self._missing_reported.discard(needs)
             assigned += self._assign(queue, able)
+            assigned += self._assign_above(queue, able)
             if not queue:
                 del self.routed[needs]
         if self.queue:
             assigned += self._assign(self.queue, self.workers.values())
+            assigned += self._assign_above(self.queue, self.workers.values())
         return assigned
 
     def _assign(self, queue: ReadyQueue, workers: Iterable[WorkerInfo]) -> int:
@@ -414,12 +416,50 @@ class SchedulerState:
             task.worker_id = worker.worker_id
             worker.tasks[task.task_id] = None
             worker.idle_since = None
-            send(worker.worker_id, WorkerTask(task.task_id, task.client_id, task.flags, task.func_id, task.call))
+            send(worker.worker_id, WorkerTask(task.task_id, task.client_id, task.flags, task.func_id, task.call,
+                                              task.priority))
             assigned += 1
             if worker.free_slots > 0:
                 heapq.heapreplace(heap, (load + 1, index, worker))
             else:
                 heapq.heappop(heap)
+        return assigned
+
+    def _assign_above(self, queue: ReadyQueue, workers: Iterable[WorkerInfo]) -> int:
+        """Past a full worker's slots: a task that outranks every task the worker holds.
+
+        A parent blocked on its children must not hold the only slots they could run in: a
+        child (priority parent + 1) may always go to a worker whose tasks all rank lower, and
+        that worker runs it at once on another processor (docs/architecture.rst, "Nested
+        tasks"). Each such extra task ranks strictly above the worker's others, so the extras
+        on one worker are bounded by the number of priority levels, i.e. the nesting depth.
+        """
+        assigned = 0
+        tasks = self.tasks
+        full = [w for w in workers if not w.draining and w.free_slots <= 0]
+        while full:
+            task = queue.peek()
+            if task is None:
+                break
+            priority = task.priority
+            best = None
+            for worker in full:
+                for task_id in worker.tasks:
+                    if tasks[task_id].priority >= priority:
+                        break
+                else:
+                    if best is None or len(worker.tasks) < len(best.tasks):
+                        best = worker
+            if best is None:
+                break
+            queue.pop()
+            task.move(_S.ASSIGNED)
+            task.worker_id = best.worker_id
+            best.tasks[task.task_id] = None
+            best.idle_since = None
+            self.send(best.worker_id, WorkerTask(task.task_id, task.client_id, task.flags, task.func_id, task.call,
+                                                 priority))
+            assigned += 1
         return assigned
 
     def waiting_for_capabilities(self) -> Dict[FrozenSet[str], int]:
@@ -494,6 +534,9 @@ class SchedulerState:
             for task_id in worker.tasks:
                 assert task_id not in on_workers, "task %r on two workers" % task_id
                 on_workers[task_id] = worker.worker_id
+            levels = {self.tasks[task_id].priority for task_id in worker.tasks if task_id in self.tasks}
+            assert len(worker.tasks) <= worker.queue_size + max(0, len(levels) - 1), \
+                "worker %r holds more tasks than its slots and its priority levels allow" % worker.name
         for task_id, task in self.tasks.items():
             assert task.state is not _S.DONE, "a DONE task is still held"
             assert (task_id in queued_set) == (task.state is _S.QUEUED), "%r queued iff QUEUED" % task
