@@ -324,8 +324,10 @@ class ClientAgent(Handler):
         if future._temp_objects:
             self.delete_objects(list(future._temp_objects))
         if status == STATUS_OK:
+            future._profile = msg.detail  # a ProfileResult's text when the task was profiled
             _settle(future, lambda: future._set_payload(msg.payload, self.deserialize))
         elif status == STATUS_OK_OBJECT:
+            future._profile = msg.detail
             object_id = bytes(msg.payload)
             self.result_fetches[object_id] = future
             self.storage.send(ObjectGet(object_id))

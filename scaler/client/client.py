@@ -19,6 +19,7 @@ from ..utility.exceptions import ClientQuitException, MissingObjects
 from ..utility import task_context
 from ..utility.process import AUTH_KEY_ENV
 from .agent import ClientAgent, Waiter
+from .binding import check_call
 from .future import ScalerFuture
 from .object_reference import ObjectReference
 from .serializer import DefaultSerializer, Serializer
@@ -48,6 +49,9 @@ class Client:
             if not address:
                 raise ValueError("No scheduler address provided, and not running inside a worker context: "
                                  "pass Client(address='tcp://HOST:PORT')")
+        if security_config is not None:
+            from ..config.common.security import refuse_tls
+            refuse_tls(security_config, "Client")
         self._address = address
         self._profiling = profiling
         self._timeout_seconds = timeout_seconds
@@ -103,6 +107,7 @@ class Client:
         self._check_open()
         if not callable(fn):
             raise TypeError("fn must be callable, got %r" % (fn,))
+        check_call(fn, args, kwargs)  # a call that cannot bind raises TypeError here, as upstream
         func_id = self._function_id(fn)
         batch, puts, needs = [], [], self._base_needs(func_id)
         future = self._task(func_id, tuple(args), dict(kwargs), _capabilities(capabilities), batch, puts, needs,

@@ -6,9 +6,11 @@ callback, or ``asyncio.wrap_future``) deserialises them in the caller's thread. 
 """
 
 from concurrent.futures import Future
+from concurrent.futures._base import PENDING, RUNNING
 from typing import Any, Callable, Optional
 
 from ..utility.exceptions import DeserializeObjectError
+from ..utility.metadata.profile_result import ProfileResult
 
 _NOT_DECODED = object()
 
@@ -21,6 +23,7 @@ class ScalerFuture(Future):
         self._payload: Any = None
         self._deserialize: Optional[Callable[[Any], Any]] = None
         self._temp_objects: tuple = ()
+        self._profile = ""  # the result's ProfileResult text, when the client profiles its tasks
 
     @property
     def task_id(self) -> bytes:
@@ -47,6 +50,29 @@ class ScalerFuture(Future):
                                                  % (self._task_id.hex(), exc)) from exc
                 self._payload = None
             return self._result
+
+    def running(self) -> bool:
+        """True from the moment ``submit`` returns until the future is done, as upstream.
+
+        Unlike ``ProcessPoolExecutor``'s futures, a ScalerFuture does not wait in a
+        ``PENDING`` state the caller can see: the task is the cluster's as soon as it is
+        submitted (queued or running), and ``cancel()`` still works on it.
+        """
+        with self._condition:
+            return self._state == PENDING or self._state == RUNNING
+
+    def profiling_info(self) -> ProfileResult:
+        """What running the task cost (``Client(profiling=True)``): ``duration_s``,
+        ``memory_peak``, ``cpu_time_s``. ``ValueError`` before the task is done, and for a task
+        that was not profiled."""
+        if not self.done():
+            raise ValueError("task %s is not done yet: profiling_info() is available once it is"
+                             % self._task_id.hex())
+        profile = ProfileResult.from_detail(self._profile) if self._profile else None
+        if profile is None:
+            raise ValueError("task %s has no profiling info: create the client with Client(..., profiling=True)"
+                             % self._task_id.hex())
+        return profile
 
     def cancel(self) -> bool:
         """Cancel the task wherever it is: queued, or running (its processor is restarted)."""

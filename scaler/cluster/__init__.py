@@ -33,7 +33,10 @@ class Cluster(proc_util.ProcessHandle):
                  logging_config_file: Optional[str] = None, auth_key: Optional[str] = None,
                  object_storage_address: Optional[str] = None) -> None:
         parse_address(address)
-        names = tuple(worker_names)
+        names = tuple(getattr(worker_names, "names", worker_names))  # upstream passes a WorkerNames
+        if not isinstance(per_worker_capabilities, str):  # a dict or upstream's WorkerCapabilities
+            per_worker_capabilities = format_capabilities(
+                getattr(per_worker_capabilities, "capabilities", per_worker_capabilities))
         count = n_workers if n_workers is not None else (len(names) or default_worker_count())
         self.config = ClusterConfig(
             scheduler_address=address, num_of_workers=count, worker_names=names,
@@ -73,9 +76,17 @@ class SchedulerClusterCombo:
     parallel.
 
     Every parameter reaches the scheduler or the pool (``tests/test_combo_forwarding.py``
-    checks each one), except ``security_config``: this build has no TLS, so, as with
-    ``Client``, it is accepted and ignored. ``scaler_policy`` is the scheduler's policy, as
-    a string like ``"allocate=even_load; scaling=vanilla"`` or a ``Policy``.
+    checks each one), except ``security_config``: this build has no TLS, so one that asks
+    for TLS is refused with ValueError, and one that does not is ignored. ``scaler_policy``
+    is the scheduler's policy: upstream's ``PolicyConfig``, a string like
+    ``"allocate=even_load; scaling=vanilla"``, or a ``Policy``.
+
+    As upstream's, the processes are reachable for failure drills: ``_scheduler`` (the
+    scheduler, hosting object storage unless ``object_storage_address`` names one) and
+    ``_worker_manager_process`` (the fixed pool; the workers are its direct children) behave
+    like ``multiprocessing.Process`` (``pid``, ``is_alive()``, ``join(timeout)``,
+    ``terminate()``, ``kill()``, ``exitcode``), and ``_worker_manager.config`` is the pool's
+    configuration as upstream's ``NativeWorkerManagerConfig``.
     """
 
     def __init__(self, n_workers: Optional[int] = None, address: Optional[str] = None,
@@ -99,6 +110,9 @@ class SchedulerClusterCombo:
         if n_workers < 0:
             raise ValueError("n_workers must be >= 0, got %d" % n_workers)
         policy_content = _policy_content(scaler_policy)  # checked before any socket or process exists
+        if security_config is not None:
+            from ..config.common.security import refuse_tls
+            refuse_tls(security_config, "SchedulerClusterCombo")
         capabilities = format_capabilities(per_worker_capabilities or {})
         self._auth_key = auth_key or proc_util.auth_key_from_env()
         self._children = []
@@ -145,6 +159,7 @@ class SchedulerClusterCombo:
             io_threads=worker_io_threads, event_loop=event_loop, preload=preload, logging_paths=tuple(logging_paths),
             logging_level=logging_level, logging_config_file=logging_config_file,
             worker_manager_id=worker_manager_id)
+        self._cluster_config = cluster_config
         try:
             self._scheduler = proc_util.spawn_component(
                 "scheduler", "scheduler", scheduler_config,
@@ -164,6 +179,14 @@ class SchedulerClusterCombo:
 
     def get_address(self) -> str:
         return self._address
+
+    @property
+    def _worker_manager(self) -> Any:
+        """The pool as upstream's ``NativeWorkerManager``: its ``config`` is what the pool runs."""
+        from ..config.section.native_worker_manager import NativeWorkerManagerConfig
+        from ..worker_manager_adapter.baremetal.native import NativeWorkerManager
+        from .pool import manager_config
+        return NativeWorkerManager(NativeWorkerManagerConfig.from_scaler(manager_config(self._cluster_config)))
 
     @property
     def object_storage_address(self) -> str:
@@ -194,7 +217,10 @@ def _policy_content(policy: Any) -> str:
     """``scaler_policy`` as the scheduler's policy string; a bad one raises ValueError before anything starts."""
     if policy is None:
         return DEFAULT_POLICY
-    text = str(policy)
+    engine = getattr(policy, "policy_engine_type", "simple")  # upstream's PolicyConfig
+    if engine != "simple":
+        raise ValueError("scaler_policy: policy engine %r is not available in this build: expected simple" % engine)
+    text = str(getattr(policy, "policy_content", policy))
     parse_policy(text)
     return text
 

@@ -13,6 +13,8 @@ class Scheduler(proc_util.ProcessHandle):
     """
 
     def __init__(self, config: Optional[SchedulerConfig] = None, **fields: Any) -> None:
+        if config is not None and not isinstance(config, SchedulerConfig) and hasattr(config, "to_scaler"):
+            config = config.to_scaler()  # upstream's scaler.config.section.scheduler.SchedulerConfig
         self.config = config if config is not None else SchedulerConfig(**fields)
         self._child: Optional[proc_util.Child] = None
 

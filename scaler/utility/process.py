@@ -75,6 +75,25 @@ class Child:
     def is_alive(self) -> bool:
         return self.popen.poll() is None
 
+    # The multiprocessing.Process face (upstream's failure drills reach for these).
+    @property
+    def exitcode(self) -> Optional[int]:
+        """None while running; else the exit status, or -N if signal N ended it (as multiprocessing)."""
+        return self.popen.poll()
+
+    def join(self, timeout: Optional[float] = None) -> None:
+        """Wait until the process ends, or ``timeout`` seconds; never raises on timeout."""
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
     def send_signal(self, signum: int) -> None:
         if self.popen.poll() is None:
             try:

@@ -280,7 +280,7 @@ class WorkerAgent:
         if not item.cancelled:
             if result.status == STATUS_OK and len(result.payload) > INLINE_RESULT_LIMIT and self.storage is not None:
                 object_id = uuid.uuid4().bytes + uuid.uuid4().bytes
-                self.pending_results[object_id] = TaskResult(result.task_id, STATUS_OK_OBJECT, object_id, "")
+                self.pending_results[object_id] = TaskResult(result.task_id, STATUS_OK_OBJECT, object_id, result.detail)
                 self.storage.send(ObjectPut(object_id, item.task.client_id, result.payload))
             else:
                 self._send_result(result)

@@ -25,7 +25,7 @@ from ..client.serializer import DefaultSerializer
 from ..io.connection import BlockingChannel
 from ..protocol.codec import decode
 from ..protocol.messages import (ARG_INLINE, ARG_OBJECT, ARG_PACKED, ARG_PACKED_TEMP, STATUS_FAILED, STATUS_MISSING_OBJECT, STATUS_NOT_SERIALIZABLE,
-                                 STATUS_CANCELLED, STATUS_OK, ProcessorCancel, ProcessorDropObjects, ProcessorObject, ProcessorReady,
+                                 STATUS_CANCELLED, STATUS_OK, FLAG_PROFILE, ProcessorCancel, ProcessorDropObjects, ProcessorObject, ProcessorReady,
                                  ProcessorTask, TaskResult)
 from ..utility.process import rss_bytes, watch_lifeline
 
@@ -91,6 +91,7 @@ class Processor:
         self.trim_threshold = trim_threshold
         self.last_gc = time.monotonic()
         self.default_serializer = DefaultSerializer()
+        self.profiler: Any = None  # a TaskProfiler, made when the first profiled task arrives
 
     def serve(self) -> None:
         """Run tasks in arrival order, each result sent as soon as it exists.
@@ -129,7 +130,7 @@ class Processor:
                     cancelled.discard(task.task_id)
                     channel.send(TaskResult(task.task_id, STATUS_CANCELLED, b"", "cancelled"))
                     continue
-                channel.send(self.run(task))
+                channel.send(self.run(task) if not task.flags & FLAG_PROFILE else self._run_profiled(task))
                 self._housekeeping()
         except (EOFError, OSError):
             return
@@ -190,6 +191,16 @@ class Processor:
         except BaseException as exc:  # noqa: B902
             return self._failure(task_id, exc)
         return TaskResult(task_id, STATUS_OK, payload, "")
+
+    def _run_profiled(self, msg: Any) -> Any:
+        """``run``, measured; a successful result carries the measures in its ``detail``."""
+        if self.profiler is None:
+            from .profiling import TaskProfiler
+            self.profiler = TaskProfiler()
+        result, profile = self.profiler.measure(lambda: self.run(msg))
+        if result.status != STATUS_OK:
+            return result
+        return TaskResult(result.task_id, result.status, result.payload, profile.to_detail())
 
     @staticmethod
     def _failure(task_id: bytes, exc: BaseException) -> Any:

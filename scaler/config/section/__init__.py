@@ -1,0 +1,1 @@
+"""Upstream's per-component configuration classes, faces over ``scaler.config.components``."""

@@ -1,0 +1,1 @@
+"""Upstream's value types used in configuration (``AddressConfig``, ``WorkerCapabilities``...)."""

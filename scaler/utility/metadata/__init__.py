@@ -1,0 +1,1 @@
+"""Data attached to task results (upstream's ``scaler.utility.metadata``)."""

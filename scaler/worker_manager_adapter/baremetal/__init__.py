@@ -1,0 +1,1 @@
+"""Worker managers that start workers on this machine."""
