@@ -247,7 +247,7 @@ def test_malformed_frame_after_the_handshake_closes_with_a_protocol_error(loop):
 
 def test_round_trip(loop):
     a, acceptor, c, connector = open_pair(loop, acceptor_key=b"k", connector_key=b"k")
-    submit = m.TaskSubmit(b"task", m.FLAG_PROFILE, b"func", b"call \x00\xff", "gpu")
+    submit = m.TaskSubmit(b"task", m.FLAG_NEEDS_OBJECTS, b"func", b"call \x00\xff", "gpu")
     c.send(submit)
     run_until(loop, lambda: acceptor.messages)
     assert acceptor.messages == [submit]
