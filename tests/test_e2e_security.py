@@ -277,7 +277,8 @@ def await_result(sock, task_id):
 def test_bad_task_fails_alone_and_the_worker_survives(make_combo, case):
     import cloudpickle
 
-    from scaler.protocol.messages import STATUS_OK, Call, TaskSubmit, packed_call
+    from scaler.protocol.call import packed_call
+    from scaler.protocol.messages import STATUS_OK, Call, TaskSubmit
 
     combo = make_combo(n_workers=1)
     with Client(combo.get_address()) as client:  # the worker's processor is up and has run a task

@@ -675,9 +675,3 @@ def test_generated_encoders_agree_with_the_reference_encoder():
         for variant in VARIANTS:
             msg = make(cls, variant)
             assert b"".join(encode_parts(msg)) == b"".join(_encode_parts_generic(msg)), cls.__name__
-
-
-@pytest.mark.parametrize("serializer_id, blob", [(b"", b""), (b"s" * 32, b"x" * 10), (b"", BIG)])
-def test_packed_call_fast_path_matches_the_generic_encoder(serializer_id, blob):
-    expected = encode(m.Call(serializer_id, bytes((m.ARG_PACKED,)), [b""], [blob]))[8:]
-    assert m.packed_call(serializer_id, blob) == expected

@@ -4,20 +4,19 @@ import hashlib
 import itertools
 import logging
 import os
-import pickle
 import struct
 import uuid
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import cloudpickle
 
-from ..protocol.codec import encode
+from ..protocol.call import INLINE_LIMIT, build_call
 from ..protocol.handshake import normalize_key
-from ..protocol.messages import (ARG_INLINE, ARG_OBJECT, ARG_PACKED_TEMP, ARG_TEMP, FLAG_NEEDS_OBJECTS,
-                                 FLAG_PROFILE, Call, TaskSubmit, packed_call)
+from ..protocol.messages import FLAG_NEEDS_OBJECTS, FLAG_PROFILE, TaskSubmit
 from ..utility.exceptions import ClientQuitException, MissingObjects
 from ..utility import task_context
 from ..utility.process import AUTH_KEY_ENV
+from ..utility.serialization import BytesSerializer, dumps_arguments
 from .agent import ClientAgent, Waiter
 from .binding import check_call
 from .future import ScalerFuture
@@ -26,7 +25,6 @@ from .serializer import DefaultSerializer, Serializer
 
 logger = logging.getLogger(__name__)
 
-INLINE_LIMIT = 64 * 1024  # serialised arguments above this go through object storage
 SUBMIT_BATCH = 1000  # tasks handed to the I/O thread at once by map
 SCHEDULER_ADDRESS_ENV = "SCALER_SCHEDULER_ADDRESS"
 _SERIALIZER_TAG = b"serializer"
@@ -71,7 +69,7 @@ class Client:
         self._agent = ClientAgent(address, self._identity, normalize_key(self._auth_key), timeout_seconds,
                                   heartbeat_interval_seconds, object_storage_address)
         self._agent.deserialize = (self._serializer.deserialize if self._packed
-                                   else _bytes_in(self._serializer.deserialize))
+                                   else BytesSerializer(self._serializer).deserialize)
         self._agent.forget_object = self._forget_object
         self._agent.start()
         if not self._packed:  # a custom serializer travels to the workers once
@@ -270,58 +268,27 @@ class Client:
 
     def _task(self, func_id: bytes, args: Tuple[Any, ...], kwargs: Dict[str, Any], capabilities: str,
               batch: List[Any], puts: List[Tuple[bytes, Any]], needs: List[bytes], priority: int) -> ScalerFuture:
-        serialize = self._serializer.serialize
-        temp: List[bytes] = []
-        has_refs = any(type(a) is ObjectReference for a in args) or any(
-            type(a) is ObjectReference for a in kwargs.values())
-        flags = self._flags
-        if self._packed and not has_refs:
-            blob = _fast_dumps((args, kwargs)) if _all_plain(args, kwargs) else serialize((args, kwargs))
-            if len(blob) <= INLINE_LIMIT:
-                call = packed_call(self._serializer_id, blob)
-                task_id = self._task_prefix + _COUNTER.pack(next(self._task_ids))
-                future = ScalerFuture(task_id, self._cancel_task)
-                batch.append((future, TaskSubmit(task_id, flags, func_id, call, capabilities, priority)))
-                return future
-            else:
-                object_id = self._object_id(uuid.uuid4().bytes)
-                puts.append((object_id, blob))
-                temp.append(object_id)
-                needs.append(object_id)
-                kinds, names, values = bytes((ARG_PACKED_TEMP,)), [b""], [object_id]
-                flags |= FLAG_NEEDS_OBJECTS
-        else:
-            kind_list, names, values = [], [], []
-            for name, arg in itertools.chain(((None, a) for a in args), kwargs.items()):
-                names.append(name.encode() if name else b"")
-                if type(arg) is ObjectReference:
-                    if arg.object_id not in self._uploaded:
-                        raise MissingObjects("%r is not an object of this client (deleted by clear()?)" % (arg,))
-                    kind_list.append(ARG_OBJECT)
-                    values.append(arg.object_id)
-                    needs.append(arg.object_id)
-                    continue
-                blob = serialize(arg)
-                if len(blob) <= INLINE_LIMIT:
-                    kind_list.append(ARG_INLINE)
-                    values.append(blob)
-                else:
-                    object_id = self._object_id(uuid.uuid4().bytes)
-                    puts.append((object_id, blob))
-                    temp.append(object_id)
-                    needs.append(object_id)
-                    kind_list.append(ARG_TEMP)
-                    values.append(object_id)
-            kinds = bytes(kind_list)
-            if has_refs or temp:
-                flags |= FLAG_NEEDS_OBJECTS
-        call = encode(Call(self._serializer_id, kinds, names, values))[8:]
+        built = build_call(args, kwargs, self._serializer.serialize, self._new_temp_id, self._serializer_id,
+                           ObjectReference, self._reference_id, dumps_arguments if self._packed else None,
+                           INLINE_LIMIT)
+        flags = self._flags | FLAG_NEEDS_OBJECTS if built.needs_objects else self._flags
         task_id = self._task_prefix + _COUNTER.pack(next(self._task_ids))
         future = ScalerFuture(task_id, self._cancel_task)
-        if temp:
-            future._temp_objects = tuple(temp)
-        batch.append((future, TaskSubmit(task_id, flags, func_id, call, capabilities, priority)))
+        if built.objects:
+            needs.extend(built.objects)
+            if built.temp:
+                puts.extend(built.temp)
+                future._temp_objects = tuple(object_id for object_id, _ in built.temp)
+        batch.append((future, TaskSubmit(task_id, flags, func_id, built.call, capabilities, priority)))
         return future
+
+    def _new_temp_id(self) -> bytes:
+        return self._object_id(uuid.uuid4().bytes)
+
+    def _reference_id(self, reference: ObjectReference) -> bytes:
+        if reference.object_id not in self._uploaded:
+            raise MissingObjects("%r is not an object of this client (deleted by clear()?)" % (reference,))
+        return reference.object_id
 
     def _send(self, batch: List[Any], puts: List[Tuple[bytes, Any]], needs: List[bytes]) -> None:
         """Hand tasks to the I/O thread, which sends them once every object they need is stored."""
@@ -335,32 +302,6 @@ class Client:
 
 
 _COUNTER = struct.Struct("<Q")
-_PLAIN_TYPES = frozenset((int, float, str, bytes, bool, type(None), complex))
-
-
-def _all_plain(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> bool:
-    """Only builtin scalars: plain pickle gives the same bytes as cloudpickle, faster."""
-    plain = _PLAIN_TYPES
-    for arg in args:
-        if type(arg) not in plain:
-            return False
-    for arg in kwargs.values():
-        if type(arg) not in plain:
-            return False
-    return True
-
-
-def _fast_dumps(value: Any) -> bytes:
-    return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
-
-
-def _bytes_in(deserialize: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """Custom serializers are promised ``bytes``; big payloads arrive as zero-copy views."""
-    def wrapped(payload: Any) -> Any:
-        return deserialize(payload if type(payload) is bytes else bytes(payload))
-    return wrapped
-
-
 def _results(futures: List[ScalerFuture]) -> List[Any]:
     try:
         return [future.result() for future in futures]

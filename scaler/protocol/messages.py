@@ -33,18 +33,12 @@ STATUS_NOT_SERIALIZABLE = 7  # detail: "Type: message" of an exception that coul
 STATUS_REJECTED = 8  # the scheduler refused the task or graph; detail: why
 
 # TaskSubmit.flags / WorkerTask.flags
-FLAG_PROFILE = 1
+FLAG_PROFILE = 1  # measure the task; a successful result carries a ProfileResult in its detail
 FLAG_NEEDS_OBJECTS = 2  # the call refers to objects besides the function (worker must read the Call)
-FLAG_KEEP_RESULT = 4  # set by the scheduler: store the result under the task id, other tasks read it
-
-# Call.kinds: one byte per value.
-ARG_INLINE = 0  # value: one serialised argument
-ARG_OBJECT = 1  # value: id of a send_object payload (kept in the worker's cache)
-ARG_PACKED = 2  # value: the serialised (args, kwargs) pair of the whole call
-ARG_PACKED_TEMP = 3  # value: id of a serialised (args, kwargs) pair too large to travel inline
-ARG_TEMP = 4  # value: id of one argument too large to travel inline
-OBJECT_KINDS = (ARG_OBJECT, ARG_PACKED_TEMP, ARG_TEMP)  # kinds whose value is an object id
-TEMP_KINDS = (ARG_PACKED_TEMP, ARG_TEMP)  # used by one task only: not cached on the worker
+# Set by the scheduler on a graph node whose result other tasks read: the worker stores the
+# result in object storage under the task id (owned by the task's client), even if small,
+# and answers STATUS_OK_OBJECT with that id.
+FLAG_KEEP_RESULT = 4
 
 # --- handshake (the only frames accepted before authentication) ---
 Hello = declare(1, "Hello", [("magic", "u32"), ("version", "u16"), ("role", "u8"), ("nonce", "bytes")])
@@ -137,21 +131,6 @@ ProcessorCancel = declare(44, "ProcessorCancel", [("task_id", "bytes")])
 
 # --- not a frame: the argument list of a task, built by clients, read by processors ---
 # serializer_id: object id of the client's cloudpickled Serializer, empty for the default.
+# Its kinds (ARG_*), and every function that builds or reads it, are in call.py.
 Call = declare(60, "Call", [("serializer_id", "bytes"), ("kinds", "bytes"), ("names", "bytes_list"),
                             ("values", "bytes_list")])
-
-
-_CALL_HEADER = struct.Struct("<BQQQQ")  # type, then the lengths of Call's four variable fields
-_PACKED_KIND = bytes((ARG_PACKED,))
-_ONE_EMPTY_NAME = struct.pack("<IQ", 1, 0)  # a bytes_list holding one empty name
-
-
-def packed_call(serializer_id: bytes, blob: bytes) -> bytes:
-    """``Call(serializer_id, ARG_PACKED, [b""], [blob])`` encoded without its frame prefix.
-
-    The same bytes the generic encoder makes (a test checks it), built in one join: this
-    is what nearly every task carries.
-    """
-    values_head = struct.pack("<IQ", 1, len(blob))
-    return b"".join((_CALL_HEADER.pack(Call.TYPE, len(serializer_id), 1, 12, 12 + len(blob)), serializer_id,
-                     _PACKED_KIND, _ONE_EMPTY_NAME, values_head, blob))

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
 from ..config.components import STREAM_PATHS
@@ -167,6 +168,53 @@ def rss_bytes() -> int:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def cpu_seconds(pid: Optional[int] = None) -> float:
+    """CPU time (user + system) used so far by process ``pid`` (Linux /proc), or by this
+    process and its reaped children when ``pid`` is None (portable). 0.0 where unavailable."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()  # after the command name, which may hold spaces
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+class CpuMeter:
+    """CPU use of this process, its reaped children and one live child (a worker agent and
+    its processor), in percent of one core since the previous reading.
+
+    A child that exits moves from the live reading to this process's reaped-children time,
+    so replacing it keeps the total continuous. Without /proc the live child is not seen.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._child: Optional[int] = None
+        self._child_seconds = 0.0  # the live child's time at the previous reading
+        self._last_at = clock()
+        self._last_seconds = cpu_seconds()
+
+    def percent(self, child_pid: Optional[int] = None) -> float:
+        now = self._clock()
+        own = cpu_seconds()
+        child = cpu_seconds(child_pid) if child_pid is not None else 0.0
+        if child_pid == self._child:
+            used = own - self._last_seconds + child - self._child_seconds
+        else:
+            # A new child counts from zero; the old one's whole time has moved into the reaped
+            # children's (in ``own``), of which earlier readings already counted _child_seconds.
+            used = own - self._last_seconds - self._child_seconds + child
+            self._child = child_pid
+        elapsed = now - self._last_at
+        self._last_at, self._last_seconds, self._child_seconds = now, own, child
+        if elapsed <= 0:
+            return 0.0
+        return max(0.0, 100.0 * used / elapsed)
 
 
 def spawn(name: str, submodule: str, args: Sequence[str], env: Optional[Dict[str, str]] = None,

@@ -23,11 +23,13 @@ from typing import Any, Deque, Dict, List, Optional, Set, Tuple
 
 from ..client.serializer import DefaultSerializer
 from ..io.connection import BlockingChannel
-from ..protocol.codec import decode
-from ..protocol.messages import (ARG_INLINE, ARG_OBJECT, ARG_PACKED, ARG_PACKED_TEMP, STATUS_FAILED, STATUS_MISSING_OBJECT, STATUS_NOT_SERIALIZABLE,
-                                 STATUS_CANCELLED, STATUS_OK, FLAG_PROFILE, ProcessorCancel, ProcessorDropObjects, ProcessorObject, ProcessorReady,
+from ..protocol.call import call_arguments, read_call
+from ..protocol.messages import (FLAG_PROFILE, STATUS_CANCELLED, STATUS_FAILED, STATUS_MISSING_OBJECT,
+                                 STATUS_NOT_SERIALIZABLE, STATUS_OK, ProcessorCancel, ProcessorDropObjects,
+                                 ProcessorObject, ProcessorReady,
                                  ProcessorTask, TaskResult)
 from ..utility.process import rss_bytes, watch_lifeline
+from ..utility.serialization import BytesSerializer, dumps_result
 
 logger = logging.getLogger(__name__)
 SCHEDULER_ADDRESS_ENV = "SCALER_SCHEDULER_ADDRESS"
@@ -151,31 +153,17 @@ class Processor:
     def run(self, msg: Any) -> Any:
         task_id = msg.task_id
         try:
-            call = decode(msg.call)
+            call = read_call(msg.call)
             if call.serializer_id:
                 serializer = self._object(call.serializer_id, self.default_serializer)
-                if not isinstance(serializer, _BytesSerializer):
-                    serializer = self.loaded[call.serializer_id] = _BytesSerializer(serializer)
+                if not isinstance(serializer, BytesSerializer):
+                    serializer = self.loaded[call.serializer_id] = BytesSerializer(serializer)
             else:
                 serializer = self.default_serializer
             fn = self._object(msg.func_id, serializer)
-            args: List[Any] = []
-            kwargs: Dict[str, Any] = {}
-            for kind, name, value in zip(call.kinds, call.names, call.values):
-                if kind == ARG_PACKED or kind == ARG_PACKED_TEMP:
-                    packed = (serializer.deserialize(value) if kind == ARG_PACKED
-                              else self._object(bytes(value), serializer, keep=False))
-                    args.extend(packed[0])
-                    kwargs.update(packed[1])
-                    continue
-                if kind == ARG_INLINE:
-                    arg = serializer.deserialize(value)
-                else:
-                    arg = self._object(bytes(value), serializer, keep=kind == ARG_OBJECT)
-                if name:
-                    kwargs[name.decode("utf-8")] = arg
-                else:
-                    args.append(arg)
+            args, kwargs = call_arguments(call, serializer.deserialize,
+                                          lambda object_id, temporary: self._object(object_id, serializer,
+                                                                                    keep=not temporary))
         except _MissingObject as exc:
             return TaskResult(task_id, STATUS_MISSING_OBJECT, b"", "object %s was not available on the worker"
                               % exc.args[0].hex())
@@ -187,7 +175,7 @@ class Processor:
             return self._failure(task_id, exc)
         args = kwargs = None  # type: ignore[assignment]  # free big arguments before pickling the result
         try:
-            payload = _fast_dumps(result) if serializer is self.default_serializer else serializer.serialize(result)
+            payload = dumps_result(result) if serializer is self.default_serializer else serializer.serialize(result)
         except BaseException as exc:  # noqa: B902
             return self._failure(task_id, exc)
         return TaskResult(task_id, STATUS_OK, payload, "")
@@ -222,32 +210,6 @@ class Processor:
             gc.collect()
             if self.trim_threshold >= 0 and rss_bytes() >= self.trim_threshold:
                 _malloc_trim()
-
-
-class _BytesSerializer:
-    """A user's serializer, handed ``bytes`` as promised (big payloads arrive as views)."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    def serialize(self, obj: Any) -> bytes:
-        return self.inner.serialize(obj)
-
-    def deserialize(self, payload: Any) -> Any:
-        return self.inner.deserialize(payload if type(payload) is bytes else bytes(payload))
-
-
-def _fast_dumps(value: Any) -> bytes:
-    """pickle where it can (several times faster for small values), cloudpickle where it must.
-
-    In a processor ``__main__`` is this module, so plain pickle cannot pickle by reference
-    anything that only cloudpickle could rebuild: it raises and cloudpickle takes over.
-    """
-    try:
-        return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        import cloudpickle
-        return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _malloc_trim() -> None:

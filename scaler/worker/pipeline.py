@@ -1,0 +1,428 @@
+"""The worker's task pipeline: which task goes to the processor, when. No sockets, no threads.
+
+The agent feeds it events (a task arrived, an object arrived, a result came back, the
+processor died...) and it answers through a small :class:`PipelineEffects` interface the
+agent implements (fetch an object, send to the processor, send a result...), with time
+read from an injected clock. So its rules are unit-tested by driving it directly
+(``tests/test_worker_pipeline.py``), and the agent is only wiring.
+
+Where a task is, in order:
+
+* **queued** — held here, not sent yet: taken highest priority first, arrival order
+  within one priority; the scheduler can still take it back (a non-forced cancel);
+* **preparing** — at most one: its objects (function, serializer, ``send_object``
+  arguments, large arguments) are being fetched from object storage, in the order tasks
+  were taken, so a task never overtakes an earlier one in the processor;
+* **in flight** — sent to the processor, which runs them in order: the first one is
+  the running one, which keeps cancellation and crash attribution exact.
+
+How many go in flight at once is the *pipelining depth*: 16 while tasks take under 2 ms
+(fewer wake-ups), 4 under 20 ms, else 1 (a moving average of the processor's time per
+task decides, starting from "slow"), so long tasks wait here where the scheduler can move
+them to idle workers. And nothing joins behind a running task that has taken longer than
+``HEAD_STALL_SECONDS`` (the *head-stall rule*): a task waiting for sub-tasks it submitted
+must not hold them hostage.
+"""
+
+import collections
+import bisect
+import os
+import time
+from typing import Callable, Deque, Dict, Iterator, List, Optional, Set
+
+from ..protocol.call import call_objects, read_call
+from ..protocol.codec import Buffer, Message, ProtocolError
+from ..protocol.messages import (FLAG_KEEP_RESULT, FLAG_NEEDS_OBJECTS, STATUS_CANCELLED, STATUS_MISSING_OBJECT,
+                                 STATUS_OK, STATUS_OK_OBJECT, STATUS_PROCESSOR_DIED, ProcessorCancel,
+                                 ProcessorDropObjects, ProcessorObject, ProcessorTask, TaskResult)
+
+INLINE_RESULT_LIMIT = 64 * 1024  # results above this go through object storage
+PIPELINE_DEPTH = 16  # tasks sent ahead to the processor (which runs them in order) while tasks are short
+HEAD_STALL_SECONDS = 0.001  # the running task has taken this long: stop queueing behind it
+
+
+def pipeline_depth(task_seconds: float) -> int:
+    """Short tasks: send many ahead (fewer wake-ups). Long ones: one at a time, so queued
+    tasks stay in the agent where the scheduler can move them to idle workers."""
+    if task_seconds < 0.002:
+        return PIPELINE_DEPTH
+    if task_seconds < 0.02:
+        return 4
+    return 1
+
+
+class PipelineEffects:
+    """What the pipeline asks of the agent. None of these may call back into the pipeline."""
+
+    def fetch_object(self, object_id: bytes) -> None:
+        """Ask object storage for an object; answer with :meth:`TaskPipeline.object_arrived`."""
+        raise NotImplementedError
+
+    def store_object(self, object_id: bytes, owner_id: bytes, payload: Buffer) -> None:
+        """Put a result into object storage; answer with :meth:`TaskPipeline.object_stored`."""
+        raise NotImplementedError
+
+    def to_processor(self, msg: Message) -> None:
+        """Send a message to the processor (dropped if there is none)."""
+        raise NotImplementedError
+
+    def send_result(self, result: Message) -> None:
+        """Send a ``TaskResult`` to the scheduler."""
+        raise NotImplementedError
+
+    def restart_processor(self, why: str) -> None:
+        """Replace the processor (the pipeline already took back what it held); answer with
+        :meth:`TaskPipeline.processor_ready` once the new one is ready."""
+        raise NotImplementedError
+
+
+class _Item:
+    """One task held by the pipeline."""
+
+    __slots__ = ("task", "priority", "temp", "waiting", "cancelled", "sent_at")
+
+    def __init__(self, task: Message, priority: int) -> None:
+        self.task = task
+        self.priority = priority
+        self.temp: List[bytes] = []  # one-use objects of this task
+        self.waiting: Set[bytes] = set()  # objects still to fetch before it can be sent
+        self.cancelled = False  # sent, then cancelled: the processor skips it, its result is dropped
+        self.sent_at = 0.0
+
+
+class _PriorityQueue:
+    """Highest priority first, arrival order within one; removal by task id.
+
+    One ordered dict per priority level, so the common case (one level) costs a dict
+    insert and a ``popitem``, and a cancel is a dict removal.
+    """
+
+    def __init__(self) -> None:
+        self._levels: Dict[int, "collections.OrderedDict[bytes, _Item]"] = {}
+        self._order: List[int] = []  # the levels present, as negated priorities: ascending = best first
+        self._count = 0
+
+    def push(self, item: _Item, front: bool = False) -> None:
+        key = -item.priority
+        level = self._levels.get(key)
+        if level is None:
+            level = self._levels[key] = collections.OrderedDict()
+            bisect.insort(self._order, key)
+        task_id = item.task.task_id
+        if task_id not in level:
+            self._count += 1
+        level[task_id] = item
+        if front:
+            level.move_to_end(task_id, last=False)
+
+    def pop(self) -> _Item:
+        key = self._order[0]
+        level = self._levels[key]
+        _, item = level.popitem(last=False)
+        self._count -= 1
+        if not level:
+            del self._levels[key]
+            self._order.pop(0)
+        return item
+
+    def remove(self, task_id: bytes) -> Optional[_Item]:
+        for key in self._order:
+            level = self._levels[key]
+            item = level.pop(task_id, None)
+            if item is not None:
+                self._count -= 1
+                if not level:
+                    del self._levels[key]
+                    self._order.remove(key)
+                return item
+        return None
+
+    def clear(self) -> None:
+        self._levels.clear()
+        self._order.clear()
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[_Item]:
+        """In the order :meth:`pop` would return them."""
+        for key in self._order:
+            yield from self._levels[key].values()
+
+
+class TaskPipeline:
+    """The worker's task state between the scheduler and the processor (see the module doc)."""
+
+    def __init__(self, effects: PipelineEffects, clock: Callable[[], float] = time.monotonic,
+                 inline_result_limit: int = INLINE_RESULT_LIMIT,
+                 new_object_id: Callable[[], bytes] = lambda: os.urandom(32)) -> None:
+        self._effects = effects
+        self._clock = clock
+        self._inline_result_limit = inline_result_limit
+        self._new_object_id = new_object_id
+        self._queue = _PriorityQueue()
+        self._preparing: Optional[_Item] = None
+        self._inflight: Deque[_Item] = collections.deque()
+        self._ready = False  # the processor is up and may be sent tasks
+        self._storage = False  # a connection to object storage exists
+        self._holds: Dict[bytes, bytes] = {}  # objects the processor holds -> owning client
+        self._pending_results: Dict[bytes, Message] = {}  # object id -> TaskResult waiting for its put ack
+        # Moving average of the processor's time per task; start by assuming tasks are slow.
+        self.task_seconds = 0.1
+        self.depth = pipeline_depth(self.task_seconds)
+        self._last_result_at = 0.0
+
+    # --- what it holds ---
+    def __len__(self) -> int:
+        """Tasks held: queued, preparing and in flight (for heartbeats)."""
+        return len(self._queue) + (self._preparing is not None) + len(self._inflight)
+
+    @property
+    def processor_is_ready(self) -> bool:
+        return self._ready
+
+    def queued(self) -> List[bytes]:
+        """Ids of the queued tasks, in the order they will be taken."""
+        return [item.task.task_id for item in self._queue]
+
+    def preparing(self) -> Optional[bytes]:
+        return self._preparing.task.task_id if self._preparing is not None else None
+
+    def inflight(self) -> List[bytes]:
+        """Ids of the tasks with the processor, the running one first (cancelled ones too)."""
+        return [item.task.task_id for item in self._inflight]
+
+    def storing(self) -> List[bytes]:
+        """Ids of the tasks whose result is being stored, to be announced once it is."""
+        return [result.task_id for result in self._pending_results.values()]
+
+    def processor_holds(self) -> Dict[bytes, bytes]:
+        """Object id -> owning client, for the objects the processor has been sent."""
+        return dict(self._holds)
+
+    # --- events from the scheduler ---
+    def add(self, task: Message, priority: int = 0) -> None:
+        """A ``WorkerTask`` arrived; higher ``priority`` is taken first."""
+        self._queue.push(_Item(task, priority))
+        if self._preparing is None and len(self._inflight) < self.depth:
+            self._pump()  # (_pump applies the head-stall rule)
+
+    def cancel(self, task_id: bytes, force: bool) -> None:
+        """Take back a task not sent yet; with ``force`` also one with the processor, and stop
+        it if it runs (by replacing the processor). Answers ``STATUS_CANCELLED`` when taken."""
+        if self._queue.remove(task_id) is not None:
+            self._cancelled(task_id)
+            return
+        if self._preparing is not None and self._preparing.task.task_id == task_id:
+            self._preparing = None
+            self._cancelled(task_id)
+            self._pump()
+            return
+        if not force:
+            return  # already with the processor: it runs to completion
+        for position, item in enumerate(self._inflight):
+            if item.task.task_id != task_id or item.cancelled:
+                continue
+            self._cancelled(task_id)
+            if position == 0:  # running now: the only way to stop it is to replace the processor
+                self._inflight.popleft()
+                self._replace_processor("task cancelled while running")
+            else:  # not started yet: the processor will skip it
+                item.cancelled = True
+                self._effects.to_processor(ProcessorCancel(task_id))
+            return
+
+    def drop_owner(self, owner_id: bytes) -> None:
+        """A client left: the processor forgets the objects it owned."""
+        ids = [object_id for object_id, owner in self._holds.items() if owner == owner_id]
+        for object_id in ids:
+            del self._holds[object_id]
+        if ids:
+            self._effects.to_processor(ProcessorDropObjects(ids))
+
+    def drop_all(self) -> int:
+        """The scheduler is gone, and with it whoever wanted these tasks: forget them all
+        (replacing the processor if it had any). Returns how many there were."""
+        held = len(self)
+        self._queue.clear()
+        self._preparing = None
+        if self._inflight:
+            self._inflight.clear()
+            self._replace_processor("scheduler lost")
+        return held
+
+    # --- events from object storage ---
+    def storage_connected(self) -> None:
+        self._storage = True
+
+    def storage_lost(self, reason: str) -> None:
+        """Nothing can be stored any more: answer the results that waited for a put.
+
+        A task waiting for objects stays where it is: the agent then leaves the scheduler,
+        which re-queues everything held here elsewhere (see :meth:`drop_all`).
+        """
+        self._storage = False
+        pending, self._pending_results = self._pending_results, {}
+        for result in pending.values():
+            self._effects.send_result(TaskResult(result.task_id, STATUS_MISSING_OBJECT, b"",
+                                                 "object storage connection lost: %s" % reason))
+
+    def object_arrived(self, object_id: bytes, found: bool, payload: Buffer) -> None:
+        """An ``ObjectGetReply``: pass the object to the processor, send the task once complete."""
+        item = self._preparing
+        if item is None or object_id not in item.waiting:
+            return
+        if not found:
+            self._preparing = None
+            self._effects.send_result(TaskResult(item.task.task_id, STATUS_MISSING_OBJECT, b"",
+                                                 "object %s is not in object storage (deleted, or its owner left)"
+                                                 % object_id.hex()))
+            self._pump()
+            return
+        item.waiting.discard(object_id)
+        self._holds[object_id] = item.task.client_id
+        self._effects.to_processor(ProcessorObject(object_id, payload))
+        if not item.waiting:
+            self._preparing = None
+            self._send(item)
+            self._pump()
+
+    def object_stored(self, object_id: bytes, error: str) -> None:
+        """An ``ObjectPutReply``: the result stored under ``object_id`` can be announced."""
+        result = self._pending_results.pop(object_id, None)
+        if result is None:
+            return
+        if error:
+            result = TaskResult(result.task_id, STATUS_MISSING_OBJECT, b"", "could not store the result: %s" % error)
+        self._effects.send_result(result)
+
+    # --- events from the processor ---
+    def processor_ready(self) -> None:
+        self._ready = True
+        self._pump()
+
+    def processor_result(self, result: Message) -> None:
+        """A ``TaskResult`` from the processor: answer it, learn the task's duration, refill."""
+        inflight = self._inflight
+        if not inflight:
+            return
+        if inflight[0].task.task_id == result.task_id:
+            item = inflight.popleft()
+        else:  # should not happen (in-order), but never lose track of a task
+            matches = [i for i in inflight if i.task.task_id == result.task_id]
+            if not matches:
+                return
+            item = matches[0]
+            inflight.remove(item)
+        if item.temp:  # the processor used them once and let them go (or skipped the task: drop them)
+            for object_id in item.temp:
+                self._holds.pop(object_id, None)
+            if item.cancelled:
+                self._effects.to_processor(ProcessorDropObjects(item.temp))
+        now = self._clock()
+        self.task_seconds += 0.25 * (now - max(item.sent_at, self._last_result_at) - self.task_seconds)
+        self._last_result_at = now
+        self.depth = pipeline_depth(self.task_seconds)
+        if not item.cancelled:
+            self._answer(item.task, result)
+        self._pump()
+
+    def processor_died(self, detail: str) -> None:
+        """The processor is gone (the agent starts another): its running task fails, the
+        others go back to the front of the queue."""
+        if self._inflight:
+            running = self._inflight.popleft()
+            if not running.cancelled:
+                self._effects.send_result(TaskResult(running.task.task_id, STATUS_PROCESSOR_DIED, b"",
+                                                     "processor died: %s" % detail))
+        self._processor_gone()
+
+    # --- internals ---
+    def _pump(self) -> None:
+        """Keep the processor's pipeline full: prepare queued tasks in order and send them."""
+        queue = self._queue
+        while self._preparing is None and queue and self._ready and len(self._inflight) < self._depth_now():
+            item = queue.pop()
+            task = item.task
+            needed = [task.func_id]
+            if task.flags & FLAG_NEEDS_OBJECTS:
+                try:
+                    call = read_call(task.call)
+                except ProtocolError as exc:
+                    self._effects.send_result(TaskResult(task.task_id, STATUS_MISSING_OBJECT, b"",
+                                                         "malformed task: %s" % exc))
+                    continue
+                objects, item.temp = call_objects(call)
+                needed.extend(objects)
+            holds = self._holds
+            missing = [object_id for object_id in dict.fromkeys(needed) if object_id not in holds]
+            if not missing:
+                self._send(item)
+                continue
+            if not self._storage:
+                self._effects.send_result(TaskResult(task.task_id, STATUS_MISSING_OBJECT, b"",
+                                                     "no object storage connection"))
+                continue
+            item.waiting = set(missing)
+            self._preparing = item
+            for object_id in missing:
+                self._effects.fetch_object(object_id)
+
+    def _depth_now(self) -> int:
+        """No new task joins the pipe behind one that is taking long: it stays here, where the
+        scheduler can still move it to an idle worker (a task waiting for its own sub-tasks
+        would otherwise hold them hostage)."""
+        if self._inflight and (self._clock() - max(self._inflight[0].sent_at, self._last_result_at)
+                               > HEAD_STALL_SECONDS):
+            return 1
+        return self.depth
+
+    def _send(self, item: _Item) -> None:
+        task = item.task
+        item.sent_at = self._clock()
+        self._inflight.append(item)
+        self._effects.to_processor(ProcessorTask(task.task_id, task.flags, task.func_id, task.call))
+
+    def _answer(self, task: Message, result: Message) -> None:
+        """Send a task's result: through object storage when it is large, or when the task
+        is a graph node whose result other tasks read (``FLAG_KEEP_RESULT``: stored under
+        the task id, owned by its client, however small)."""
+        if result.status == STATUS_OK:
+            keep = task.flags & FLAG_KEEP_RESULT
+            if keep or len(result.payload) > self._inline_result_limit:
+                if self._storage:
+                    object_id = task.task_id if keep else self._new_object_id()
+                    self._pending_results[object_id] = TaskResult(task.task_id, STATUS_OK_OBJECT, object_id, result.detail)
+                    self._effects.store_object(object_id, task.client_id, result.payload)
+                    return
+                if keep:  # other tasks need it in storage: inline would not do
+                    result = TaskResult(task.task_id, STATUS_MISSING_OBJECT, b"",
+                                        "could not store the result: no object storage connection")
+        self._effects.send_result(result)
+
+    def _cancelled(self, task_id: bytes) -> None:
+        self._effects.send_result(TaskResult(task_id, STATUS_CANCELLED, b"", "cancelled"))
+
+    def _replace_processor(self, why: str) -> None:
+        self._processor_gone()
+        self._effects.restart_processor(why)
+
+    def _processor_gone(self) -> None:
+        """The processor and all it held are gone: what it had not started goes back to the
+        front of the queue, ahead of later tasks of its priority, in its order."""
+        self._ready = False
+        self._holds = {}
+        waiting = [item for item in self._inflight if not item.cancelled]
+        if self._preparing is not None:
+            waiting.append(self._preparing)
+            self._preparing = None
+        self._inflight.clear()
+        for item in reversed(waiting):
+            item.waiting = set()
+            item.temp = []
+            self._queue.push(item, front=True)
+
+
+__all__ = ["HEAD_STALL_SECONDS", "INLINE_RESULT_LIMIT", "PIPELINE_DEPTH", "PipelineEffects", "TaskPipeline",
+           "pipeline_depth"]

@@ -1,0 +1,621 @@
+"""The worker's task pipeline, driven directly: no sockets, no processes, a fake clock.
+
+A fake effects object records what the pipeline asks of its agent; each test feeds it the
+events an agent would (tasks, object replies, processor results, deaths) and checks what
+went where.
+"""
+
+import pytest
+
+from scaler.protocol.call import ARG_INLINE, ARG_OBJECT, ARG_PACKED_TEMP, ARG_TEMP, packed_call
+from scaler.protocol.codec import encode
+from scaler.protocol.messages import (FLAG_KEEP_RESULT, FLAG_NEEDS_OBJECTS, STATUS_CANCELLED, STATUS_FAILED,
+                                      STATUS_MISSING_OBJECT, STATUS_OK, STATUS_OK_OBJECT, STATUS_PROCESSOR_DIED, Call,
+                                      ProcessorCancel, ProcessorDropObjects, ProcessorObject, ProcessorTask, TaskResult,
+                                      WorkerTask)
+from scaler.worker.pipeline import (HEAD_STALL_SECONDS, INLINE_RESULT_LIMIT, PIPELINE_DEPTH, PipelineEffects,
+                                    TaskPipeline, pipeline_depth)
+
+CLIENT = b"C" * 16
+FUNC = b"F" * 32
+
+
+class FakeEffects(PipelineEffects):
+    def __init__(self):
+        self.fetched = []
+        self.stored = []
+        self.processor = []
+        self.results = []
+        self.restarts = []
+
+    def fetch_object(self, object_id):
+        self.fetched.append(object_id)
+
+    def store_object(self, object_id, owner_id, payload):
+        self.stored.append((object_id, owner_id, bytes(payload)))
+
+    def to_processor(self, msg):
+        self.processor.append(msg)
+
+    def send_result(self, result):
+        self.results.append(result)
+
+    def restart_processor(self, why):
+        self.restarts.append(why)
+
+    # --- helpers for the tests ---
+    def sent_tasks(self):
+        return [m.task_id for m in self.processor if type(m) is ProcessorTask]
+
+    def take_results(self):
+        results, self.results = self.results, []
+        return [(r.task_id, r.status) for r in results]
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def oid(name):
+    return name.encode().ljust(32, b"_")
+
+
+def task(name, flags=0, call=None, client=CLIENT, func=FUNC, priority=0):
+    return WorkerTask(name.encode(), client, flags, func, packed_call(b"", b"args") if call is None else call,
+                      priority)
+
+
+def call_of(kinds_values, serializer_id=b""):
+    kinds = bytes(kind for kind, _ in kinds_values)
+    return encode(Call(serializer_id, kinds, [b""] * len(kinds_values), [v for _, v in kinds_values]))[8:]
+
+
+def make(ready=True, storage=True, fast=True, **kwargs):
+    effects, clock = FakeEffects(), Clock()
+    ids = iter(oid("result%d" % i) for i in range(1000))
+    pipeline = TaskPipeline(effects, clock, new_object_id=lambda: next(ids), **kwargs)
+    if storage:
+        pipeline.storage_connected()
+    if ready:
+        pipeline.processor_ready()
+    if fast:  # pretend the function is cached already and tasks are short
+        make_fast(pipeline, effects, clock)
+    return pipeline, effects, clock
+
+
+def make_fast(pipeline, effects, clock):
+    """Warm the pipeline up: its function is held by the processor and tasks take 0 s."""
+    pipeline.add(task("warm"), 0)
+    pipeline.object_arrived(FUNC, True, b"fn")
+    for _ in range(30):
+        pipeline.processor_result(TaskResult(b"warm", STATUS_OK, b"", ""))
+        if pipeline.depth == PIPELINE_DEPTH:
+            break
+        pipeline.add(task("warm"), 0)
+    assert pipeline.depth == PIPELINE_DEPTH and not pipeline.inflight()
+    effects.__init__()
+
+
+def ok(name, payload=b"r"):
+    return TaskResult(name.encode(), STATUS_OK, payload, "")
+
+
+# --- depth and the head-stall rule ---
+
+def test_pipeline_depth_follows_task_duration():
+    assert pipeline_depth(0.0001) == PIPELINE_DEPTH
+    assert pipeline_depth(0.005) == 4
+    assert pipeline_depth(0.5) == 1
+
+
+def test_a_new_pipeline_assumes_slow_tasks_and_sends_one_at_a_time():
+    pipeline, effects, clock = make(fast=False)
+    pipeline.add(task("a"), 0)
+    assert effects.fetched == [FUNC]  # the processor does not hold the function yet
+    pipeline.object_arrived(FUNC, True, b"fn")
+    assert effects.processor[0] == ProcessorObject(FUNC, b"fn")
+    pipeline.add(task("b"), 0)
+    assert effects.sent_tasks() == [b"a"]
+    assert pipeline.queued() == [b"b"]
+    clock.now += 0.5
+    pipeline.processor_result(ok("a"))
+    assert effects.sent_tasks() == [b"a", b"b"]
+    assert effects.take_results() == [(b"a", STATUS_OK)]
+
+
+def test_short_tasks_are_sent_ahead_up_to_the_depth():
+    pipeline, effects, clock = make()
+    for i in range(PIPELINE_DEPTH + 3):
+        pipeline.add(task("t%d" % i), 0)
+    assert len(effects.sent_tasks()) == PIPELINE_DEPTH
+    assert len(pipeline.queued()) == 3
+    assert len(pipeline) == PIPELINE_DEPTH + 3
+    pipeline.processor_result(ok("t0"))  # no time passed: still short
+    assert len(effects.sent_tasks()) == PIPELINE_DEPTH + 1
+
+
+def test_nothing_joins_behind_a_running_task_that_stalls():
+    pipeline, effects, clock = make()
+    pipeline.add(task("long"), 0)
+    pipeline.add(task("b"), 0)  # the head has just started: b may follow
+    assert effects.sent_tasks() == [b"long", b"b"]
+    clock.now += HEAD_STALL_SECONDS * 2
+    pipeline.add(task("c"), 0)
+    pipeline.add(task("d"), 0)
+    assert effects.sent_tasks() == [b"long", b"b"], "queued behind a stalled head"
+    assert pipeline.queued() == [b"c", b"d"]
+    clock.now += 1.0
+    pipeline.processor_result(ok("long"))  # slow: depth drops, b now runs
+    assert pipeline.depth < PIPELINE_DEPTH
+    assert effects.sent_tasks() == [b"long", b"b"], "b has only just started: still the depth of a slow pipeline"
+
+
+def test_a_stalled_pipeline_still_sends_one_task_when_it_is_empty():
+    pipeline, effects, clock = make()
+    pipeline.add(task("a"), 0)
+    clock.now += 1.0
+    pipeline.processor_result(ok("a"))
+    pipeline.add(task("b"), 0)
+    assert effects.sent_tasks() == [b"a", b"b"]
+
+
+def test_nothing_is_sent_before_the_processor_is_ready():
+    pipeline, effects, clock = make(ready=False, fast=False)
+    pipeline.add(task("a"), 0)
+    assert effects.processor == [] and effects.fetched == []
+    pipeline.processor_ready()
+    assert effects.fetched == [FUNC]
+
+
+# --- priority ---
+
+def test_queued_tasks_are_taken_highest_priority_first_then_in_arrival_order():
+    pipeline, effects, clock = make(fast=False)  # one at a time: the rest stays queued
+    pipeline.add(task("first"), 0)
+    pipeline.object_arrived(FUNC, True, b"fn")
+    for name, priority in [("low1", -1), ("mid1", 0), ("high1", 5), ("mid2", 0), ("high2", 5), ("low2", -1)]:
+        pipeline.add(task(name), priority)
+    assert pipeline.queued() == [b"high1", b"high2", b"mid1", b"mid2", b"low1", b"low2"]
+    for name in ["first", "high1", "high2", "mid1", "mid2", "low1"]:
+        clock.now += 1.0
+        pipeline.processor_result(ok(name))
+    assert effects.sent_tasks() == [b"first", b"high1", b"high2", b"mid1", b"mid2", b"low1", b"low2"]
+
+
+def test_a_late_high_priority_task_overtakes_queued_ones_but_not_sent_ones():
+    pipeline, effects, clock = make()
+    pipeline.add(task("running"), 0)
+    clock.now += 1.0  # stalls: the rest stays queued
+    pipeline.add(task("a"), 0)
+    pipeline.add(task("b"), 0)
+    pipeline.add(task("urgent"), 3)
+    assert pipeline.queued() == [b"urgent", b"a", b"b"]
+    assert pipeline.inflight() == [b"running"]
+
+
+def test_tasks_given_back_by_a_dead_processor_keep_their_priority_and_order():
+    pipeline, effects, clock = make()
+    pipeline.add(task("p1"), 1)
+    pipeline.add(task("p0a"), 0)
+    clock.now += 1.0
+    pipeline.add(task("p0b"), 0)
+    pipeline.add(task("p2"), 2)
+    assert pipeline.inflight() == [b"p1", b"p0a"] and pipeline.queued() == [b"p2", b"p0b"]
+    pipeline.processor_died("killed by signal SIGKILL")
+    assert effects.take_results() == [(b"p1", STATUS_PROCESSOR_DIED)]
+    assert pipeline.queued() == [b"p2", b"p0a", b"p0b"]
+
+
+def test_cancel_removes_a_queued_task_of_any_priority():
+    pipeline, effects, clock = make()
+    pipeline.add(task("running"), 0)
+    clock.now += 1.0
+    pipeline.add(task("a"), 7)
+    pipeline.add(task("b"), -7)
+    pipeline.cancel(b"a", force=False)
+    pipeline.cancel(b"b", force=False)
+    assert pipeline.queued() == []
+    assert effects.take_results() == [(b"a", STATUS_CANCELLED), (b"b", STATUS_CANCELLED)]
+    assert len(pipeline) == 1
+
+
+# --- objects ---
+
+def test_objects_are_fetched_once_per_processor_and_sent_before_the_task():
+    pipeline, effects, clock = make(fast=False)
+    ref = oid("ref")
+    call = call_of([(ARG_OBJECT, ref), (ARG_INLINE, b"x")])
+    pipeline.add(task("a", FLAG_NEEDS_OBJECTS, call), 0)
+    assert effects.fetched == [FUNC, ref]
+    pipeline.object_arrived(ref, True, b"R")
+    assert effects.sent_tasks() == []
+    pipeline.object_arrived(FUNC, True, b"fn")
+    assert effects.processor == [ProcessorObject(ref, b"R"), ProcessorObject(FUNC, b"fn"),
+                                 ProcessorTask(b"a", FLAG_NEEDS_OBJECTS, FUNC, call)]
+    pipeline.processor_result(ok("a"))
+    pipeline.add(task("b", FLAG_NEEDS_OBJECTS, call), 0)
+    assert effects.fetched == [FUNC, ref], "cached on the processor"
+    assert effects.sent_tasks() == [b"a", b"b"]
+    assert pipeline.processor_holds() == {FUNC: CLIENT, ref: CLIENT}
+
+
+def test_the_serializer_of_a_call_is_fetched_too():
+    pipeline, effects, clock = make()
+    serializer = oid("serializer")
+    pipeline.add(task("a", FLAG_NEEDS_OBJECTS, call_of([(ARG_INLINE, b"x")], serializer)), 0)
+    assert effects.fetched == [serializer]
+
+
+def test_a_task_waiting_for_objects_holds_back_the_tasks_after_it():
+    pipeline, effects, clock = make()
+    ref = oid("ref")
+    pipeline.add(task("a", FLAG_NEEDS_OBJECTS, call_of([(ARG_OBJECT, ref)])), 0)
+    pipeline.add(task("b"), 0)
+    assert pipeline.preparing() == b"a" and pipeline.queued() == [b"b"]
+    assert effects.sent_tasks() == []
+    pipeline.object_arrived(oid("unrelated"), True, b"?")  # ignored
+    pipeline.object_arrived(ref, True, b"R")
+    assert effects.sent_tasks() == [b"a", b"b"]
+
+
+def test_temporary_objects_are_forgotten_after_their_task():
+    pipeline, effects, clock = make()
+    big, packed = oid("big"), oid("packed")
+    pipeline.add(task("a", FLAG_NEEDS_OBJECTS, call_of([(ARG_TEMP, big)])), 0)
+    pipeline.object_arrived(big, True, b"B")
+    pipeline.add(task("b", FLAG_NEEDS_OBJECTS, call_of([(ARG_PACKED_TEMP, packed)])), 0)
+    pipeline.object_arrived(packed, True, b"P")
+    assert set(pipeline.processor_holds()) == {FUNC, big, packed}
+    pipeline.processor_result(ok("a"))
+    pipeline.processor_result(ok("b"))
+    assert set(pipeline.processor_holds()) == {FUNC}
+
+
+def test_a_missing_object_fails_its_task_only():
+    pipeline, effects, clock = make()
+    ref = oid("gone")
+    pipeline.add(task("a", FLAG_NEEDS_OBJECTS, call_of([(ARG_OBJECT, ref)])), 0)
+    pipeline.add(task("b"), 0)
+    pipeline.object_arrived(ref, False, b"")
+    assert effects.take_results() == [(b"a", STATUS_MISSING_OBJECT)]
+    assert effects.sent_tasks() == [b"b"]
+
+
+def test_a_malformed_call_fails_its_task_only():
+    pipeline, effects, clock = make()
+    pipeline.add(task("bad", FLAG_NEEDS_OBJECTS, b"\xff" * 20), 0)
+    pipeline.add(task("wrong_type", FLAG_NEEDS_OBJECTS, encode(TaskResult(b"", 0, b"", ""))[8:]), 0)
+    pipeline.add(task("good"), 0)
+    assert effects.take_results() == [(b"bad", STATUS_MISSING_OBJECT), (b"wrong_type", STATUS_MISSING_OBJECT)]
+    assert effects.sent_tasks() == [b"good"]
+
+
+def test_without_object_storage_a_task_needing_objects_fails():
+    pipeline, effects, clock = make(storage=False, fast=False)
+    pipeline.add(task("a"), 0)
+    (result,) = effects.results
+    assert result.status == STATUS_MISSING_OBJECT and "no object storage" in result.detail
+
+
+def test_a_client_leaving_drops_its_objects_from_the_processor():
+    pipeline, effects, clock = make()
+    other, ref = b"O" * 16, oid("ref")
+    pipeline.add(task("a", FLAG_NEEDS_OBJECTS, call_of([(ARG_OBJECT, ref)]), client=other), 0)
+    pipeline.object_arrived(ref, True, b"R")
+    pipeline.drop_owner(other)
+    assert effects.processor[-1] == ProcessorDropObjects([ref])
+    assert pipeline.processor_holds() == {FUNC: CLIENT}
+    pipeline.drop_owner(b"nobody")
+    assert effects.processor[-1] == ProcessorDropObjects([ref]), "nothing to drop: no message"
+
+
+# --- results ---
+
+def test_a_small_result_goes_back_inline_and_a_large_one_through_storage():
+    pipeline, effects, clock = make()
+    pipeline.add(task("small"), 0)
+    pipeline.add(task("large"), 0)
+    pipeline.processor_result(ok("small", b"s"))
+    big = b"x" * (INLINE_RESULT_LIMIT + 1)
+    pipeline.processor_result(ok("large", big))
+    assert effects.results == [ok("small", b"s")]
+    (object_id, owner, payload), = effects.stored
+    assert owner == CLIENT and payload == big and object_id == oid("result0")
+    pipeline.object_stored(object_id, "")
+    assert effects.results[-1] == TaskResult(b"large", STATUS_OK_OBJECT, object_id, "")
+
+
+def test_a_refused_put_fails_the_task_with_the_reason():
+    pipeline, effects, clock = make()
+    pipeline.add(task("large"), 0)
+    pipeline.processor_result(ok("large", b"x" * (INLINE_RESULT_LIMIT + 1)))
+    pipeline.object_stored(effects.stored[0][0], "object storage is full")
+    (result,) = effects.results
+    assert result.status == STATUS_MISSING_OBJECT and "object storage is full" in result.detail
+
+
+def test_losing_storage_answers_the_results_waiting_for_a_put():
+    pipeline, effects, clock = make()
+    pipeline.add(task("large"), 0)
+    pipeline.processor_result(ok("large", b"x" * (INLINE_RESULT_LIMIT + 1)))
+    pipeline.storage_lost("connection reset")
+    (result,) = effects.results
+    assert result.status == STATUS_MISSING_OBJECT and "connection reset" in result.detail
+    pipeline.object_stored(effects.stored[0][0], "")  # a late ack: already answered
+    assert len(effects.results) == 1
+
+
+def test_failures_pass_through_unchanged():
+    pipeline, effects, clock = make()
+    pipeline.add(task("a"), 0)
+    failure = TaskResult(b"a", STATUS_FAILED, b"exc" * 100000, "Traceback")
+    pipeline.processor_result(failure)
+    assert effects.results == [failure] and effects.stored == []
+
+
+def test_keep_result_stores_even_a_small_result_under_the_task_id_for_its_client():
+    pipeline, effects, clock = make()
+    task_id = b"K" * 32
+    owner = b"O" * 16
+    pipeline.add(WorkerTask(task_id, owner, FLAG_KEEP_RESULT, FUNC, packed_call(b"", b"args"), 0), 0)
+    pipeline.processor_result(TaskResult(task_id, STATUS_OK, b"tiny", ""))
+    assert effects.stored == [(task_id, owner, b"tiny")]
+    assert effects.results == [], "announced once stored"
+    pipeline.object_stored(task_id, "")
+    assert effects.results == [TaskResult(task_id, STATUS_OK_OBJECT, task_id, "")]
+
+
+def test_keep_result_stores_a_large_result_under_the_task_id_too():
+    pipeline, effects, clock = make()
+    task_id = b"K" * 32
+    pipeline.add(WorkerTask(task_id, CLIENT, FLAG_KEEP_RESULT, FUNC, packed_call(b"", b"args"), 0), 0)
+    pipeline.processor_result(TaskResult(task_id, STATUS_OK, b"x" * (INLINE_RESULT_LIMIT + 1), ""))
+    assert [s[0] for s in effects.stored] == [task_id]
+    pipeline.object_stored(task_id, "")
+    assert effects.results == [TaskResult(task_id, STATUS_OK_OBJECT, task_id, "")]
+
+
+def test_keep_result_of_a_failed_task_is_the_failure():
+    pipeline, effects, clock = make()
+    pipeline.add(task("k", FLAG_KEEP_RESULT), 0)
+    failure = TaskResult(b"k", STATUS_FAILED, b"exc", "Traceback")
+    pipeline.processor_result(failure)
+    assert effects.stored == [] and effects.results == [failure]
+
+
+def test_keep_result_without_storage_says_it_could_not_be_stored():
+    pipeline, effects, clock = make()
+    pipeline.storage_lost("gone")
+    pipeline.add(task("k", FLAG_KEEP_RESULT), 0)  # the function is held: it still runs
+    pipeline.processor_result(ok("k"))
+    (result,) = effects.results
+    assert effects.stored == []
+    assert result.status == STATUS_MISSING_OBJECT and "could not store" in result.detail
+
+
+def test_keep_result_put_refused_fails_the_task():
+    pipeline, effects, clock = make()
+    pipeline.add(task("k", FLAG_KEEP_RESULT), 0)
+    pipeline.processor_result(ok("k"))
+    pipeline.object_stored(b"k", "object id must be 32 bytes, got 1")
+    (result,) = effects.results
+    assert result.task_id == b"k" and result.status == STATUS_MISSING_OBJECT
+
+
+# --- cancellation ---
+
+def test_cancel_of_a_queued_task_answers_at_once_forced_or_not():
+    pipeline, effects, clock = make()
+    pipeline.add(task("running"), 0)
+    clock.now += 1.0
+    pipeline.add(task("a"), 0)
+    pipeline.add(task("b"), 0)
+    pipeline.cancel(b"a", force=False)
+    pipeline.cancel(b"b", force=True)
+    assert effects.take_results() == [(b"a", STATUS_CANCELLED), (b"b", STATUS_CANCELLED)]
+    assert pipeline.queued() == [] and effects.restarts == []
+
+
+def test_cancel_of_a_task_waiting_for_objects_lets_the_next_one_go():
+    pipeline, effects, clock = make()
+    ref = oid("ref")
+    pipeline.add(task("a", FLAG_NEEDS_OBJECTS, call_of([(ARG_OBJECT, ref)])), 0)
+    pipeline.add(task("b"), 0)
+    pipeline.cancel(b"a", force=False)
+    assert effects.take_results() == [(b"a", STATUS_CANCELLED)]
+    assert effects.sent_tasks() == [b"b"]
+    pipeline.object_arrived(ref, True, b"R")  # too late: ignored
+    assert effects.sent_tasks() == [b"b"]
+
+
+def test_a_balancing_cancel_leaves_tasks_already_with_the_processor():
+    pipeline, effects, clock = make()
+    pipeline.add(task("a"), 0)
+    pipeline.add(task("b"), 0)
+    pipeline.cancel(b"b", force=False)
+    pipeline.cancel(b"a", force=False)
+    assert effects.results == [] and pipeline.inflight() == [b"a", b"b"]
+
+
+def test_a_forced_cancel_of_a_sent_task_tells_the_processor_to_skip_it():
+    pipeline, effects, clock = make()
+    pipeline.add(task("a"), 0)
+    pipeline.add(task("b"), 0)
+    pipeline.cancel(b"b", force=True)
+    assert effects.take_results() == [(b"b", STATUS_CANCELLED)]
+    assert effects.processor[-1] == ProcessorCancel(b"b")
+    pipeline.cancel(b"b", force=True)  # twice: answered once
+    assert effects.results == []
+    pipeline.processor_result(ok("a"))
+    pipeline.processor_result(TaskResult(b"b", STATUS_CANCELLED, b"", "cancelled"))
+    assert effects.take_results() == [(b"a", STATUS_OK)], "the skip is not answered twice"
+    assert pipeline.inflight() == []
+
+
+def test_a_skipped_task_drops_its_temporary_objects_from_the_processor():
+    pipeline, effects, clock = make()
+    big = oid("big")
+    pipeline.add(task("a"), 0)
+    pipeline.add(task("b", FLAG_NEEDS_OBJECTS, call_of([(ARG_TEMP, big)])), 0)
+    pipeline.object_arrived(big, True, b"B")
+    pipeline.cancel(b"b", force=True)
+    pipeline.processor_result(ok("a"))
+    pipeline.processor_result(TaskResult(b"b", STATUS_CANCELLED, b"", "cancelled"))
+    assert effects.processor[-1] == ProcessorDropObjects([big])
+
+
+def test_a_forced_cancel_of_the_running_task_replaces_the_processor_and_requeues_the_rest():
+    pipeline, effects, clock = make()
+    for name in ("a", "b", "c"):
+        pipeline.add(task(name), 0)
+    clock.now += 1.0
+    pipeline.add(task("d"), 0)
+    pipeline.cancel(b"a", force=True)
+    assert effects.take_results() == [(b"a", STATUS_CANCELLED)]
+    assert effects.restarts == ["task cancelled while running"]
+    assert pipeline.queued() == [b"b", b"c", b"d"] and pipeline.inflight() == []
+    assert not pipeline.processor_is_ready and pipeline.processor_holds() == {}
+    sent_before = len(effects.sent_tasks())
+    pipeline.add(task("e"), 0)
+    assert len(effects.sent_tasks()) == sent_before, "no new processor yet"
+    pipeline.processor_ready()
+    assert effects.fetched == [FUNC], "the new processor needs the function again"
+    pipeline.object_arrived(FUNC, True, b"fn")
+    assert effects.sent_tasks()[sent_before:][0] == b"b"
+
+
+def test_cancel_of_an_unknown_task_does_nothing():
+    pipeline, effects, clock = make()
+    pipeline.cancel(b"nope", force=True)
+    assert effects.results == [] and effects.restarts == []
+
+
+# --- the processor and the scheduler going away ---
+
+def test_a_dead_processor_fails_its_running_task_and_requeues_the_others():
+    pipeline, effects, clock = make()
+    for name in ("a", "b", "c"):
+        pipeline.add(task(name), 0)
+    pipeline.processor_died("exit code 1")
+    (result,) = effects.results
+    assert result.task_id == b"a" and result.status == STATUS_PROCESSOR_DIED and "exit code 1" in result.detail
+    assert pipeline.queued() == [b"b", b"c"]
+    assert effects.restarts == [], "the agent restarts a dead processor itself"
+    pipeline.processor_ready()
+    pipeline.object_arrived(FUNC, True, b"fn")
+    assert effects.sent_tasks()[-2:] == [b"b", b"c"]
+
+
+def test_a_dead_processor_does_not_answer_a_cancelled_running_task_twice():
+    pipeline, effects, clock = make()
+    pipeline.add(task("a"), 0)
+    pipeline.add(task("b"), 0)
+    pipeline.cancel(b"b", force=True)
+    effects.take_results()
+    pipeline.processor_died("exit code 1")  # b was to be skipped: it is not requeued
+    assert effects.take_results() == [(b"a", STATUS_PROCESSOR_DIED)]
+    assert pipeline.queued() == []
+
+
+def test_a_dead_processor_requeues_the_task_waiting_for_objects_after_the_sent_ones():
+    pipeline, effects, clock = make()
+    ref = oid("ref")
+    pipeline.add(task("a"), 0)
+    pipeline.add(task("b"), 0)
+    pipeline.add(task("c", FLAG_NEEDS_OBJECTS, call_of([(ARG_OBJECT, ref)])), 0)
+    pipeline.add(task("d"), 0)
+    assert pipeline.preparing() == b"c"
+    pipeline.processor_died("killed")
+    assert pipeline.queued() == [b"b", b"c", b"d"] and pipeline.preparing() is None
+    pipeline.object_arrived(ref, True, b"R")  # for the old attempt: ignored
+    assert not pipeline.processor_holds()
+
+
+def test_losing_the_scheduler_drops_everything_and_replaces_a_busy_processor():
+    pipeline, effects, clock = make()
+    pipeline.add(task("a"), 0)
+    clock.now += 1.0
+    pipeline.add(task("b"), 0)
+    assert pipeline.drop_all() == 2
+    assert len(pipeline) == 0 and effects.restarts == ["scheduler lost"]
+    assert effects.results == []
+
+
+def test_losing_the_scheduler_keeps_an_idle_processor():
+    pipeline, effects, clock = make()
+    assert pipeline.drop_all() == 0
+    assert effects.restarts == [] and pipeline.processor_is_ready
+
+
+def test_a_result_for_a_task_not_in_flight_is_ignored():
+    pipeline, effects, clock = make()
+    pipeline.processor_result(ok("ghost"))
+    pipeline.add(task("a"), 0)
+    pipeline.processor_result(ok("ghost"))
+    assert effects.results == [] and pipeline.inflight() == [b"a"]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_event_sequences_never_lose_or_duplicate_a_task(seed):
+    """Every task added is answered exactly once, or still held, whatever happens."""
+    import random
+    rng = random.Random(seed)
+    pipeline, effects, clock = make()
+    refs = [oid("ref%d" % i) for i in range(3)]
+    added = []
+    for step in range(300):
+        event = rng.random()
+        if event < 0.3:
+            name = "t%d" % step
+            kinds = [(rng.choice([ARG_OBJECT, ARG_TEMP]), rng.choice(refs)) for _ in range(rng.randrange(2))]
+            flags = FLAG_NEEDS_OBJECTS if kinds else 0
+            flags |= rng.choice([0, FLAG_KEEP_RESULT])
+            pipeline.add(task(name, flags, call_of(kinds) if kinds else None), rng.randrange(-1, 2))
+            added.append(name.encode())
+        elif event < 0.5 and pipeline.inflight():
+            clock.now += rng.choice([0.0, 0.01, 1.0])
+            head = pipeline.inflight()[0]
+            pipeline.processor_result(TaskResult(head, STATUS_OK, b"r", ""))
+        elif event < 0.6 and pipeline.preparing() is not None:
+            fetched, effects.fetched = effects.fetched, []
+            for object_id in fetched:
+                pipeline.object_arrived(object_id, rng.random() < 0.9, b"o")
+        elif event < 0.7 and added:
+            pipeline.cancel(rng.choice(added), force=rng.random() < 0.5)
+        elif event < 0.75 and pipeline.processor_is_ready:
+            pipeline.processor_died("random")
+            pipeline.processor_ready()
+        elif event < 0.8:
+            stored, effects.stored = effects.stored, []
+            for object_id, _, _ in stored:
+                pipeline.object_stored(object_id, rng.choice(["", "", "full"]))
+        elif event < 0.85 and not pipeline.processor_is_ready:
+            pipeline.processor_ready()
+        if effects.restarts:  # the agent replaced the processor: the new one is ready
+            effects.restarts.clear()
+            pipeline.processor_ready()
+    assert set(added) <= {r.task_id for r in effects.results} | set(pipeline.queued()) | set(
+        pipeline.inflight()) | {pipeline.preparing()} | set(pipeline.storing())
+    # Let everything finish: then every task has been answered exactly once.
+    if not pipeline.processor_is_ready:
+        pipeline.processor_ready()
+    for _ in range(10000):
+        if effects.fetched:
+            fetched, effects.fetched = effects.fetched, []
+            for object_id in fetched:
+                pipeline.object_arrived(object_id, True, b"o")
+        elif effects.stored:
+            stored, effects.stored = effects.stored, []
+            for object_id, _, _ in stored:
+                pipeline.object_stored(object_id, "")
+        elif pipeline.inflight():
+            pipeline.processor_result(TaskResult(pipeline.inflight()[0], STATUS_OK, b"r", ""))
+        else:
+            break
+    assert len(pipeline) == 0 and not pipeline.storing(), "stuck: %r %r %r" % (pipeline.queued(), pipeline.preparing(), pipeline.inflight())
+    answered = [r.task_id for r in effects.results]
+    assert sorted(answered) == sorted(added), "every task answered exactly once"
