@@ -29,6 +29,13 @@ class Fresh:
         self.make = make
 
 
+class Refused:
+    """A value the component refuses (``ValueError`` naming the parameter): nothing to forward."""
+
+    def __init__(self, value):
+        self.value = value
+
+
 def _free_address():
     return "tcp://127.0.0.1:%d" % free_tcp_port(count=3)
 
@@ -60,7 +67,7 @@ FORWARDED = {
     "trim_memory_threshold_bytes": (1 << 20, [("cluster", "trim_memory_threshold_bytes", SAME)]),
     "per_worker_task_queue_size": (13, [("cluster", "per_worker_task_queue_size", SAME),
                                         ("scheduler", "per_worker_queue_size", SAME)]),
-    "hard_processor_suspend": (True, [("cluster", "hard_processor_suspend", SAME)]),
+    "hard_processor_suspend": (Refused(True), []),  # no processor is ever suspended (docs: Nested tasks)
     "protected": (False, [("scheduler", "protected", SAME)]),
     "scaler_policy": ("allocate=even_load; scaling=vanilla", [("scheduler", "policy_content", SAME)]),
     "event_loop": ("uvloop", [("scheduler", "event_loop", SAME), ("cluster", "event_loop", SAME)]),
@@ -139,6 +146,11 @@ def test_parameter_reaches_its_component(started, name):
     value, targets = FORWARDED[name]
     if isinstance(value, Fresh):
         value = value.make()
+    if isinstance(value, Refused):
+        with pytest.raises(ValueError, match=name):
+            SchedulerClusterCombo(**{name: value.value})
+        assert not started
+        return
     built = run_combo(started, **{name: value})
     if targets == IGNORED:
         return
@@ -182,7 +194,7 @@ CLUSTER_FORWARDED = {
     "death_timeout_seconds": (11.0, "death_timeout_seconds", SAME),
     "garbage_collect_interval_seconds": (12.0, "garbage_collect_interval_seconds", SAME),
     "trim_memory_threshold_bytes": (1 << 20, "trim_memory_threshold_bytes", SAME),
-    "hard_processor_suspend": (True, "hard_processor_suspend", SAME),
+    "hard_processor_suspend": (Refused(True), "hard_processor_suspend", SAME),
     "worker_io_threads": (3, "io_threads", SAME),
     "event_loop": ("uvloop", "event_loop", SAME),
     "preload": ("json", "preload", SAME),
@@ -211,6 +223,11 @@ def test_the_cluster_table_names_every_parameter():
 @pytest.mark.parametrize("name", CLUSTER_PARAMETERS)
 def test_cluster_parameter_reaches_the_pool(started, name):
     value, field, expected = CLUSTER_FORWARDED[name]
+    if isinstance(value, Refused):
+        with pytest.raises(ValueError, match=name):
+            Cluster(CLUSTER_ADDRESS, **{name: value.value})
+        assert not started
+        return
     expected = value if expected is SAME else expected
     config, env = run_cluster(started, **{name: value})
     default_config, default_env = run_cluster(started)

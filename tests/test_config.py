@@ -303,8 +303,8 @@ def test_adapter_count_keys(key):
     (["-wit", "2"], "io_threads", 2),
     (["--worker-io-threads", "2"], "io_threads", 2),
     (["-el", "builtin"], "event_loop", "builtin"),
-    (["-hps"], "hard_processor_suspend", True),
     (["-hps", "false"], "hard_processor_suspend", False),
+    (["--hard-processor-suspend=no"], "hard_processor_suspend", False),
     (["-wn", "a,b"], "worker_names", ("a", "b")),
     (["-pwc", "linux,cpu=4"], "per_worker_capabilities", "linux,cpu=4"),
     (["-wtqs", "10"], "per_worker_task_queue_size", 10),
@@ -328,7 +328,7 @@ def test_cluster_flag_spellings(argv, field, value):
     ({"worker_names": ["a", "b"], "num_of_workers": 2}, "worker_names", ("a", "b")),
     ({"worker_names": "a,b"}, "num_of_workers", 2),
     ({"per_worker_capabilities": {"linux": -1, "cpu": 8}}, "per_worker_capabilities", "linux,cpu=8"),
-    ({"hard-processor-suspend": True}, "hard_processor_suspend", True),
+    ({"hard-processor-suspend": False}, "hard_processor_suspend", False),
 ])
 def test_cluster_toml_spellings(table, field, value):
     table = dict(table, scheduler_address="tcp://127.0.0.1:8516")
@@ -341,6 +341,13 @@ def test_cluster_toml_spellings(table, field, value):
 ])
 def test_boolean_flags_take_a_value(argv, expected):
     assert load(SCHEDULER, ["tcp://127.0.0.1:8516"] + argv).protected is expected
+
+
+@pytest.mark.parametrize("argv", [["-hps"], ["--hard-processor-suspend", "true"]])
+def test_hard_processor_suspend_true_is_refused_with_the_reason(argv):
+    with pytest.raises(Exception, match="hard_processor_suspend = true is not supported: scaler suspends no "
+                                        "processor"):
+        load(CLUSTER, ["tcp://127.0.0.1:8516"] + argv)
 
 
 def test_bare_boolean_flag_does_not_swallow_the_address():

@@ -254,8 +254,8 @@ def test_bytearray_and_memoryview_field_values_encode_like_bytes():
 
 
 @pytest.mark.parametrize("msg", [
-    m.ProcessorTask(b"t", 256, b"f", b"c"),  # u8 overflow
-    m.ProcessorTask(b"t", -1, b"f", b"c"),
+    m.ProcessorTask(b"t", 256, b"f", b"c", 0),  # u8 overflow
+    m.ProcessorTask(b"t", -1, b"f", b"c", 0),
     m.Hello(m.MAGIC, 65536, 1, b"n"),  # u16 overflow
     m.WorkerConnect(b"w", "n", 2 ** 32, "", 1, ""),  # u32 overflow
     m.WorkerHeartbeat(0.0, 0, 2 ** 64, 0.0),  # u64 overflow
@@ -520,10 +520,10 @@ def _in_thread(fn, *args):
 def test_channel_small_messages_both_directions(pair):
     left, right = BlockingChannel(pair[0]), BlockingChannel(pair[1])
     left.send(m.ProcessorReady(1234, ""))
-    right.send(m.ProcessorTask(b"task", 1, b"func", b"call"))
+    right.send(m.ProcessorTask(b"task", 1, b"func", b"call", -7))
     assert right.recv() == m.ProcessorReady(1234, "")
     got = left.recv()
-    assert got == m.ProcessorTask(b"task", 1, b"func", b"call")
+    assert got == m.ProcessorTask(b"task", 1, b"func", b"call", -7)
     assert type(got.task_id) is bytes
 
 
@@ -554,7 +554,7 @@ def test_channel_send_many_preserves_order_and_content(pair):
     msgs = [m.ProcessorReady(1, "")]
     msgs += [m.ProcessorObject(b"o%d" % i, b"x" * i) for i in range(50)]
     msgs += [m.ProcessorObject(b"big", big), m.ProcessorDropObjects([b"a", b"b"]),
-             m.ProcessorTask(b"t", 0, b"f", BIG), m.Accepted()]
+             m.ProcessorTask(b"t", 0, b"f", BIG, 0), m.Accepted()]
     left, right = BlockingChannel(pair[0]), BlockingChannel(pair[1])
     join = _in_thread(left.send_many, msgs)
     received = [right.recv() for _ in msgs]

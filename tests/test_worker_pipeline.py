@@ -210,6 +210,76 @@ def test_tasks_given_back_by_a_dead_processor_keep_their_priority_and_order():
     assert pipeline.queued() == [b"p2", b"p0a", b"p0b"]
 
 
+# --- nested tasks: a parent blocked on its children ---
+
+def test_a_blocked_parent_lets_outranking_tasks_past_the_head_stall_rule():
+    pipeline, effects, clock = make()
+    pipeline.add(task("parent"), 0)
+    clock.now += 1.0  # the parent runs long: nothing joins behind it...
+    pipeline.add(task("other"), 0)
+    pipeline.add(task("child1"), 1)
+    assert pipeline.inflight() == [b"parent"]
+    pipeline.processor_waiting(b"parent", True)  # ...until it blocks on its children
+    pipeline.add(task("child2"), 1)
+    assert pipeline.inflight() == [b"parent", b"child1", b"child2"]
+    assert pipeline.queued() == [b"other"]  # an equal-priority task does not run on top of it
+    sent = [m for m in effects.processor if type(m) is ProcessorTask]
+    assert [(m.task_id, m.priority) for m in sent] == [(b"parent", 0), (b"child1", 1), (b"child2", 1)]
+    pipeline.processor_result(ok("child2"))  # nested tasks finish before their parent, any order
+    pipeline.processor_result(ok("child1"))
+    assert effects.take_results() == [(b"child2", STATUS_OK), (b"child1", STATUS_OK)]
+    assert pipeline.queued() == [b"other"]  # still blocked: results of children let nothing else in
+    pipeline.processor_waiting(b"parent", False)
+    clock.now += 1.0
+    pipeline.add(task("child3"), 1)  # the parent runs again, long: the head-stall rule is back
+    assert pipeline.queued()[0] == b"child3" and pipeline.inflight()[0] == b"parent"
+
+
+def test_nested_waits_need_a_task_above_the_innermost_blocked_one():
+    pipeline, effects, clock = make()
+    pipeline.add(task("parent"), 0)
+    clock.now += 1.0
+    pipeline.processor_waiting(b"parent", True)
+    pipeline.add(task("child"), 1)
+    pipeline.processor_waiting(b"child", True)  # the child runs on top of its parent, and blocks too
+    pipeline.add(task("sibling"), 1)  # another child of the parent: not above the blocked child
+    assert pipeline.queued() == [b"sibling"]
+    pipeline.add(task("grandchild"), 2)
+    assert pipeline.inflight() == [b"parent", b"child", b"grandchild"]
+    pipeline.processor_result(ok("grandchild"))
+    pipeline.processor_waiting(b"child", False)
+    pipeline.processor_result(ok("child"))  # the parent is the innermost blocked one again
+    assert pipeline.inflight() == [b"parent", b"sibling"]
+
+
+def test_a_dead_processor_fails_every_task_it_had_started_and_requeues_the_rest():
+    pipeline, effects, clock = make()
+    pipeline.add(task("parent"), 0)
+    clock.now += 1.0
+    pipeline.add(task("later"), 0)
+    pipeline.processor_waiting(b"parent", True)
+    pipeline.add(task("child"), 1)
+    pipeline.processor_waiting(b"child", True)
+    pipeline.add(task("grandchild"), 2)
+    pipeline.processor_died("killed by signal SIGKILL")
+    assert sorted(effects.take_results()) == [(b"child", STATUS_PROCESSOR_DIED), (b"parent", STATUS_PROCESSOR_DIED)]
+    assert pipeline.queued() == [b"grandchild", b"later"]  # not known to have started: tried again
+    pipeline.processor_ready()
+    assert pipeline.preparing() == b"grandchild"  # the new processor needs the function first
+
+
+def test_waiting_reports_for_unknown_or_repeated_tasks_are_harmless():
+    pipeline, effects, clock = make()
+    pipeline.processor_waiting(b"nobody", True)
+    pipeline.add(task("parent"), 0)
+    clock.now += 1.0
+    pipeline.processor_waiting(b"parent", True)
+    pipeline.processor_waiting(b"parent", True)
+    pipeline.processor_waiting(b"parent", False)
+    pipeline.add(task("child"), 1)
+    assert pipeline.queued() == [b"child"]
+
+
 def test_cancel_removes_a_queued_task_of_any_priority():
     pipeline, effects, clock = make()
     pipeline.add(task("running"), 0)
@@ -235,7 +305,7 @@ def test_objects_are_fetched_once_per_processor_and_sent_before_the_task():
     assert effects.sent_tasks() == []
     pipeline.object_arrived(FUNC, True, b"fn")
     assert effects.processor == [ProcessorObject(ref, b"R"), ProcessorObject(FUNC, b"fn"),
-                                 ProcessorTask(b"a", FLAG_NEEDS_OBJECTS, FUNC, call)]
+                                 ProcessorTask(b"a", FLAG_NEEDS_OBJECTS, FUNC, call, 0)]
     pipeline.processor_result(ok("a"))
     pipeline.add(task("b", FLAG_NEEDS_OBJECTS, call), 0)
     assert effects.fetched == [FUNC, ref], "cached on the processor"

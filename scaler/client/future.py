@@ -5,10 +5,12 @@ callback, or ``asyncio.wrap_future``) deserialises them in the caller's thread. 
 ``wait``, ``as_completed`` and asyncio work unchanged, and the I/O thread stays free.
 """
 
+import time
 from concurrent.futures import Future
 from concurrent.futures._base import PENDING, RUNNING
 from typing import Any, Callable, Optional
 
+from ..utility import task_context
 from ..utility.exceptions import DeserializeObjectError
 from ..utility.metadata.profile_result import ProfileResult
 
@@ -35,10 +37,17 @@ class ScalerFuture(Future):
         self.set_result(_NOT_DECODED)
 
     def result(self, timeout: Optional[float] = None) -> Any:
+        if task_context.wait_hook is not None and not self.done():
+            timeout = _wait_in_task(self, timeout)
         value = super().result(timeout)
         if value is _NOT_DECODED:
             value = self._decode()
         return value
+
+    def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
+        if task_context.wait_hook is not None and not self.done():
+            timeout = _wait_in_task(self, timeout)
+        return super().exception(timeout)
 
     def _decode(self) -> Any:
         with self._condition:  # the Future's own lock: no extra lock per task
@@ -85,3 +94,14 @@ class ScalerFuture(Future):
 
     def __repr__(self) -> str:
         return "<ScalerFuture %s %s>" % (self._task_id.hex()[:12], self._state)
+
+
+def _wait_in_task(future: Future, timeout: Optional[float]) -> Optional[float]:
+    """Inside a task: wait through the processor, which runs the awaited sub-tasks meanwhile
+    if they land on this worker. Returns what is left of ``timeout``."""
+    hook = task_context.wait_hook
+    if hook is None:
+        return timeout
+    started = time.monotonic()
+    hook(future, timeout)
+    return None if timeout is None else max(0.0, timeout - (time.monotonic() - started))

@@ -7,7 +7,7 @@ import weakref
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from ..config.capabilities import format_capabilities
-from ..config.components import ClusterConfig, SchedulerConfig, default_worker_count
+from ..config.components import HARD_PROCESSOR_SUSPEND_REFUSED, ClusterConfig, SchedulerConfig, default_worker_count
 from ..config.policy import DEFAULT_POLICY, parse_policy
 from ..io.address import listen, parse_address
 from ..utility import process as proc_util
@@ -33,6 +33,8 @@ class Cluster(proc_util.ProcessHandle):
                  logging_config_file: Optional[str] = None, auth_key: Optional[str] = None,
                  object_storage_address: Optional[str] = None) -> None:
         parse_address(address)
+        if hard_processor_suspend:
+            raise ValueError(HARD_PROCESSOR_SUSPEND_REFUSED)
         names = tuple(getattr(worker_names, "names", worker_names))  # upstream passes a WorkerNames
         if not isinstance(per_worker_capabilities, str):  # a dict or upstream's WorkerCapabilities
             per_worker_capabilities = format_capabilities(
@@ -104,6 +106,8 @@ class SchedulerClusterCombo:
                  logging_config_file: Optional[str] = None, worker_manager_id: str = "combo",
                  security_config: Any = None, auth_key: Optional[str] = None,
                  per_worker_queue_size: Optional[int] = None, preload: Optional[str] = None) -> None:
+        if hard_processor_suspend:
+            raise ValueError(HARD_PROCESSOR_SUSPEND_REFUSED)
         if per_worker_queue_size is not None:  # upstream's older name
             per_worker_task_queue_size = per_worker_queue_size
         n_workers = default_worker_count() if n_workers is None else n_workers

@@ -24,6 +24,12 @@ _TLS_HELP = "TLS certificate/key (not available in this build: any value is reje
 _NO_TLS = "this build has no TLS transport; use --auth-key (or SCALER_AUTH_KEY) to authenticate peers"
 
 
+HARD_PROCESSOR_SUSPEND_REFUSED = (
+    "hard_processor_suspend = true is not supported: scaler suspends no processor (a task waiting "
+    "for the tasks it submitted runs them in its own processor; see 'Nested tasks' in the "
+    "architecture docs); leave it false")
+
+
 def default_worker_count() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
@@ -180,7 +186,8 @@ class WorkerSettings(LoopSettings):
         help="release freed memory to the OS (malloc_trim) only above this resident size")
     hard_processor_suspend: bool = option(
         False, kind="bool", short=("-hps",), group="worker",
-        help="suspend a processor with SIGSTOP (OS level) rather than an in-process wait")
+        help="upstream's SIGSTOP suspension of a waiting processor; only false is accepted: a task "
+             "waiting for its sub-tasks runs them in its own processor, none is suspended")
     preload: Optional[str] = option(
         None, kind="str", group="worker", metavar="SPEC",
         help="run before a worker's processor takes tasks: 'module.path:function(args, kwargs)' "

@@ -499,6 +499,9 @@ def finish(resolution: Resolution) -> Any:
     command = resolution.command
     if command.finalize is not None:
         command.finalize(resolution)
+    if resolution.values.get("hard_processor_suspend"):
+        from .components import HARD_PROCESSOR_SUSPEND_REFUSED
+        raise resolution.error("hard_processor_suspend", HARD_PROCESSOR_SUSPEND_REFUSED)
     positional = resolution.options.get(command.positional)
     if positional is not None and not resolution.values.get(command.positional):
         if resolution.section_where:

@@ -125,9 +125,12 @@ ProcessorReady = declare(40, "ProcessorReady", [("pid", "u32"), ("error", "str")
 ProcessorObject = declare(41, "ProcessorObject", [("object_id", "bytes"), ("payload", "bytes")])
 ProcessorDropObjects = declare(42, "ProcessorDropObjects", [("object_ids", "bytes_list")])
 ProcessorTask = declare(43, "ProcessorTask", [("task_id", "bytes"), ("flags", "u8"), ("func_id", "bytes"),
-                                              ("call", "bytes")])
+                                              ("call", "bytes"), ("priority", "i64")])
 # Skip a task already sent but not started (the processor runs its tasks in order).
 ProcessorCancel = declare(44, "ProcessorCancel", [("task_id", "bytes")])
+# processor -> agent: the running task ``task_id`` blocks on tasks it submitted (``waiting``
+# true) or goes on (false). While it waits, the processor runs tasks that outrank it.
+ProcessorWaiting = declare(45, "ProcessorWaiting", [("task_id", "bytes"), ("waiting", "bool")])
 
 # --- not a frame: the argument list of a task, built by clients, read by processors ---
 # serializer_id: object id of the client's cloudpickled Serializer, empty for the default.

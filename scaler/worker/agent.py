@@ -23,7 +23,7 @@ from ..io.loop import EventLoop
 from ..protocol.codec import Buffer, Message
 from ..protocol.handshake import normalize_key
 from ..protocol.messages import (ROLE_WORKER, HeartbeatEcho, ObjectDeleteOwner, ObjectGet, ObjectGetReply, ObjectPut,
-                                 ObjectPutReply, ProcessorReady, SchedulerShutdown, TaskResult, WorkerConnect,
+                                 ObjectPutReply, ProcessorReady, ProcessorWaiting, SchedulerShutdown, TaskResult, WorkerConnect,
                                  WorkerConnectReply, WorkerDisconnect, WorkerHeartbeat, WorkerTask, WorkerTaskCancel)
 from ..utility import process as proc_util
 from .pipeline import PipelineEffects, TaskPipeline
@@ -173,6 +173,8 @@ class WorkerAgent(PipelineEffects):
                 self.stop(PRELOAD_FAILED_EXIT)
                 return
             self.pipeline.processor_ready()
+        elif kind is ProcessorWaiting:
+            self.pipeline.processor_waiting(msg.task_id, msg.waiting)
 
     # --- processor ---
     def _start_processor(self) -> None:
@@ -182,7 +184,13 @@ class WorkerAgent(PipelineEffects):
                 "--trim-threshold", str(self.config.trim_memory_threshold_bytes)]
         if self.config.preload:
             args += ["--preload", self.config.preload]
-        env = proc_util.child_environment({"SCALER_SCHEDULER_ADDRESS": self.config.scheduler_address})
+        extra = {"SCALER_SCHEDULER_ADDRESS": self.config.scheduler_address}  # Client() inside a task joins it
+        if self.key is not None:
+            try:
+                extra[proc_util.AUTH_KEY_ENV] = self.key.decode("utf-8")
+            except UnicodeDecodeError:
+                pass  # a binary key given in Python: a Client() in a task must be given it
+        env = proc_util.child_environment(extra)
         try:
             self.processor = proc_util.spawn("processor", "worker.processor", args, env=env,
                                              pass_fds=(child_sock.fileno(),))

@@ -22,7 +22,14 @@ task decides, starting from "slow"), so long tasks wait here where the scheduler
 them to idle workers. And nothing joins behind a running task that has taken longer than
 ``HEAD_STALL_SECONDS`` (the *head-stall rule*): a task waiting for sub-tasks it submitted
 must not hold them hostage.
+
+**Nested tasks.** A task that submits tasks and blocks on them tells the pipeline so
+(:meth:`TaskPipeline.processor_waiting`); while it waits, the processor runs, on top of it,
+tasks that strictly outrank it (a child has its parent's priority + 1), and the pipeline
+sends such tasks past the depth and head-stall limits. So a waiting parent never holds the
+only slot its children could run in (see "Nested tasks" in ``docs/architecture.rst``).
 """
+
 
 import collections
 import bisect
@@ -79,7 +86,7 @@ class PipelineEffects:
 class _Item:
     """One task held by the pipeline."""
 
-    __slots__ = ("task", "priority", "temp", "waiting", "cancelled", "sent_at")
+    __slots__ = ("task", "priority", "temp", "waiting", "cancelled", "sent_at", "blocked")
 
     def __init__(self, task: Message, priority: int) -> None:
         self.task = task
@@ -88,6 +95,7 @@ class _Item:
         self.waiting: Set[bytes] = set()  # objects still to fetch before it can be sent
         self.cancelled = False  # sent, then cancelled: the processor skips it, its result is dropped
         self.sent_at = 0.0
+        self.blocked = False  # started, and now waiting for tasks it submitted
 
 
 class _PriorityQueue:
@@ -114,6 +122,9 @@ class _PriorityQueue:
         level[task_id] = item
         if front:
             level.move_to_end(task_id, last=False)
+
+    def best_priority(self) -> Optional[int]:
+        return -self._order[0] if self._order else None
 
     def pop(self) -> _Item:
         key = self._order[0]
@@ -168,6 +179,7 @@ class TaskPipeline:
         self._storage = False  # a connection to object storage exists
         self._holds: Dict[bytes, bytes] = {}  # objects the processor holds -> owning client
         self._pending_results: Dict[bytes, Message] = {}  # object id -> TaskResult waiting for its put ack
+        self._blocked: List[_Item] = []  # tasks waiting for their sub-tasks, outermost first
         # Moving average of the processor's time per task; start by assuming tasks are slow.
         self.task_seconds = 0.1
         self.depth = pipeline_depth(self.task_seconds)
@@ -205,8 +217,8 @@ class TaskPipeline:
     def add(self, task: Message, priority: int = 0) -> None:
         """A ``WorkerTask`` arrived; higher ``priority`` is taken first."""
         self._queue.push(_Item(task, priority))
-        if self._preparing is None and len(self._inflight) < self.depth:
-            self._pump()  # (_pump applies the head-stall rule)
+        if self._preparing is None and (len(self._inflight) < self.depth or self._blocked):
+            self._pump()  # (_pump applies the head-stall rule, and lets children past a waiting parent)
 
     def cancel(self, task_id: bytes, force: bool) -> None:
         """Take back a task not sent yet; with ``force`` also one with the processor, and stop
@@ -315,6 +327,9 @@ class TaskPipeline:
                 return
             item = matches[0]
             inflight.remove(item)
+        if item.blocked:
+            item.blocked = False
+            self._blocked.remove(item)
         if item.temp:  # the processor used them once and let them go (or skipped the task: drop them)
             for object_id in item.temp:
                 self._holds.pop(object_id, None)
@@ -328,6 +343,19 @@ class TaskPipeline:
             self._answer(item.task, result)
         self._pump()
 
+    def processor_waiting(self, task_id: bytes, waiting: bool) -> None:
+        """The running task ``task_id`` blocks on sub-tasks (or goes on): while it waits, tasks
+        that outrank it are sent to the processor past the pipelining limits."""
+        item = next((i for i in self._inflight if i.task.task_id == task_id), None)
+        if item is None:
+            return
+        if waiting and not item.blocked:
+            self._blocked.append(item)
+        elif not waiting and item.blocked:
+            self._blocked.remove(item)
+        item.blocked = waiting
+        self._pump()
+
     def processor_died(self, detail: str) -> None:
         """The processor is gone (the agent starts another): its running task fails, the
         others go back to the front of the queue."""
@@ -336,13 +364,14 @@ class TaskPipeline:
             if not running.cancelled:
                 self._effects.send_result(TaskResult(running.task.task_id, STATUS_PROCESSOR_DIED, b"",
                                                      "processor died: %s" % detail))
-        self._processor_gone()
+        self._processor_gone("processor died: %s" % detail)
 
     # --- internals ---
     def _pump(self) -> None:
         """Keep the processor's pipeline full: prepare queued tasks in order and send them."""
         queue = self._queue
-        while self._preparing is None and queue and self._ready and len(self._inflight) < self._depth_now():
+        while self._preparing is None and queue and self._ready and (
+                len(self._inflight) < self._depth_now() or self._outranks_the_blocked()):
             item = queue.pop()
             task = item.task
             needed = [task.func_id]
@@ -369,12 +398,20 @@ class TaskPipeline:
             for object_id in missing:
                 self._effects.fetch_object(object_id)
 
+    def _outranks_the_blocked(self) -> bool:
+        """The best queued task outranks the innermost blocked one: the processor will run it
+        on top of that one, now (a child of a waiting parent)."""
+        if not self._blocked:
+            return False
+        best = self._queue.best_priority()
+        return best is not None and best > self._blocked[-1].priority
+
     def _depth_now(self) -> int:
         """No new task joins the pipe behind one that is taking long: it stays here, where the
         scheduler can still move it to an idle worker (a task waiting for its own sub-tasks
         would otherwise hold them hostage)."""
-        if self._inflight and (self._clock() - max(self._inflight[0].sent_at, self._last_result_at)
-                               > HEAD_STALL_SECONDS):
+        if self._blocked or (self._inflight and (self._clock() - max(self._inflight[0].sent_at, self._last_result_at)
+                                                 > HEAD_STALL_SECONDS)):
             return 1
         return self.depth
 
@@ -382,7 +419,7 @@ class TaskPipeline:
         task = item.task
         item.sent_at = self._clock()
         self._inflight.append(item)
-        self._effects.to_processor(ProcessorTask(task.task_id, task.flags, task.func_id, task.call))
+        self._effects.to_processor(ProcessorTask(task.task_id, task.flags, task.func_id, task.call, item.priority))
 
     def _answer(self, task: Message, result: Message) -> None:
         """Send a task's result: through object storage when it is large, or when the task
@@ -405,20 +442,28 @@ class TaskPipeline:
         self._effects.send_result(TaskResult(task_id, STATUS_CANCELLED, b"", "cancelled"))
 
     def _replace_processor(self, why: str) -> None:
-        self._processor_gone()
+        self._processor_gone("processor replaced: %s" % why)
         self._effects.restart_processor(why)
 
-    def _processor_gone(self) -> None:
-        """The processor and all it held are gone: what it had not started goes back to the
-        front of the queue, ahead of later tasks of its priority, in its order."""
+    def _processor_gone(self, why: str) -> None:
+        """The processor and all it held are gone: tasks it had started and that were blocked
+        on sub-tasks fail (they ran, and may have had effects); what it had not started goes
+        back to the front of the queue, ahead of later tasks of its priority, in its order."""
         self._ready = False
         self._holds = {}
+        blocked, self._blocked = self._blocked, []
+        for item in blocked:
+            if item in self._inflight:
+                self._inflight.remove(item)
+                if not item.cancelled:
+                    self._effects.send_result(TaskResult(item.task.task_id, STATUS_PROCESSOR_DIED, b"", why))
         waiting = [item for item in self._inflight if not item.cancelled]
         if self._preparing is not None:
             waiting.append(self._preparing)
             self._preparing = None
         self._inflight.clear()
         for item in reversed(waiting):
+            item.blocked = False
             item.waiting = set()
             item.temp = []
             self._queue.push(item, front=True)

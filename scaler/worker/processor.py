@@ -17,8 +17,11 @@ import pickle
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
+from concurrent import futures
+from multiprocessing.connection import wait as connection_wait
 from typing import Any, Deque, Dict, List, Optional, Set, Tuple
 
 from ..client.serializer import DefaultSerializer
@@ -26,8 +29,9 @@ from ..io.connection import BlockingChannel
 from ..protocol.call import call_arguments, read_call
 from ..protocol.messages import (FLAG_PROFILE, STATUS_CANCELLED, STATUS_FAILED, STATUS_MISSING_OBJECT,
                                  STATUS_NOT_SERIALIZABLE, STATUS_OK, ProcessorCancel, ProcessorDropObjects,
-                                 ProcessorObject, ProcessorReady,
+                                 ProcessorObject, ProcessorReady, ProcessorWaiting,
                                  ProcessorTask, TaskResult)
+from ..utility import task_context
 from ..utility.process import rss_bytes, watch_lifeline
 from ..utility.serialization import BytesSerializer, dumps_result
 
@@ -94,6 +98,13 @@ class Processor:
         self.last_gc = time.monotonic()
         self.default_serializer = DefaultSerializer()
         self.profiler: Any = None  # a TaskProfiler, made when the first profiled task arrives
+        self.pending: Deque[Any] = collections.deque()  # tasks received, not started, in arrival order
+        self.cancelled: Set[bytes] = set()  # of those, the ones to skip
+        # A task waiting for its sub-tasks sleeps on the channel and on this pipe, which a
+        # done-callback of the awaited future writes to (from the client's I/O thread).
+        self.wake_reader, self.wake_writer = os.pipe()
+        os.set_blocking(self.wake_reader, False)
+        os.set_blocking(self.wake_writer, False)
 
     def serve(self) -> None:
         """Run tasks in arrival order, each result sent as soon as it exists.
@@ -102,40 +113,103 @@ class Processor:
         so a cancel for a task still waiting here is seen before that task would start.
         """
         channel = self.channel
-        pending: Deque[Any] = collections.deque()
-        cancelled: Set[bytes] = set()
-
-        def handle(msg: Any) -> None:
-            kind = type(msg)
-            if kind is ProcessorTask:
-                pending.append(msg)
-            elif kind is ProcessorObject:
-                self.raw[msg.object_id] = msg.payload
-                self.loaded.pop(msg.object_id, None)
-            elif kind is ProcessorCancel:
-                cancelled.add(msg.task_id)
-            elif kind is ProcessorDropObjects:
-                for object_id in msg.object_ids:
-                    self.raw.pop(object_id, None)
-                    self.loaded.pop(object_id, None)
-
+        pending = self.pending
+        task_context.wait_hook = self.wait_for
         try:
             while True:
                 if not pending:
-                    handle(channel.recv())
+                    self._handle(channel.recv())
                 for msg in channel.recv_ready():
-                    handle(msg)
-                if not pending:
-                    continue
-                task = pending.popleft()
-                if task.task_id in cancelled:
-                    cancelled.discard(task.task_id)
-                    channel.send(TaskResult(task.task_id, STATUS_CANCELLED, b"", "cancelled"))
-                    continue
-                channel.send(self.run(task) if not task.flags & FLAG_PROFILE else self._run_profiled(task))
-                self._housekeeping()
+                    self._handle(msg)
+                if pending:
+                    self._run_one(pending.popleft())
         except (EOFError, OSError):
             return
+        finally:
+            task_context.wait_hook = None
+
+    def _handle(self, msg: Any) -> None:
+        kind = type(msg)
+        if kind is ProcessorTask:
+            self.pending.append(msg)
+        elif kind is ProcessorObject:
+            self.raw[msg.object_id] = msg.payload
+            self.loaded.pop(msg.object_id, None)
+        elif kind is ProcessorCancel:
+            self.cancelled.add(msg.task_id)
+        elif kind is ProcessorDropObjects:
+            for object_id in msg.object_ids:
+                self.raw.pop(object_id, None)
+                self.loaded.pop(object_id, None)
+
+    def _run_one(self, task: Any) -> None:
+        if task.task_id in self.cancelled:
+            self.cancelled.discard(task.task_id)
+            self.channel.send(TaskResult(task.task_id, STATUS_CANCELLED, b"", "cancelled"))
+            return
+        previous = task_context.enter(task.task_id, task.priority)
+        try:
+            result = self.run(task) if not task.flags & FLAG_PROFILE else self._run_profiled(task)
+        finally:
+            task_context.restore(previous)
+        self.channel.send(result)
+        self._housekeeping()
+
+    def wait_for(self, future: Any, timeout: Optional[float]) -> None:
+        """The running task blocks on ``future`` (a task it submitted): until it is done, or
+        ``timeout`` passes, run here the tasks the agent sends that outrank the waiting one.
+
+        Its children have its priority + 1, so they run on top of it instead of queueing
+        behind it: a waiting parent never holds the only slot its children need.
+        """
+        if task_context.task_id is None or threading.current_thread() is not threading.main_thread():
+            futures.wait([future], timeout)  # a thread of the task's own: it cannot run tasks
+            return
+        task_id, priority = task_context.task_id, task_context.priority
+        deadline = None if timeout is None else time.monotonic() + timeout
+        future.add_done_callback(self._wake)
+        channel = self.channel
+        channel.send(ProcessorWaiting(task_id, True))
+        try:
+            while not future.done():
+                task = self._take_outranking(priority)
+                if task is not None:
+                    self._run_one(task)
+                    continue
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return
+                ready = connection_wait([channel.sock, self.wake_reader], remaining)
+                if self.wake_reader in ready:
+                    try:
+                        os.read(self.wake_reader, 4096)
+                    except BlockingIOError:
+                        pass
+                if channel.sock in ready:
+                    try:
+                        messages = channel.recv_ready() or [channel.recv()]
+                    except (EOFError, OSError):
+                        os._exit(1)  # the agent is gone: nobody wants these results
+                    for msg in messages:
+                        self._handle(msg)
+        finally:
+            channel.send(ProcessorWaiting(task_id, False))
+
+    def _take_outranking(self, priority: int) -> Any:
+        """The first-arrived of the highest-priority pending tasks, if it outranks ``priority``."""
+        best = None
+        for task in self.pending:
+            if task.priority > priority and (best is None or task.priority > best.priority):
+                best = task
+        if best is not None:
+            self.pending.remove(best)
+        return best
+
+    def _wake(self, _future: Any) -> None:
+        try:
+            os.write(self.wake_writer, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # already awake (the pipe is full), or shutting down
 
     def _object(self, object_id: bytes, serializer: Any, keep: bool = True) -> Any:
         try:
