@@ -68,6 +68,14 @@ def payload_len(payload):
     return len(payload)
 
 
+def graph_leaf(i):
+    return i + 1
+
+
+def graph_pair(a, b):
+    return a + b
+
+
 # ---------------------------------------------------------------------------
 # Configuration
 # ---------------------------------------------------------------------------
@@ -78,6 +86,7 @@ FULL_SIZES = {
     "latency_calls": 300,
     "payload_bytes": 200 * 10 ** 6,
     "payload_tasks": 10,
+    "graph_leaves": 1000,
 }
 
 QUICK_SIZES = {
@@ -86,6 +95,7 @@ QUICK_SIZES = {
     "latency_calls": 50,
     "payload_bytes": 20 * 10 ** 6,
     "payload_tasks": 10,
+    "graph_leaves": 200,
 }
 
 # Targets from the issue.
@@ -105,6 +115,8 @@ W_MAP_BATCHED = "map_throughput_batched"
 W_LAT = "latency"
 W_STARTUP = "startup_to_first_result"
 W_PAYLOAD = "payload"
+W_GRAPH = "graph"
+TARGET_GRAPH_NODES_PER_S = 5000.0
 
 
 def batched_chunksize(n_items, n_workers):
@@ -261,6 +273,35 @@ def measure_ppe_payload(pool, size, n_tasks):
     return {"seconds": t1 - t0, "payload_bytes": size, "tasks": n_tasks}
 
 
+def _graph_expected(n):
+    return [(i + 1) + ((i + 1) % n + 1) for i in range(n)]
+
+
+def measure_scaler_graph(client, n):
+    """n leaves with a literal argument + n two-input nodes (leaf i and leaf i+1), one client.get."""
+    graph = {("leaf", i): (graph_leaf, i) for i in range(n)}
+    graph.update({("pair", i): (graph_pair, ("leaf", i), ("leaf", (i + 1) % n)) for i in range(n)})
+    keys = [("pair", i) for i in range(n)]
+    t0 = time.perf_counter()
+    results = client.get(graph, keys)
+    seconds = time.perf_counter() - t0
+    _check(results == _graph_expected(n), "graph results are wrong")
+    return {"seconds": seconds, "nodes": 2 * n, "nodes_per_s": 2 * n / seconds}
+
+
+def measure_ppe_graph(pool, n):
+    """The same shape on ProcessPoolExecutor, which has no graphs: the driver submits each
+    pair once both its leaves are done (results travel through the driver)."""
+    t0 = time.perf_counter()
+    leaves = [pool.submit(graph_leaf, i) for i in range(n)]
+    values = [future.result() for future in leaves]
+    pairs = [pool.submit(graph_pair, values[i], values[(i + 1) % n]) for i in range(n)]
+    results = [future.result() for future in pairs]
+    seconds = time.perf_counter() - t0
+    _check(results == _graph_expected(n), "graph results are wrong")
+    return {"seconds": seconds, "nodes": 2 * n, "nodes_per_s": 2 * n / seconds}
+
+
 def run_step(results, workload, engine, label, timeout, fn):
     """Run one measurement under a deadline; record the figures or the error."""
     gc.collect()
@@ -313,7 +354,7 @@ def run_processpool(results, sizes, workers, timeout, mp_context):
 
     try:
         if not run_step(results, W_STARTUP, PPE, "start-up to first result", timeout, startup):
-            mark_skipped(results, PPE, "pool start-up failed", (W_LAT, W_MAP, W_MAP_BATCHED, W_PAYLOAD))
+            mark_skipped(results, PPE, "pool start-up failed", (W_LAT, W_MAP, W_MAP_BATCHED, W_PAYLOAD, W_GRAPH))
             return
         pool = pool_holder[0]
 
@@ -333,6 +374,10 @@ def run_processpool(results, sizes, workers, timeout, mp_context):
         run_step(
             results, W_PAYLOAD, PPE, "payload", timeout,
             lambda: measure_ppe_payload(pool, sizes["payload_bytes"], sizes["payload_tasks"]),
+        )
+        run_step(
+            results, W_GRAPH, PPE, "graph (driver-side)", timeout,
+            lambda: measure_ppe_graph(pool, sizes["graph_leaves"]),
         )
     finally:
         for pool in pool_holder:
@@ -371,7 +416,7 @@ def run_scaler(results, sizes, workers, timeout):
 
     try:
         if not run_step(results, W_STARTUP, SCALER, "start-up to first result", timeout, startup):
-            mark_skipped(results, SCALER, "cluster start-up failed", (W_LAT, W_MAP, W_PAYLOAD))
+            mark_skipped(results, SCALER, "cluster start-up failed", (W_LAT, W_MAP, W_PAYLOAD, W_GRAPH))
             return
         client = state["client"]
 
@@ -386,6 +431,10 @@ def run_scaler(results, sizes, workers, timeout):
         run_step(
             results, W_PAYLOAD, SCALER, "payload", timeout,
             lambda: measure_scaler_payload(client, sizes["payload_bytes"], sizes["payload_tasks"]),
+        )
+        run_step(
+            results, W_GRAPH, SCALER, "graph", timeout,
+            lambda: measure_scaler_graph(client, sizes["graph_leaves"]),
         )
     finally:
         try:
@@ -461,6 +510,14 @@ def evaluate_targets(results, sizes, ran):
     else:
         ok = s < TARGET_PAYLOAD_S
         targets[W_PAYLOAD] = (_verdict(ok), "%s: %s" % (desc, _verdict(ok)))
+
+    desc = "scaler >= %s nodes/s" % "{:,.0f}".format(TARGET_GRAPH_NODES_PER_S)
+    s = _get(results, W_GRAPH, SCALER, "nodes_per_s")
+    if s is None:
+        targets[W_GRAPH] = ("n/a", "%s (%s)" % (desc, not_run))
+    else:
+        ok = s >= TARGET_GRAPH_NODES_PER_S
+        targets[W_GRAPH] = (_verdict(ok), "%s: %s (PPE: driver resubmits)" % (desc, _verdict(ok)))
     return targets
 
 
@@ -478,6 +535,10 @@ def _fmt_cell(results, workload, engine, field, fmt, ran):
 
 def _tps(v):
     return "{:,.0f} tasks/s".format(v)
+
+
+def _nps(v):
+    return "{:,.0f} nodes/s".format(v)
 
 
 def _ms(v):
@@ -532,6 +593,13 @@ def build_rows(results, sizes, workers, targets, ran):
         cell(W_PAYLOAD, SCALER, "seconds", _s),
         cell(W_PAYLOAD, PPE, "seconds", _s),
         targets[W_PAYLOAD][1],
+    ))
+    rows.append((
+        "graph, %s leaves + %s two-input nodes" % ("{:,}".format(sizes["graph_leaves"]),
+                                                  "{:,}".format(sizes["graph_leaves"])),
+        cell(W_GRAPH, SCALER, "nodes_per_s", _nps),
+        cell(W_GRAPH, PPE, "nodes_per_s", _nps),
+        targets[W_GRAPH][1],
     ))
     return rows
 
@@ -652,7 +720,7 @@ def main(argv=None):
                 "ProcessPoolExecutor half alone" % (type(exc).__name__, exc))
             return 2
 
-    results = {w: {} for w in (W_MAP, W_MAP_BATCHED, W_LAT, W_STARTUP, W_PAYLOAD)}
+    results = {w: {} for w in (W_MAP, W_MAP_BATCHED, W_LAT, W_STARTUP, W_PAYLOAD, W_GRAPH)}
     env = environment_info(workers, mp_context, args)
     log("workers=%d mode=%s python=%s cpus=%s PPE start method=%s" % (
         workers, env["mode"], env["python"], env["cpu_count"], env["processpool_start_method"]))

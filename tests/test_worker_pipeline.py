@@ -7,7 +7,7 @@ went where.
 
 import pytest
 
-from scaler.protocol.call import ARG_INLINE, ARG_OBJECT, ARG_PACKED_TEMP, ARG_TEMP, packed_call
+from scaler.protocol.call import ARG_INLINE, ARG_OBJECT, ARG_PACKED_TEMP, ARG_TEMP, graph_result_id, packed_call
 from scaler.protocol.codec import encode
 from scaler.protocol.messages import (FLAG_KEEP_RESULT, FLAG_NEEDS_OBJECTS, STATUS_CANCELLED, STATUS_FAILED,
                                       STATUS_MISSING_OBJECT, STATUS_OK, STATUS_OK_OBJECT, STATUS_PROCESSOR_DIED, Call,
@@ -208,6 +208,26 @@ def test_tasks_given_back_by_a_dead_processor_keep_their_priority_and_order():
     pipeline.processor_died("killed by signal SIGKILL")
     assert effects.take_results() == [(b"p1", STATUS_PROCESSOR_DIED)]
     assert pipeline.queued() == [b"p2", b"p0a", b"p0b"]
+
+
+# --- temporary inputs shared by several tasks (graph nodes reading one result) ---
+
+def test_a_shared_temporary_input_is_dropped_only_after_its_last_reader():
+    pipeline, effects, clock = make()
+    shared, other = oid("shared"), oid("other")
+    pipeline.add(task("first", FLAG_NEEDS_OBJECTS, call_of([(ARG_TEMP, shared)])), 0)
+    pipeline.object_arrived(shared, True, b"s")
+    pipeline.add(task("second", FLAG_NEEDS_OBJECTS, call_of([(ARG_TEMP, shared), (ARG_TEMP, other)])), 0)
+    assert pipeline.inflight() == [b"first"] and pipeline.preparing() == b"second"
+    assert effects.fetched == [shared, other]  # the shared one is held already: fetched once
+    pipeline.processor_result(ok("first"))
+    assert not [m for m in effects.processor if type(m) is ProcessorDropObjects]  # "second" still needs it
+    pipeline.object_arrived(other, True, b"o")
+    assert pipeline.inflight() == [b"second"]
+    pipeline.processor_result(ok("second"))
+    drops = [m.object_ids for m in effects.processor if type(m) is ProcessorDropObjects]
+    assert drops == [[shared, other]]
+    assert pipeline.processor_holds() == {FUNC: CLIENT}
 
 
 # --- nested tasks: a parent blocked on its children ---
@@ -427,26 +447,28 @@ def test_failures_pass_through_unchanged():
     assert effects.results == [failure] and effects.stored == []
 
 
-def test_keep_result_stores_even_a_small_result_under_the_task_id_for_its_client():
+def test_keep_result_stores_even_a_small_result_under_the_task_ids_result_id_for_its_client():
     pipeline, effects, clock = make()
-    task_id = b"K" * 32
+    task_id = b"K" * 16
     owner = b"O" * 16
+    result_id = graph_result_id(task_id)  # what the readers' Calls name
+    assert len(result_id) == 32 and result_id != graph_result_id(b"L" * 16)
     pipeline.add(WorkerTask(task_id, owner, FLAG_KEEP_RESULT, FUNC, packed_call(b"", b"args"), 0), 0)
     pipeline.processor_result(TaskResult(task_id, STATUS_OK, b"tiny", ""))
-    assert effects.stored == [(task_id, owner, b"tiny")]
+    assert effects.stored == [(result_id, owner, b"tiny")]
     assert effects.results == [], "announced once stored"
-    pipeline.object_stored(task_id, "")
-    assert effects.results == [TaskResult(task_id, STATUS_OK_OBJECT, task_id, "")]
+    pipeline.object_stored(result_id, "")
+    assert effects.results == [TaskResult(task_id, STATUS_OK_OBJECT, result_id, "")]
 
 
-def test_keep_result_stores_a_large_result_under_the_task_id_too():
+def test_keep_result_stores_a_large_result_under_the_result_id_too():
     pipeline, effects, clock = make()
-    task_id = b"K" * 32
+    task_id = b"K" * 16
     pipeline.add(WorkerTask(task_id, CLIENT, FLAG_KEEP_RESULT, FUNC, packed_call(b"", b"args"), 0), 0)
     pipeline.processor_result(TaskResult(task_id, STATUS_OK, b"x" * (INLINE_RESULT_LIMIT + 1), ""))
-    assert [s[0] for s in effects.stored] == [task_id]
-    pipeline.object_stored(task_id, "")
-    assert effects.results == [TaskResult(task_id, STATUS_OK_OBJECT, task_id, "")]
+    assert [s[0] for s in effects.stored] == [graph_result_id(task_id)]
+    pipeline.object_stored(graph_result_id(task_id), "")
+    assert effects.results == [TaskResult(task_id, STATUS_OK_OBJECT, graph_result_id(task_id), "")]
 
 
 def test_keep_result_of_a_failed_task_is_the_failure():
@@ -471,7 +493,7 @@ def test_keep_result_put_refused_fails_the_task():
     pipeline, effects, clock = make()
     pipeline.add(task("k", FLAG_KEEP_RESULT), 0)
     pipeline.processor_result(ok("k"))
-    pipeline.object_stored(b"k", "object id must be 32 bytes, got 1")
+    pipeline.object_stored(graph_result_id(b"k"), "object storage is full")
     (result,) = effects.results
     assert result.task_id == b"k" and result.status == STATUS_MISSING_OBJECT
 

@@ -19,7 +19,7 @@ from ..io.loop import EventLoop
 from ..protocol.codec import Message
 from ..protocol.messages import (ROLE_CLIENT, STATUS_CANCELLED, STATUS_FAILED, STATUS_MISSING_OBJECT,
                                  STATUS_NOT_SERIALIZABLE, STATUS_OK, STATUS_OK_OBJECT, STATUS_PROCESSOR_DIED,
-                                 STATUS_WORKER_DIED, ClientConnect, ClientConnectReply, ClientDisconnect, Heartbeat,
+                                 STATUS_REJECTED, STATUS_WORKER_DIED, ClientConnect, ClientConnectReply, ClientDisconnect, Heartbeat,
                                  HeartbeatEcho, ObjectDelete, ObjectGet, ObjectGetReply, ObjectPut, ObjectPutReply,
                                  SchedulerShutdown, ShutdownRefused, TaskCancel, TaskResult)
 from ..utility.exceptions import (AuthenticationError, ClientShutdownException, DisconnectedError, MissingObjects,
@@ -237,9 +237,13 @@ class ClientAgent(Handler):
         self._finish(DisconnectedError("lost the connection to the %s: %s" % (what, reason)))
 
     # --- work handed over by the user's thread ---
-    def submit(self, batch: List[Tuple[ScalerFuture, Message]], needs: Sequence[bytes] = ()) -> None:
+    def submit(self, batch: List[Tuple[ScalerFuture, Optional[Message]]], needs: Sequence[bytes] = (),
+               graph: Optional[Message] = None) -> None:
         """Send tasks, but only once every object they need is acknowledged by storage:
-        a worker must never ask for an object that is still on its way."""
+        a worker must never ask for an object that is still on its way.
+
+        With ``graph`` (a ``GraphSubmit``), the batch holds the futures of its requested
+        nodes, without messages: the graph is sent whole after them."""
         if self.failure is not None:
             for future, _ in batch:
                 _settle(future, lambda f=future: f.set_exception(self.failure))
@@ -263,7 +267,7 @@ class ClientAgent(Handler):
                     return
                 remaining[0] -= 1
                 if remaining[0] == 0:
-                    self.submit(batch)
+                    self.submit(batch, graph=graph)
 
             for object_id in waiting:
                 self.unacked[object_id].append(acknowledged)
@@ -274,11 +278,18 @@ class ClientAgent(Handler):
             self.held.pop(future.task_id, None)
         futures = self.futures
         send = self.scheduler.send
+        cancelled = []
         for future, msg in batch:
             if future.done():  # cancelled before it left
+                cancelled.append(future.task_id)
                 continue
-            futures[msg.task_id] = future
-            send(msg)
+            futures[future.task_id] = future
+            if msg is not None:
+                send(msg)
+        if graph is not None:
+            send(graph)
+            for task_id in cancelled:  # a requested node cancelled before the graph left
+                send(TaskCancel(task_id))
 
     def put(self, object_id: bytes, payload: Any, waiter: Optional[Waiter] = None) -> None:
         """Store an object; ``waiter`` (if any) learns the outcome, and so do tasks that need it."""
@@ -338,7 +349,8 @@ class ClientAgent(Handler):
         else:
             error_type = {STATUS_WORKER_DIED: WorkerDiedError, STATUS_PROCESSOR_DIED: ProcessorDiedError,
                           STATUS_MISSING_OBJECT: MissingObjects,
-                          STATUS_NOT_SERIALIZABLE: TaskExceptionNotSerializableError}.get(status, WorkerDiedError)
+                          STATUS_NOT_SERIALIZABLE: TaskExceptionNotSerializableError,
+                          STATUS_REJECTED: ValueError}.get(status, WorkerDiedError)
             _settle(future, lambda: future.set_exception(error_type(msg.detail)))
 
     # --- time and endings ---

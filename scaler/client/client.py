@@ -6,15 +6,16 @@ import logging
 import os
 import struct
 import uuid
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Hashable, Iterable, List, Mapping, Optional, Tuple
 
 import cloudpickle
 
-from ..protocol.call import INLINE_LIMIT, build_call
+from ..protocol.call import INLINE_LIMIT, build_call, graph_node_call, graph_result_id
 from ..protocol.handshake import normalize_key
-from ..protocol.messages import FLAG_NEEDS_OBJECTS, FLAG_PROFILE, TaskSubmit
+from ..protocol.messages import FLAG_NEEDS_OBJECTS, FLAG_PROFILE, GraphSubmit, TaskSubmit, pack_indices
 from ..utility.exceptions import ClientQuitException, MissingObjects
 from ..utility import task_context
+from ..utility.graph import GraphPlan, plan_graph, run_node
 from ..utility.process import AUTH_KEY_ENV
 from ..utility.serialization import BytesSerializer, dumps_arguments
 from .agent import ClientAgent, Waiter
@@ -144,6 +145,89 @@ class Client:
                 batch, puts, needs = [], [], self._base_needs(func_id)
         if batch:
             self._send(batch, puts, needs)
+        return futures
+
+    def get(self, graph: Mapping[Hashable, Any], keys: Any, block: bool = True,
+            priority: Optional[int] = None) -> Any:
+        """Compute ``keys`` of a Dask-style task graph on the cluster.
+
+        ``graph`` maps keys to data or to task tuples ``(callable, arg, ...)``; an argument
+        may be a key, a list/tuple/dict nesting keys and literals, or a literal. ``keys`` is
+        one key or a (nested) list of keys. Returns their results in the same shape
+        (``block=False``: futures in that shape). The graph is checked here first — a
+        cycle (``CycleError``, a ``ValueError``), a missing key (``KeyError``), a tuple whose
+        head is not callable (``ValueError``) raise before anything is sent — culled to what
+        ``keys`` need, and sent to the scheduler in one message; intermediate results go
+        from worker to worker through object storage and never come back here.
+        """
+        self._check_open()
+        plan = plan_graph(graph, keys)
+        rank = _priority(priority)
+        futures = self._submit_graph(plan, rank) if plan.nodes else {}
+        if not block:
+            values: Dict[Hashable, Any] = {}
+            for key, value in plan.literal_results.items():
+                done: ScalerFuture = ScalerFuture(b"")
+                done.set_result(value)
+                values[key] = done
+            values.update(futures)
+            return plan.shape_of(values)
+        try:
+            results = {key: future.result() for key, future in futures.items()}
+        except BaseException:
+            for future in futures.values():
+                future.cancel()
+            raise
+        return plan.shape(results)
+
+    def _submit_graph(self, plan: GraphPlan, priority: int) -> Dict[Hashable, ScalerFuture]:
+        run_id = self._function_id(run_node)
+        nodes = plan.nodes
+        index = {node.key: i for i, node in enumerate(nodes)}
+        prefix, counter = self._task_prefix, self._task_ids
+        task_ids = [prefix + _COUNTER.pack(next(counter)) for _ in nodes]
+        requested = set(plan.requested)
+        serialize = self._serializer.serialize
+        puts: List[Tuple[bytes, Any]] = []
+        needs = self._base_needs(run_id)
+        temps: List[bytes] = []
+        calls: List[bytes] = []
+        deps: List[bytes] = []
+        wanted = bytearray()
+        for node in nodes:
+            function_id = self._function_id(node.function)
+            needs.append(function_id)
+            template = serialize(node.args)
+            big = len(template) > INLINE_LIMIT
+            if big:
+                object_id = self._new_temp_id()
+                puts.append((object_id, template))
+                needs.append(object_id)
+                temps.append(object_id)
+                template = object_id
+            inputs = [index[key] for key in node.deps]
+            calls.append(graph_node_call(self._serializer_id, function_id, template, big,
+                                         [graph_result_id(task_ids[i]) for i in inputs]))
+            deps.append(pack_indices(inputs))
+            wanted.append(node.key in requested)
+        flags = bytes([self._flags | FLAG_NEEDS_OBJECTS]) * len(nodes)
+        message = GraphSubmit(task_ids, flags, [run_id] * len(nodes), calls, deps, bytes(wanted), priority)
+        futures = {key: ScalerFuture(task_ids[index[key]], self._cancel_task) for key in plan.requested
+                   if key in index}
+        if temps:  # large templates: deleted once every requested result is in (all nodes have ended)
+            remaining = [len(futures)]
+
+            def ended(_future: Any) -> None:
+                remaining[0] -= 1
+                if remaining[0] == 0 and not self._stopped:
+                    self._agent.call(lambda: self._agent.delete_objects(temps))
+
+            for future in futures.values():
+                future.add_done_callback(ended)
+        for object_id, blob in puts:
+            self._agent.call(lambda o=object_id, b=blob: self._agent.put(o, b))
+        batch = [(future, None) for future in futures.values()]
+        self._agent.call(lambda: self._agent.submit(batch, needs, graph=message))
         return futures
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], capabilities: Optional[Dict[str, int]] = None,

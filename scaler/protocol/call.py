@@ -15,6 +15,7 @@ uses them once and does not cache them, and the client deletes them when the tas
 Nothing here (de)serialises: the caller passes the functions that do.
 """
 
+import hashlib
 import itertools
 import struct
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
@@ -117,6 +118,28 @@ def build_call(args: Sequence[Any], kwargs: Mapping[str, Any], serialize: Callab
     return BuiltCall(call, bool(objects), tuple(objects), tuple(temp))
 
 
+def graph_result_id(task_id: bytes) -> bytes:
+    """The object id under which a graph node's result is stored (``FLAG_KEEP_RESULT``):
+    derived from its task id, so its readers' Calls can name it before it exists."""
+    return hashlib.blake2b(task_id, digest_size=32, person=b"scaler-result").digest()
+
+
+def graph_node_call(serializer_id: bytes, function_id: bytes, template: Buffer, template_is_object: bool,
+                    input_ids: Sequence[bytes]) -> bytes:
+    """The Call of one graph node: ``run_node(function, template, *inputs)``.
+
+    The node's function is a stored object (cached on the worker, like a ``send_object``
+    one); its argument template travels inline, or as a temporary object when large; each
+    input is the result another node stored under :func:`graph_result_id` of its task
+    id, read once (temporary kind:
+    the worker does not cache it, and the scheduler, not the client, deletes it).
+    """
+    kinds = bytes([ARG_OBJECT, ARG_TEMP if template_is_object else ARG_INLINE] + [ARG_TEMP] * len(input_ids))
+    values = [function_id, template]
+    values.extend(input_ids)
+    return encode(Call(serializer_id, kinds, [b""] * len(values), values))[_FRAME_PREFIX:]
+
+
 def _has_reference(args: Sequence[Any], kwargs: Mapping[str, Any], reference_type: Optional[type]) -> bool:
     if reference_type is None:
         return False
@@ -193,4 +216,5 @@ def call_arguments(call: Message, deserialize: Callable[[Any], Any],
 
 
 __all__ = ["ARG_INLINE", "ARG_OBJECT", "ARG_PACKED", "ARG_PACKED_TEMP", "ARG_TEMP", "OBJECT_KINDS", "TEMP_KINDS",
-           "INLINE_LIMIT", "BuiltCall", "build_call", "call_arguments", "call_objects", "packed_call", "read_call"]
+           "INLINE_LIMIT", "BuiltCall", "build_call", "call_arguments", "call_objects", "graph_node_call", "graph_result_id", "packed_call",
+           "read_call"]

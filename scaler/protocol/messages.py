@@ -36,8 +36,8 @@ STATUS_REJECTED = 8  # the scheduler refused the task or graph; detail: why
 FLAG_PROFILE = 1  # measure the task; a successful result carries a ProfileResult in its detail
 FLAG_NEEDS_OBJECTS = 2  # the call refers to objects besides the function (worker must read the Call)
 # Set by the scheduler on a graph node whose result other tasks read: the worker stores the
-# result in object storage under the task id (owned by the task's client), even if small,
-# and answers STATUS_OK_OBJECT with that id.
+# result in object storage under call.graph_result_id(task id) (owned by the task's client),
+# even if small, and answers STATUS_OK_OBJECT with that id.
 FLAG_KEEP_RESULT = 4
 
 # --- handshake (the only frames accepted before authentication) ---

@@ -165,6 +165,14 @@ class GraphPlan:
         """
         return self._reshape(self._shape, results_by_key)
 
+    def shape_of(self, values_by_key: Mapping[Hashable, Any]) -> Any:
+        """Like :meth:`shape`, with every requested key (data ones too) in ``values_by_key``."""
+        def reshape(shape: Any) -> Any:
+            if type(shape) is list:
+                return [reshape(item) for item in shape]
+            return values_by_key[shape]
+        return reshape(self._shape)
+
     def _reshape(self, shape: Any, results_by_key: Mapping[Hashable, Any]) -> Any:
         if type(shape) is list:
             return [self._reshape(item, results_by_key) for item in shape]
@@ -465,3 +473,8 @@ def materialize(template: Any, dep_values: Sequence[Any]) -> Any:
     if t is dict:
         return {key: materialize(item, dep_values) for key, item in template.items()}
     return template
+
+
+def run_node(function: Callable, template: Any, *inputs: Any) -> Any:
+    """What a worker runs for one graph node: its function on its filled-in argument template."""
+    return function(*materialize(template, inputs))

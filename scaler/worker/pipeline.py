@@ -37,7 +37,7 @@ import os
 import time
 from typing import Callable, Deque, Dict, Iterator, List, Optional, Set
 
-from ..protocol.call import call_objects, read_call
+from ..protocol.call import call_objects, graph_result_id, read_call
 from ..protocol.codec import Buffer, Message, ProtocolError
 from ..protocol.messages import (FLAG_KEEP_RESULT, FLAG_NEEDS_OBJECTS, STATUS_CANCELLED, STATUS_MISSING_OBJECT,
                                  STATUS_OK, STATUS_OK_OBJECT, STATUS_PROCESSOR_DIED, ProcessorCancel,
@@ -180,6 +180,7 @@ class TaskPipeline:
         self._holds: Dict[bytes, bytes] = {}  # objects the processor holds -> owning client
         self._pending_results: Dict[bytes, Message] = {}  # object id -> TaskResult waiting for its put ack
         self._blocked: List[_Item] = []  # tasks waiting for their sub-tasks, outermost first
+        self._temp_users: Dict[bytes, int] = {}  # temporary object -> tasks sent that read it
         # Moving average of the processor's time per task; start by assuming tasks are slow.
         self.task_seconds = 0.1
         self.depth = pipeline_depth(self.task_seconds)
@@ -227,6 +228,7 @@ class TaskPipeline:
             self._cancelled(task_id)
             return
         if self._preparing is not None and self._preparing.task.task_id == task_id:
+            self._release_temp(self._preparing.temp)
             self._preparing = None
             self._cancelled(task_id)
             self._pump()
@@ -286,6 +288,7 @@ class TaskPipeline:
         if item is None or object_id not in item.waiting:
             return
         if not found:
+            self._release_temp(item.temp)
             self._preparing = None
             self._effects.send_result(TaskResult(item.task.task_id, STATUS_MISSING_OBJECT, b"",
                                                  "object %s is not in object storage (deleted, or its owner left)"
@@ -330,11 +333,8 @@ class TaskPipeline:
         if item.blocked:
             item.blocked = False
             self._blocked.remove(item)
-        if item.temp:  # the processor used them once and let them go (or skipped the task: drop them)
-            for object_id in item.temp:
-                self._holds.pop(object_id, None)
-            if item.cancelled:
-                self._effects.to_processor(ProcessorDropObjects(item.temp))
+        if item.temp:
+            self._release_temp(item.temp)
         now = self._clock()
         self.task_seconds += 0.25 * (now - max(item.sent_at, self._last_result_at) - self.task_seconds)
         self._last_result_at = now
@@ -384,6 +384,9 @@ class TaskPipeline:
                     continue
                 objects, item.temp = call_objects(call)
                 needed.extend(objects)
+                users = self._temp_users  # counted from now: a held input is not dropped under it
+                for object_id in item.temp:
+                    users[object_id] = users.get(object_id, 0) + 1
             holds = self._holds
             missing = [object_id for object_id in dict.fromkeys(needed) if object_id not in holds]
             if not missing:
@@ -421,15 +424,31 @@ class TaskPipeline:
         self._inflight.append(item)
         self._effects.to_processor(ProcessorTask(task.task_id, task.flags, task.func_id, task.call, item.priority))
 
+    def _release_temp(self, object_ids: List[bytes]) -> None:
+        """A task that read these temporary objects has ended: the processor drops each one
+        no other task sent to it reads (graph nodes may share an input)."""
+        users = self._temp_users
+        done = []
+        for object_id in object_ids:
+            count = users.get(object_id, 0) - 1
+            if count > 0:
+                users[object_id] = count
+                continue
+            users.pop(object_id, None)
+            if self._holds.pop(object_id, None) is not None:
+                done.append(object_id)
+        if done:
+            self._effects.to_processor(ProcessorDropObjects(done))
+
     def _answer(self, task: Message, result: Message) -> None:
         """Send a task's result: through object storage when it is large, or when the task
         is a graph node whose result other tasks read (``FLAG_KEEP_RESULT``: stored under
-        the task id, owned by its client, however small)."""
+        ``graph_result_id(task id)``, owned by its client, however small)."""
         if result.status == STATUS_OK:
             keep = task.flags & FLAG_KEEP_RESULT
             if keep or len(result.payload) > self._inline_result_limit:
                 if self._storage:
-                    object_id = task.task_id if keep else self._new_object_id()
+                    object_id = graph_result_id(task.task_id) if keep else self._new_object_id()
                     self._pending_results[object_id] = TaskResult(task.task_id, STATUS_OK_OBJECT, object_id, result.detail)
                     self._effects.store_object(object_id, task.client_id, result.payload)
                     return
@@ -451,6 +470,7 @@ class TaskPipeline:
         back to the front of the queue, ahead of later tasks of its priority, in its order."""
         self._ready = False
         self._holds = {}
+        self._temp_users = {}
         blocked, self._blocked = self._blocked, []
         for item in blocked:
             if item in self._inflight:

@@ -216,7 +216,9 @@ class Processor:
             return self.loaded[object_id]
         except KeyError:
             pass
-        payload = self.raw.pop(object_id, None)
+        # A temporary object (a large argument, a graph node's input) stays raw until the agent
+        # drops it: other tasks sent here may read it too.
+        payload = self.raw.pop(object_id, None) if keep else self.raw.get(object_id)
         if payload is None:
             raise _MissingObject(object_id)
         value = serializer.deserialize(payload)
