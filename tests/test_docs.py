@@ -169,10 +169,9 @@ def test_index_toctree_lists_every_page():
             break
         if line.strip() and not line.strip().startswith(":"):
             entries.append(line.strip())
-    assert entries[:7] == ["quickstart", "client", "architecture", "commands", "configuration", "performance",
-                           "worker_managers"]
-    for page in ("quickstart", "client", "architecture"):
-        assert os.path.exists(os.path.join(DOCS, page + ".rst"))
+    pages = sorted(name[:-4] for name in os.listdir(DOCS) if name.endswith(".rst") and name != "index.rst")
+    assert sorted(entries) == pages, "docs/index.rst toctree and the pages in docs/ differ"
+    assert entries[:3] == ["quickstart", "client", "graphs"]  # the user's path first
 
 
 # --- (c) every page parses -----------------------------------------------------------------------
