@@ -278,7 +278,10 @@ def _graph_expected(n):
 
 
 def measure_scaler_graph(client, n):
-    """n leaves with a literal argument + n two-input nodes (leaf i and leaf i+1), one client.get."""
+    """n leaves with a literal argument + n two-input nodes (leaf i and leaf i+1), one client.get
+    (after a small warm-up graph, as the latency workload warms up: the processors load the
+    node functions once)."""
+    client.get({"w": (graph_leaf, 0), "v": (graph_pair, "w", 1)}, "v")
     graph = {("leaf", i): (graph_leaf, i) for i in range(n)}
     graph.update({("pair", i): (graph_pair, ("leaf", i), ("leaf", (i + 1) % n)) for i in range(n)})
     keys = [("pair", i) for i in range(n)]

@@ -118,6 +118,18 @@ def test_a_bad_graph_is_refused_before_anything_runs(client, graph, keys, error,
     assert client.get(GRAPH, "c") == 3  # nothing registered, nothing stuck
 
 
+def test_a_graph_the_scheduler_refuses_ends_its_futures_with_a_value_error(client):
+    # Bypass the client's own check: the scheduler checks again, registers nothing, answers.
+    from scaler.utility.graph import GraphNode, GraphPlan, Ref
+    cyclic = GraphPlan([GraphNode("a", ("b",), inc, (Ref(0),)), GraphNode("b", ("a",), inc, (Ref(0),))],
+                       ("a", "b"), {}, ["a", "b"])
+    futures = client._submit_graph(cyclic, 0)
+    for future in futures.values():
+        with pytest.raises(ValueError, match="cycle"):
+            future.result(timeout=TIMEOUT)
+    assert client.get(GRAPH, "c") == 3
+
+
 def test_a_cycle_is_a_graphlib_cycle_error_where_graphlib_exists(client):
     graphlib = pytest.importorskip("graphlib")
     with pytest.raises(graphlib.CycleError):

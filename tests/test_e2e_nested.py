@@ -76,6 +76,15 @@ def parent_of_a_sleeper(path, die):
         return child.result()
 
 
+def uses_objects_and_graphs_inside(n):
+    with Client() as client:
+        ref = client.send_object(list(range(n)), name="numbers")
+        total = client.submit(sum, ref).result()
+        mapped = client.map(abs, [-1, -2])
+        graph = client.get({"x": n, "y": (abs, "x")}, "y")
+        return total, mapped, graph
+
+
 def priority_inside():
     with Client() as client:
         from scaler.utility import task_context
@@ -125,6 +134,10 @@ def test_a_nested_task_runs_before_queued_top_level_tasks(make_combo, tmp_path):
             future.result(timeout=TIMEOUT)
     with open(path) as f:
         assert f.read().split() == ["parent-start", "child", "parent-end", "top0", "top1", "top2"]
+
+
+def test_send_object_map_and_get_work_inside_a_task(client):
+    assert client.submit(uses_objects_and_graphs_inside, 10).result(timeout=TIMEOUT) == (45, [1, 2], 10)
 
 
 def test_a_child_gets_its_parents_priority_plus_one(client):
