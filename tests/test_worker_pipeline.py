@@ -10,7 +10,8 @@ import pytest
 from scaler.protocol.call import ARG_INLINE, ARG_OBJECT, ARG_PACKED_TEMP, ARG_TEMP, graph_result_id, packed_call
 from scaler.protocol.codec import encode
 from scaler.protocol.messages import (FLAG_KEEP_RESULT, FLAG_NEEDS_OBJECTS, STATUS_CANCELLED, STATUS_FAILED,
-                                      STATUS_MISSING_OBJECT, STATUS_OK, STATUS_OK_OBJECT, STATUS_PROCESSOR_DIED, Call,
+                                      STATUS_MISSING_OBJECT, STATUS_OK, STATUS_OK_OBJECT, STATUS_PROCESSOR_DIED,
+                                      STATUS_TIMED_OUT, Call,
                                       ProcessorCancel, ProcessorDropObjects, ProcessorObject, ProcessorTask, TaskResult,
                                       WorkerTask)
 from scaler.worker.pipeline import (HEAD_STALL_SECONDS, INLINE_RESULT_LIMIT, PIPELINE_DEPTH, PipelineEffects,
@@ -228,6 +229,38 @@ def test_a_shared_temporary_input_is_dropped_only_after_its_last_reader():
     drops = [m.object_ids for m in effects.processor if type(m) is ProcessorDropObjects]
     assert drops == [[shared, other]]
     assert pipeline.processor_holds() == {FUNC: CLIENT}
+
+
+# --- task timeout ---
+
+def test_a_task_running_past_the_limit_fails_and_the_processor_is_replaced():
+    pipeline, effects, clock = make()
+    pipeline.add(task("long"), 0)
+    pipeline.add(task("next"), 0)
+    assert pipeline.inflight() == [b"long", b"next"]
+    clock.now += 5.0
+    assert pipeline.check_timeout(0) is None  # 0: no limit
+    assert pipeline.check_timeout(10.0) is None
+    clock.now += 6.0
+    assert pipeline.check_timeout(10.0) == b"long"
+    (result,) = effects.results
+    assert (result.task_id, result.status) == (b"long", STATUS_TIMED_OUT) and "10s" in result.detail
+    assert effects.restarts and pipeline.queued() == [b"next"]  # the next task runs on the new processor
+    pipeline.processor_ready()
+    pipeline.object_arrived(FUNC, True, b"fn")
+    assert pipeline.inflight() == [b"next"]
+
+
+def test_the_limit_counts_from_when_a_task_starts_not_when_it_was_sent():
+    pipeline, effects, clock = make()
+    pipeline.add(task("first"), 0)
+    pipeline.add(task("second"), 0)  # sent at once, behind "first"
+    clock.now += 8.0
+    pipeline.processor_result(ok("first"))  # "second" starts now
+    clock.now += 8.0
+    assert pipeline.check_timeout(10.0) is None
+    clock.now += 3.0
+    assert pipeline.check_timeout(10.0) == b"second"
 
 
 # --- nested tasks: a parent blocked on its children ---

@@ -31,6 +31,7 @@ STATUS_PROCESSOR_DIED = 5  # detail: exit code / signal
 STATUS_MISSING_OBJECT = 6  # detail: which object
 STATUS_NOT_SERIALIZABLE = 7  # detail: "Type: message" of an exception that could not be pickled
 STATUS_REJECTED = 8  # the scheduler refused the task or graph; detail: why
+STATUS_TIMED_OUT = 9  # it ran past the worker's task_timeout_seconds and was stopped; detail: which, and the limit
 
 # TaskSubmit.flags / WorkerTask.flags
 FLAG_PROFILE = 1  # measure the task; a successful result carries a ProfileResult in its detail

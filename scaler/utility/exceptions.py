@@ -55,3 +55,7 @@ class CapnpDeserializationError(Exception):
 
 class AuthenticationError(ConnectionError):
     """The peer could not be authenticated (wrong or missing auth key, or protocol mismatch)."""
+
+
+class TaskTimeoutError(TimeoutError):
+    """A task ran longer than its workers' ``task_timeout_seconds`` and was stopped."""

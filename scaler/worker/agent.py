@@ -63,6 +63,8 @@ class WorkerAgent(PipelineEffects):
         self._start_processor()
         self._connect_scheduler()
         loop.call_every(config.heartbeat_interval_seconds, self._heartbeat)
+        if config.task_timeout_seconds > 0:  # checked four times per limit, at least every second
+            loop.call_every(min(1.0, config.task_timeout_seconds / 4), self._check_timeout)
 
     # --- scheduler link ---
     def _connect_scheduler(self) -> None:
@@ -231,6 +233,11 @@ class WorkerAgent(PipelineEffects):
         self.loop.call_later(delay, self._start_processor)
 
     # --- time ---
+    def _check_timeout(self) -> None:
+        task_id = self.pipeline.check_timeout(self.config.task_timeout_seconds)
+        if task_id is not None:
+            logger.warning("task %s ran longer than %gs: stopped", task_id.hex(), self.config.task_timeout_seconds)
+
     def _heartbeat(self) -> None:
         now = time.monotonic()
         if self.scheduler is not None and self.registered:

@@ -40,7 +40,7 @@ from typing import Callable, Deque, Dict, Iterator, List, Optional, Set
 from ..protocol.call import call_objects, graph_result_id, read_call
 from ..protocol.codec import Buffer, Message, ProtocolError
 from ..protocol.messages import (FLAG_KEEP_RESULT, FLAG_NEEDS_OBJECTS, STATUS_CANCELLED, STATUS_MISSING_OBJECT,
-                                 STATUS_OK, STATUS_OK_OBJECT, STATUS_PROCESSOR_DIED, ProcessorCancel,
+                                 STATUS_OK, STATUS_OK_OBJECT, STATUS_PROCESSOR_DIED, STATUS_TIMED_OUT, ProcessorCancel,
                                  ProcessorDropObjects, ProcessorObject, ProcessorTask, TaskResult)
 
 INLINE_RESULT_LIMIT = 64 * 1024  # results above this go through object storage
@@ -86,7 +86,7 @@ class PipelineEffects:
 class _Item:
     """One task held by the pipeline."""
 
-    __slots__ = ("task", "priority", "temp", "waiting", "cancelled", "sent_at", "blocked")
+    __slots__ = ("task", "priority", "temp", "waiting", "cancelled", "sent_at", "started_at", "blocked")
 
     def __init__(self, task: Message, priority: int) -> None:
         self.task = task
@@ -95,6 +95,7 @@ class _Item:
         self.waiting: Set[bytes] = set()  # objects still to fetch before it can be sent
         self.cancelled = False  # sent, then cancelled: the processor skips it, its result is dropped
         self.sent_at = 0.0
+        self.started_at = 0.0  # when it became the processor's running task (first in flight)
         self.blocked = False  # started, and now waiting for tasks it submitted
 
 
@@ -336,6 +337,8 @@ class TaskPipeline:
         if item.temp:
             self._release_temp(item.temp)
         now = self._clock()
+        if inflight:
+            inflight[0].started_at = max(inflight[0].sent_at, now)  # the next one starts now
         self.task_seconds += 0.25 * (now - max(item.sent_at, self._last_result_at) - self.task_seconds)
         self._last_result_at = now
         self.depth = pipeline_depth(self.task_seconds)
@@ -355,6 +358,23 @@ class TaskPipeline:
             self._blocked.remove(item)
         item.blocked = waiting
         self._pump()
+
+    def check_timeout(self, limit: float) -> Optional[bytes]:
+        """Stop the running task if it has run longer than ``limit`` seconds (0: no limit):
+        it fails with ``STATUS_TIMED_OUT`` and the processor is replaced, so the next task
+        runs. Returns the id of the task stopped, if any."""
+        if limit <= 0 or not self._inflight:
+            return None
+        head = self._inflight[0]
+        if head.cancelled or self._clock() - head.started_at <= limit:
+            return None
+        self._inflight.popleft()
+        task_id = head.task.task_id
+        self._effects.send_result(TaskResult(task_id, STATUS_TIMED_OUT, b"",
+                                             "task %s ran longer than the task timeout (%gs) and was stopped"
+                                             % (task_id.hex(), limit)))
+        self._replace_processor("task %s timed out after %gs" % (task_id.hex(), limit))
+        return task_id
 
     def processor_died(self, detail: str) -> None:
         """The processor is gone (the agent starts another): its running task fails, the
@@ -420,7 +440,7 @@ class TaskPipeline:
 
     def _send(self, item: _Item) -> None:
         task = item.task
-        item.sent_at = self._clock()
+        item.sent_at = item.started_at = self._clock()
         self._inflight.append(item)
         self._effects.to_processor(ProcessorTask(task.task_id, task.flags, task.func_id, task.call, item.priority))
 
