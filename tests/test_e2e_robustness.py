@@ -75,22 +75,42 @@ def one_worker_client(one_worker_combo):
 
 # --- processors -----------------------------------------------------------------------------
 
-def test_killed_processor_fails_only_its_task(one_worker_client, announcements):
+def announce_and_sleep_first_time(port, marker):
+    """The first run announces itself and sleeps; a run after that returns at once."""
+    if os.path.exists(marker):
+        return "ran again"
+    open(marker, "w").close()
+    return announce_and_sleep(port, 300)
+
+
+def exit_hard():
+    os._exit(7)
+
+
+def test_a_processor_killed_from_outside_reruns_its_task(one_worker_client, announcements, tmp_path):
     client = one_worker_client
-    running = client.submit(announce_and_sleep, announcements.port, 300)
+    running = client.submit(announce_and_sleep_first_time, announcements.port, str(tmp_path / "ran"))
     queued = [client.submit(add, i, 1) for i in range(5)]  # behind it on the only worker
     pid = announcements.next_pid()
     victim = identify(pid)
-    os.kill(pid, signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)  # the OOM killer, an operator: like a worker death, the task runs again
 
-    with pytest.raises(ProcessorDiedError):
-        running.result(timeout=TIMEOUT)
+    assert running.result(timeout=TIMEOUT) == "ran again"
     assert [f.result(timeout=TIMEOUT) for f in queued] == [i + 1 for i in range(5)]
     # The worker keeps serving, from a new processor.
     new_pid = client.submit(processor_pid).result(timeout=TIMEOUT)
     assert new_pid != pid
     assert client.map(add, range(10), range(10)) == [2 * i for i in range(10)]
     wait_until(lambda: not is_present(victim), 10, "the killed processor to be reaped by its agent")
+
+
+def test_a_task_that_kills_its_processor_every_time_fails_after_the_retry_limit(one_worker_client):
+    client = one_worker_client
+    doomed = client.submit(exit_hard)
+    others = client.map_futures(add, range(20), range(20))
+    with pytest.raises(ProcessorDiedError, match="exit code 7.*gave up after 4 attempts"):
+        doomed.result(timeout=TIMEOUT)
+    assert [f.result(timeout=TIMEOUT) for f in others] == [2 * i for i in range(20)]
 
 
 def test_cancel_running_task(one_worker_client, announcements):
@@ -140,7 +160,9 @@ def test_tasks_pipelined_behind_a_stopped_task_still_run(one_worker_client, anno
     pid = announcements.next_pid()
     if how == "kill_processor":
         os.kill(pid, signal.SIGKILL)
-        with pytest.raises(ProcessorDiedError):
+        for _ in range(3):  # it runs again each time, up to max_task_retries (3) more times
+            os.kill(announcements.next_pid(), signal.SIGKILL)
+        with pytest.raises(ProcessorDiedError, match="gave up after 4 attempts"):
             futures[0].result(timeout=TIMEOUT)
     else:
         assert futures[0].cancel()

@@ -292,14 +292,14 @@ def test_fixed_mode_runs_exactly_n_workers_and_is_never_scaled(family, count_fla
     stop_and_check(family, manager, scheduler)
 
 
-@pytest.mark.parametrize("restart", [False, True], ids=["default-no-restart", "restart-workers"])
+@pytest.mark.parametrize("restart", [True, False], ids=["default-restarts", "restart-workers-false"])
 def test_fixed_mode_killed_worker(family, restart):
     from scaler.worker_manager.native import RESTART_BACKOFF_SECONDS
 
     port = free_port_pair()
     scheduler = start_scheduler(family, port)
     manager = family.command(["-m", "scaler.worker_manager", "baremetal_native", address_of(port), "--mode", "fixed",
-                              "-mtc", "2"] + (["--restart-workers"] if restart else []), "manager")
+                              "-mtc", "2"] + ([] if restart else ["--restart-workers", "false"]), "manager")
     workers = wait_workers(family, manager.pid, 2)
     with Client(address_of(port)) as client:
         assert client.submit(add, 1, 2).result(timeout=TIMEOUT) == 3

@@ -1,6 +1,6 @@
 """The scheduler's state machine, driven directly: no sockets, no processes."""
 
-from scaler.protocol.messages import (FLAG_KEEP_RESULT, STATUS_CANCELLED, STATUS_FAILED, STATUS_OK, STATUS_OK_OBJECT,
+from scaler.protocol.messages import (STATUS_PROCESSOR_DIED, FLAG_KEEP_RESULT, STATUS_CANCELLED, STATUS_FAILED, STATUS_OK, STATUS_OK_OBJECT,
                                       STATUS_REJECTED, STATUS_WORKER_DIED,
                                       ObjectDeleteOwner, SchedulerShutdown, TaskResult, WorkerTask, WorkerTaskCancel)
 from scaler.scheduler.state import SchedulerState, WorkerInfo
@@ -438,3 +438,38 @@ def test_equal_priorities_never_exceed_a_workers_slots():
         h.state.task_submitted(b"c", b"t%d" % i, 0, b"f", b"call", "", 3)
     assert h.state.dispatch() == 2
     assert len(h.state.workers[w].tasks) == 2
+
+
+def test_a_dead_processor_reruns_its_task_up_to_the_retry_limit():
+    h = Harness(max_task_retries=2)
+    h.state.client_connected(b"c", h.now)
+    w = h.worker("a")
+    (task_id,) = h.submit(b"c", 1)
+    for attempt in (1, 2):
+        assert h.state.dispatch() == 1
+        h.take()
+        h.state.task_result(w, TaskResult(task_id, STATUS_PROCESSOR_DIED, b"", "killed by signal SIGKILL"))
+        assert h.take(TaskResult) == [] and h.queued() == [task_id]  # the client is not told: it runs again
+        assert h.state.tasks[task_id].retries == attempt
+        h.state.check_invariants()
+    h.state.dispatch()
+    h.take()
+    h.state.task_result(w, TaskResult(task_id, STATUS_PROCESSOR_DIED, b"", "killed by signal SIGKILL"))
+    ((client, result),) = h.take(TaskResult)
+    assert client == b"c" and result.status == STATUS_PROCESSOR_DIED
+    assert result.detail == "killed by signal SIGKILL; gave up after 3 attempts"
+    assert task_id not in h.state.tasks
+    h.state.check_invariants()
+
+
+def test_a_dead_processor_does_not_rerun_a_task_being_cancelled():
+    h = Harness()
+    h.state.client_connected(b"c", h.now)
+    w = h.worker("a")
+    (task_id,) = h.submit(b"c", 1)
+    h.state.dispatch()
+    h.state.task_cancel_requested(b"c", task_id)
+    h.take()
+    h.state.task_result(w, TaskResult(task_id, STATUS_PROCESSOR_DIED, b"", "killed"))
+    ((_, result),) = h.take(TaskResult)
+    assert result.status == STATUS_PROCESSOR_DIED and task_id not in h.state.tasks

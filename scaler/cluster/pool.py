@@ -2,7 +2,8 @@
 
 Used by ``python -m scaler.cluster`` and (through it) by ``Cluster`` and
 ``SchedulerClusterCombo``. It registers with the scheduler with capacity 0, so it is
-never scaled; dead workers are logged and, as upstream, not restarted.
+never scaled. A worker that dies is restarted with back-off (``restart_workers``, on by
+default; upstream never restarts one), so the pool keeps its size.
 """
 
 import dataclasses

@@ -221,6 +221,9 @@ class ClusterConfig(WorkerSettings, LoggingSettings, SecuritySettings):
         help="comma-separated worker names, one per worker (their count must equal --num-of-workers)")
     log_hub_address: Optional[str] = option(
         None, kind="address", short=("-la",), inert=True, help="older log hub address (unused)")
+    restart_workers: bool = option(
+        True, kind="bool", help="restart a worker that dies, with back-off (1 s, growing to 60 s while it keeps "
+                                "dying), so the pool keeps its size (false: as upstream, never)")
     worker_manager_id: str = option(
         "", kind="str", short=("-wmi",), default_text="FIX|<host>-<pid>",
         help="id under which this pool registers with the scheduler, unique per scheduler")
@@ -254,4 +257,5 @@ class WorkerManagerConfig(WorkerSettings, LoggingSettings, TLSSettings, Security
     adapter_web_port: Optional[int] = option(
         None, kind="int", minimum=1, maximum=65535, help="port of the adapter's webhook HTTP server")
     restart_workers: bool = option(  # fixed mode: restart dead workers (with back-off)
-        False, kind="bool", help="fixed mode: restart workers that die (upstream never does)")
+        True, kind="bool", help="fixed mode: restart a worker that dies, with back-off, so the pool keeps its "
+                                "size (false: as upstream, never)")

@@ -21,7 +21,7 @@ from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence
 
 from ..protocol.codec import Message
 from ..protocol.messages import (FLAG_KEEP_RESULT, STATUS_CANCELLED, STATUS_MISSING_OBJECT, STATUS_OK,
-                                 STATUS_OK_OBJECT, STATUS_REJECTED, STATUS_WORKER_DIED, ObjectDeleteOwner,
+                                 STATUS_OK_OBJECT, STATUS_PROCESSOR_DIED, STATUS_REJECTED, STATUS_WORKER_DIED, ObjectDeleteOwner,
                                  SchedulerShutdown, TaskResult, WorkerTask, WorkerTaskCancel)
 from ..config.capabilities import parse_capabilities
 from .graph import GraphNode, validate
@@ -238,6 +238,17 @@ class SchedulerState:
             task.worker_id = None
             self._enqueue(task, front=True)
             return
+        if msg.status == STATUS_PROCESSOR_DIED and task.state in (_S.ASSIGNED, _S.MOVING):
+            # Killed from outside (the OOM killer, an operator) or by itself: like a worker
+            # death, run it again elsewhere, up to the retry limit.
+            task.retries += 1
+            if task.retries <= self.max_task_retries:
+                task.move(_S.QUEUED)
+                task.worker_id = None
+                self._enqueue(task, front=True)
+                return
+            msg = TaskResult(task.task_id, STATUS_PROCESSOR_DIED, b"", "%s; gave up after %d attempts"
+                             % (msg.detail, task.retries))
         self._end(task, msg)
 
     def _end(self, task: Task, result: Message) -> None:

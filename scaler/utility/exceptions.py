@@ -59,3 +59,9 @@ class AuthenticationError(ConnectionError):
 
 class TaskTimeoutError(TimeoutError):
     """A task ran longer than its workers' ``task_timeout_seconds`` and was stopped."""
+
+
+class TaskExitError(Exception):
+    """The task raised ``SystemExit`` (``sys.exit()``), ``KeyboardInterrupt`` or another
+    exception that is not an ``Exception``: re-raising it in your program would end it, so
+    it arrives as this (the original traceback is its ``__cause__``)."""

@@ -32,6 +32,7 @@ from ..protocol.messages import (FLAG_PROFILE, STATUS_CANCELLED, STATUS_FAILED, 
                                  ProcessorObject, ProcessorReady, ProcessorWaiting,
                                  ProcessorTask, TaskResult)
 from ..utility import task_context
+from ..utility.exceptions import TaskExitError
 from ..utility.process import rss_bytes, watch_lifeline
 from ..utility.serialization import BytesSerializer, dumps_result
 
@@ -269,6 +270,8 @@ class Processor:
     @staticmethod
     def _failure(task_id: bytes, exc: BaseException) -> Any:
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        if not isinstance(exc, Exception):  # SystemExit, KeyboardInterrupt...: must not end the caller's program
+            exc = TaskExitError("the task raised %s%s" % (type(exc).__name__, "(%s)" % exc if str(exc) else ""))
         try:
             import cloudpickle
             payload = cloudpickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL)
