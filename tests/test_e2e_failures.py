@@ -119,3 +119,26 @@ def test_failures_end_only_their_own_future(client):
     for future in futures[:3]:
         assert future.exception(timeout=TIMEOUT) is not None
     assert futures[3].result(timeout=TIMEOUT) == "fine"
+
+
+# --- admission: max_number_of_tasks_waiting ---------------------------------------------------
+
+def test_a_submit_past_max_number_of_tasks_waiting_fails_at_once(make_combo):
+    from scaler.utility.exceptions import SchedulerBusyError
+    combo = make_combo(n_workers=0, max_number_of_tasks_waiting=2)  # no worker: everything waits
+    with Client(combo.get_address()) as client:
+        waiting = [client.submit(identity, i) for i in range(2)]
+        with pytest.raises(SchedulerBusyError, match="2 tasks waiting"):
+            client.submit(identity, 2).result(timeout=TIMEOUT)
+        with pytest.raises(SchedulerBusyError):
+            client.get({"a": 1, "b": (identity, "a")}, "b")
+        for future in waiting:
+            assert future.cancel()
+        # cancelled ones no longer wait: there is room for two again, and only two
+        again = [client.submit(identity, i) for i in (3, 4)]
+        with pytest.raises(SchedulerBusyError):
+            client.submit(identity, 5).result(timeout=TIMEOUT)
+        # replies come in order: had the two been refused, they would have ended already
+        assert not any(future.done() for future in again)
+        for future in again:
+            future.cancel()

@@ -1,6 +1,6 @@
 """The scheduler's state machine, driven directly: no sockets, no processes."""
 
-from scaler.protocol.messages import (STATUS_PROCESSOR_DIED, FLAG_KEEP_RESULT, STATUS_CANCELLED, STATUS_FAILED, STATUS_OK, STATUS_OK_OBJECT,
+from scaler.protocol.messages import (STATUS_BUSY, STATUS_PROCESSOR_DIED, FLAG_KEEP_RESULT, STATUS_CANCELLED, STATUS_FAILED, STATUS_OK, STATUS_OK_OBJECT,
                                       STATUS_REJECTED, STATUS_WORKER_DIED,
                                       ObjectDeleteOwner, SchedulerShutdown, TaskResult, WorkerTask, WorkerTaskCancel)
 from scaler.scheduler.state import SchedulerState, WorkerInfo
@@ -473,3 +473,33 @@ def test_a_dead_processor_does_not_rerun_a_task_being_cancelled():
     h.state.task_result(w, TaskResult(task_id, STATUS_PROCESSOR_DIED, b"", "killed"))
     ((_, result),) = h.take(TaskResult)
     assert result.status == STATUS_PROCESSOR_DIED and task_id not in h.state.tasks
+
+
+def test_past_max_tasks_waiting_a_submit_is_refused_and_nothing_is_registered():
+    h = Harness(max_tasks_waiting=3)
+    h.state.client_connected(b"c", h.now)
+    h.submit(b"c", 5)
+    refused = h.take(TaskResult)
+    assert [m.task_id for _, m in refused] == [b"t0003", b"t0004"]
+    assert all(m.status == STATUS_BUSY and "max_number_of_tasks_waiting = 3" in m.detail for _, m in refused)
+    assert h.state.tasks_waiting() == 3 and len(h.state.tasks) == 3
+    w = h.worker("a", queue_size=2)  # tasks on a worker do not wait any more
+    h.state.dispatch()
+    assert h.state.tasks_waiting() == 1
+    h.take()
+    h.submit(b"c", 2, prefix=b"u")
+    assert h.take(TaskResult) == [] and h.state.tasks_waiting() == 3
+    # a graph is admitted whole or refused whole
+    assert not h.state.graph_submitted(b"c", [b"g1", b"g2"], [0, 0], [b"f" * 32] * 2, [b"c"] * 2, [[], [0]],
+                                       [False, True])
+    ((_, busy),) = h.take(TaskResult)
+    assert (busy.task_id, busy.status) == (b"g2", STATUS_BUSY) and b"g1" not in h.state.tasks
+    h.state.check_invariants()
+    assert w in h.state.workers
+
+
+def test_no_limit_by_default():
+    h = Harness()
+    h.state.client_connected(b"c", h.now)
+    h.submit(b"c", 500)
+    assert h.take(TaskResult) == [] and h.state.tasks_waiting() == 500

@@ -19,12 +19,12 @@ from ..io.loop import EventLoop
 from ..protocol.codec import Message
 from ..protocol.messages import (ROLE_CLIENT, STATUS_CANCELLED, STATUS_FAILED, STATUS_MISSING_OBJECT,
                                  STATUS_NOT_SERIALIZABLE, STATUS_OK, STATUS_OK_OBJECT, STATUS_PROCESSOR_DIED,
-                                 STATUS_REJECTED, STATUS_TIMED_OUT, STATUS_WORKER_DIED, ClientConnect, ClientConnectReply, ClientDisconnect, Heartbeat,
+                                 STATUS_BUSY, STATUS_REJECTED, STATUS_TIMED_OUT, STATUS_WORKER_DIED, ClientConnect, ClientConnectReply, ClientDisconnect, Heartbeat,
                                  HeartbeatEcho, ObjectDelete, ObjectGet, ObjectGetReply, ObjectPut, ObjectPutReply,
                                  SchedulerShutdown, ShutdownRefused, TaskCancel, TaskResult)
 from ..utility.exceptions import (AuthenticationError, ClientShutdownException, DisconnectedError, MissingObjects,
                                   ObjectStorageException, ProcessorDiedError, TaskExceptionNotSerializableError,
-                                  TaskTimeoutError, WorkerDiedError)
+                                  SchedulerBusyError, TaskTimeoutError, WorkerDiedError)
 from .future import ScalerFuture
 
 logger = logging.getLogger(__name__)
@@ -351,7 +351,8 @@ class ClientAgent(Handler):
                           STATUS_MISSING_OBJECT: MissingObjects,
                           STATUS_NOT_SERIALIZABLE: TaskExceptionNotSerializableError,
                           STATUS_REJECTED: ValueError,
-                          STATUS_TIMED_OUT: TaskTimeoutError}.get(status, WorkerDiedError)
+                          STATUS_TIMED_OUT: TaskTimeoutError,
+                          STATUS_BUSY: SchedulerBusyError}.get(status, WorkerDiedError)
             _settle(future, lambda: future.set_exception(error_type(msg.detail)))
 
     # --- time and endings ---

@@ -126,8 +126,9 @@ class SchedulerConfig(LoggingSettings, LoopSettings, TLSSettings, SecuritySettin
         (), kind="list", short=("-awu",), metavar="URL",
         help="webhook URLs of worker adapters (scaler_worker_adapter_* --adapter-web-port) the scheduler drives")
     max_number_of_tasks_waiting: int = option(
-        -1, kind="int", short=("-mt",), minimum=-1, inert=True,
-        help="intended cap on queued tasks; -1 means no cap")
+        -1, kind="int", short=("-mt",), minimum=-1,
+        help="most tasks waiting for a worker (queued, or graph nodes waiting for their inputs); a submit "
+             "beyond it fails at once with SchedulerBusyError; -1 means no limit")
     object_retention_seconds: float = option(
         60, kind="float", short=("-ot",), above=0, inert=True,
         help="how long unreferenced objects are kept")

@@ -31,6 +31,7 @@ STATUS_PROCESSOR_DIED = 5  # detail: exit code / signal
 STATUS_MISSING_OBJECT = 6  # detail: which object
 STATUS_NOT_SERIALIZABLE = 7  # detail: "Type: message" of an exception that could not be pickled
 STATUS_REJECTED = 8  # the scheduler refused the task or graph; detail: why
+STATUS_BUSY = 10  # refused: max_number_of_tasks_waiting tasks are waiting already; detail: the figures
 STATUS_TIMED_OUT = 9  # it ran past the worker's task_timeout_seconds and was stopped; detail: which, and the limit
 
 # TaskSubmit.flags / WorkerTask.flags

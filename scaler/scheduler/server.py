@@ -85,7 +85,8 @@ class SchedulerServer(Handler):
                                     max_task_retries=config.max_task_retries,
                                     client_timeout_seconds=config.client_timeout_seconds,
                                     worker_timeout_seconds=config.worker_timeout_seconds,
-                                    route_by_capability=self.policy.allocate == "capability")
+                                    route_by_capability=self.policy.allocate == "capability",
+                                    max_tasks_waiting=config.max_number_of_tasks_waiting)
         self.managers = ManagerTable(self.state, self.policy, self._schedule_dispatch)
         self.listener = Listener(loop, sock, self, address=config.address, auth_key=key,
                                  allowed_roles=(ROLE_CLIENT, ROLE_WORKER, ROLE_MANAGER))

@@ -20,9 +20,9 @@ import time
 from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Set
 
 from ..protocol.codec import Message
-from ..protocol.messages import (FLAG_KEEP_RESULT, STATUS_CANCELLED, STATUS_MISSING_OBJECT, STATUS_OK,
-                                 STATUS_OK_OBJECT, STATUS_PROCESSOR_DIED, STATUS_REJECTED, STATUS_WORKER_DIED, ObjectDeleteOwner,
-                                 SchedulerShutdown, TaskResult, WorkerTask, WorkerTaskCancel)
+from ..protocol.messages import (FLAG_KEEP_RESULT, STATUS_BUSY, STATUS_CANCELLED, STATUS_MISSING_OBJECT, STATUS_OK,
+                                 STATUS_OK_OBJECT, STATUS_PROCESSOR_DIED, STATUS_REJECTED, STATUS_WORKER_DIED,
+                                 ObjectDeleteOwner, SchedulerShutdown, TaskResult, WorkerTask, WorkerTaskCancel)
 from ..config.capabilities import parse_capabilities
 from .graph import GraphNode, validate
 from .ready_queue import ReadyQueue
@@ -83,7 +83,8 @@ class SchedulerState:
     def __init__(self, send: Send, free_owner: Callable[[bytes], None],
                  free_objects: Callable[[List[bytes]], None], *, max_task_retries: int = 3,
                  client_timeout_seconds: float = 60.0, worker_timeout_seconds: float = 60.0,
-                 route_by_capability: bool = False, clock: Callable[[], float] = time.monotonic) -> None:
+                 route_by_capability: bool = False, max_tasks_waiting: int = -1,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.send = send
         self.clock = clock
         self.free_owner = free_owner
@@ -91,6 +92,7 @@ class SchedulerState:
         self.max_task_retries = max_task_retries
         self.client_timeout_seconds = client_timeout_seconds
         self.worker_timeout_seconds = worker_timeout_seconds
+        self.max_tasks_waiting = max_tasks_waiting  # -1: no limit
         self.tasks: Dict[bytes, Task] = {}  # every task not DONE
         self.queue = ReadyQueue()  # ready tasks any worker can run
         # allocate=capability: ready tasks that need capabilities, by the names they need.
@@ -144,6 +146,9 @@ class SchedulerState:
             except ValueError as exc:
                 self.send(client_id, TaskResult(task_id, STATUS_REJECTED, b"", str(exc)))
                 return
+        if self.max_tasks_waiting >= 0 and self._too_busy(1):
+            self.send(client_id, TaskResult(task_id, STATUS_BUSY, b"", self._busy_reason()))
+            return
         task = Task(task_id, client_id, flags, func_id, call, needs, priority)
         self.tasks[task_id] = task
         client.tasks[task_id] = None
@@ -318,6 +323,18 @@ class SchedulerState:
                 return TaskResult(dep.task_id, STATUS_CANCELLED, b"", "no longer needed")
         return None
 
+    # --- admission ---
+    def tasks_waiting(self) -> int:
+        """Tasks not on a worker: queued, or graph nodes waiting for their inputs."""
+        return len(self.tasks) - sum(len(worker.tasks) for worker in self.workers.values())
+
+    def _too_busy(self, adding: int) -> bool:
+        return self.tasks_waiting() + adding > self.max_tasks_waiting
+
+    def _busy_reason(self) -> str:
+        return ("the scheduler has %d tasks waiting for a worker (max_number_of_tasks_waiting = %d): "
+                "submit it again later" % (self.tasks_waiting(), self.max_tasks_waiting))
+
     # --- graphs ---
     def graph_submitted(self, client_id: bytes, task_ids: Sequence[bytes], flags: Sequence[int],
                         func_ids: Sequence[bytes], calls: Sequence[bytes], deps: Sequence[Sequence[int]],
@@ -332,6 +349,11 @@ class SchedulerState:
             problem = "malformed graph: field lengths differ"
         else:
             problem = validate(task_ids, deps, self.tasks)
+        if problem is None and self.max_tasks_waiting >= 0 and self._too_busy(count):
+            for task_id, wanted in zip(task_ids, requested):
+                if wanted:
+                    self.send(client_id, TaskResult(task_id, STATUS_BUSY, b"", self._busy_reason()))
+            return False
         if problem is not None:
             logger.warning("refused a graph from client %s: %s", client_id.hex()[:12], problem)
             for task_id, wanted in zip(task_ids, requested):

@@ -65,3 +65,8 @@ class TaskExitError(Exception):
     """The task raised ``SystemExit`` (``sys.exit()``), ``KeyboardInterrupt`` or another
     exception that is not an ``Exception``: re-raising it in your program would end it, so
     it arrives as this (the original traceback is its ``__cause__``)."""
+
+
+class SchedulerBusyError(Exception):
+    """The scheduler refused a task: ``max_number_of_tasks_waiting`` tasks wait already.
+    Nothing of it ran; submit it again later."""
