@@ -142,3 +142,27 @@ def test_a_submit_past_max_number_of_tasks_waiting_fails_at_once(make_combo):
         assert not any(future.done() for future in again)
         for future in again:
             future.cancel()
+
+
+# --- clear() reaches the processors' caches ------------------------------------------------------
+
+def size_of(data):
+    return len(data)
+
+
+def cached_object_ids():
+    """The ids of the objects this processor holds (raw or deserialised)."""
+    from scaler.utility import task_context
+    processor = task_context.wait_hook.__self__
+    return sorted(set(processor.raw) | set(processor.loaded))
+
+
+def test_clear_drops_the_objects_processors_cache(make_combo):
+    combo = make_combo(n_workers=1)
+    with Client(combo.get_address()) as client:
+        ref = client.send_object(b"x" * 10 ** 6, name="big")
+        assert client.submit(size_of, ref).result(timeout=TIMEOUT) == 10 ** 6
+        assert ref.object_id in client.submit(cached_object_ids).result(timeout=TIMEOUT)
+        client.clear()
+        assert ref.object_id not in client.submit(cached_object_ids).result(timeout=TIMEOUT)
+        assert client.submit(size_of, b"still works").result(timeout=TIMEOUT) == 11

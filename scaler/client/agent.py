@@ -17,10 +17,11 @@ from ..io.address import Address, connectable_host, parse_address
 from ..io.connection import Connection, Handler
 from ..io.loop import EventLoop
 from ..protocol.codec import Message
-from ..protocol.messages import (ROLE_CLIENT, STATUS_CANCELLED, STATUS_FAILED, STATUS_MISSING_OBJECT,
+from ..protocol.messages import (ROLE_CLIENT, STATUS_BUSY, STATUS_CANCELLED, STATUS_FAILED, STATUS_MISSING_OBJECT,
                                  STATUS_NOT_SERIALIZABLE, STATUS_OK, STATUS_OK_OBJECT, STATUS_PROCESSOR_DIED,
-                                 STATUS_BUSY, STATUS_REJECTED, STATUS_TIMED_OUT, STATUS_WORKER_DIED, ClientConnect, ClientConnectReply, ClientDisconnect, Heartbeat,
-                                 HeartbeatEcho, ObjectDelete, ObjectGet, ObjectGetReply, ObjectPut, ObjectPutReply,
+                                 STATUS_REJECTED, STATUS_TIMED_OUT, STATUS_WORKER_DIED, ClientConnect,
+                                 ClientConnectReply, ClientDisconnect, Heartbeat, HeartbeatEcho, ObjectDelete,
+                                 ObjectDeleteOwner, ObjectGet, ObjectGetReply, ObjectPut, ObjectPutReply,
                                  SchedulerShutdown, ShutdownRefused, TaskCancel, TaskResult)
 from ..utility.exceptions import (AuthenticationError, ClientShutdownException, DisconnectedError, MissingObjects,
                                   ObjectStorageException, ProcessorDiedError, TaskExceptionNotSerializableError,
@@ -306,6 +307,11 @@ class ClientAgent(Handler):
     def delete_objects(self, object_ids: List[bytes]) -> None:
         if self.storage is not None and object_ids:
             self.storage.send(ObjectDelete(object_ids))
+
+    def drop_cached_objects(self) -> None:
+        """Ask the scheduler to have every worker drop its copies of this client's objects."""
+        if self.scheduler is not None and self.failure is None:
+            self.scheduler.send(ObjectDeleteOwner(self.client_id))
 
     def cancel(self, task_id: bytes) -> None:
         if task_id in self.futures and self.scheduler is not None:

@@ -251,7 +251,8 @@ class Client:
         return ObjectReference(label.encode() if isinstance(label, str) else bytes(label), len(payload), object_id)
 
     def clear(self) -> None:
-        """Cancel this client's unfinished tasks and delete every object it stored."""
+        """Cancel this client's unfinished tasks and delete every object it stored, in object
+        storage and in the workers' caches."""
         self._check_open()
         waiter = Waiter()
         self._agent.call(lambda: self._agent.cancel_all(waiter))
@@ -263,6 +264,7 @@ class Client:
             self._uploaded.add(self._serializer_id)
             ids.remove(self._serializer_id)
         self._agent.call(lambda: self._agent.delete_objects(ids))
+        self._agent.call(self._agent.drop_cached_objects)  # and the workers' deserialised copies
 
     # --- ending ---
     def disconnect(self) -> None:

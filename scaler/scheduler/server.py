@@ -161,6 +161,11 @@ class SchedulerServer(Handler):
                 conn.send(HeartbeatEcho(msg.sent_at))
             elif kind is TaskCancel:
                 self.state.task_cancel_requested(client_id, msg.task_id)
+            elif kind is ObjectDeleteOwner:  # Client.clear(): only ever for itself
+                if msg.owner_id != client_id:
+                    conn.close("ObjectDeleteOwner for another client")
+                else:
+                    self.state.client_cleared(client_id)
             elif kind is ClientDisconnect:
                 if msg.shutdown:
                     self._shutdown_requested(conn)

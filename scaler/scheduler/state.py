@@ -127,9 +127,13 @@ class SchedulerState:
             if worker_id is not None:
                 # Forced: nobody wants the result, and the next client should not wait for it.
                 self.send(worker_id, WorkerTaskCancel(task_id, True))
+        self.client_cleared(client_id)
+        self.free_owner(client_id)
+
+    def client_cleared(self, client_id: bytes) -> None:
+        """The client deleted its objects (``clear()``, or leaving): workers drop their copies."""
         for worker_id in self.workers:
             self.send(worker_id, ObjectDeleteOwner(client_id))
-        self.free_owner(client_id)
 
     def task_submitted(self, client_id: bytes, task_id: bytes, flags: int, func_id: bytes, call: bytes,
                        capabilities: str, priority: int = 0) -> None:
