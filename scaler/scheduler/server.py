@@ -27,6 +27,7 @@ from ..protocol.messages import (ROLE_CLIENT, ROLE_MANAGER, ROLE_SCHEDULER, ROLE
                                  WorkerConnectReply, WorkerDisconnect, WorkerHeartbeat)
 from ..config.policy import parse_policy
 from ..worker_manager.errors import Refusal
+from ..utility.outage import Outage
 from .graph import unpack_indices
 from .managers import ManagerRecord, ManagerTable
 from .state import SchedulerState, WorkerInfo, capability_names
@@ -79,6 +80,7 @@ class SchedulerServer(Handler):
         else:
             storage_address = parse_address(config.object_storage_address)
         self.storage_address = storage_address
+        self.storage_outage = Outage(logger, "object storage at %s unreachable" % (storage_address,))
         self._key = key
         self.policy = parse_policy(config.policy_content)
         self.state = SchedulerState(self._send, self._free_owner, self._free_objects,
@@ -371,9 +373,12 @@ class _StorageLink(Handler):
     def message_received(self, conn: Connection, msg: Message) -> None:
         pass
 
+    def connection_open(self, conn: Connection) -> None:
+        self.server.storage_outage.recovered()
+
     def connection_closed(self, conn: Connection, reason: str) -> None:
         if not self.server.stopping:
-            logger.warning("lost object storage link (%s); retrying", reason)
+            self.server.storage_outage.failed(reason)
             self.server.loop.call_later(1.0, self.server._link_storage)
 
 

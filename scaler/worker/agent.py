@@ -26,6 +26,7 @@ from ..protocol.messages import (ROLE_WORKER, HeartbeatEcho, ObjectDeleteOwner, 
                                  ObjectPutReply, ProcessorReady, ProcessorWaiting, SchedulerShutdown, TaskResult, WorkerConnect,
                                  WorkerConnectReply, WorkerDisconnect, WorkerHeartbeat, WorkerTask, WorkerTaskCancel)
 from ..utility import process as proc_util
+from ..utility.outage import Outage
 from .pipeline import PipelineEffects, TaskPipeline
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class WorkerAgent(PipelineEffects):
         self.last_contact = time.monotonic()
 
         self.pipeline = TaskPipeline(self, time.monotonic)
+        self.storage_outage = Outage(logger, "object storage unreachable")
         self.cpu = proc_util.CpuMeter()
 
         self.processor: Optional[proc_util.Child] = None
@@ -137,7 +139,7 @@ class WorkerAgent(PipelineEffects):
     def storage_lost(self, reason: str) -> None:
         if self.stopping:
             return
-        logger.warning("lost object storage (%s)", reason)
+        self.storage_outage.failed(reason)
         self.storage = None
         # Nothing can be fetched or stored any more: answer what waits on storage, then
         # leave the scheduler, which re-queues the rest elsewhere; we reconnect afresh.
@@ -270,6 +272,8 @@ class _Link(Handler):
     def connection_open(self, conn: Connection) -> None:
         if self.what == "scheduler":
             self.agent.scheduler_open(conn)
+        elif self.what == "storage":
+            self.agent.storage_outage.recovered()
 
     def message_received(self, conn: Connection, msg: Message) -> None:
         if self.what == "scheduler":
