@@ -87,7 +87,7 @@ SCHEDULER = Command(
     description="Run a scaler scheduler. Unless --object-storage-address is given it also hosts the object "
                 "storage, on ADDRESS port + 1.",
     epilog="example:\n  scaler_scheduler tcp://127.0.0.1:8516 -p false\n\n" + VERSION_NOTE,
-    internal_flags=("lifeline-fd", "config-json", "listen-fd", "storage-listen-fd"),
+    internal_flags=("lifeline-fd", "config-json", "listen-fd", "storage-listen-fd", "monitor-listen-fd"),
     finalize=_finalize_scheduler)
 
 OBJECT_STORAGE = Command(

@@ -84,8 +84,8 @@ class SchedulerConfig(LoggingSettings, LoopSettings, TLSSettings, SecuritySettin
         help="object storage address told to clients and workers (NAT, containers)")
     monitor_address: Optional[str] = option(
         None, kind="address", short=("-ma",), default_text="ADDRESS port + 2",
-        help="where the scheduler publishes its status for monitors (the monitor is not part of this build "
-             "yet: the address is only validated)")
+        help="where the scheduler publishes its status snapshots for scaler_top, scaler_gui and "
+             "scaler.monitor")
     protected: bool = option(
         True, kind="bool", short=("-p",),
         help="refuse Client.shutdown() so one client cannot stop a shared scheduler (-p false to allow it)")
@@ -133,7 +133,7 @@ class SchedulerConfig(LoggingSettings, LoopSettings, TLSSettings, SecuritySettin
         2, kind="int", short=("-lbt",), above=0, inert=True,
         help="identical balancing advices needed before tasks move")
     status_report_interval_seconds: float = option(
-        1, kind="float", short=("-sri",), above=0, inert=True,
+        1, kind="float", short=("-sri",), above=0,
         help="period of the status snapshot published on the monitor address")
 
 

@@ -9,7 +9,7 @@ import struct
 from .codec import declare
 
 MAGIC = 0x53434C52  # b"SCLR"
-PROTOCOL_VERSION = 2  # 2: GraphSubmit, WorkerGroupStopped.refusal, STATUS_REJECTED
+PROTOCOL_VERSION = 3  # 2: GraphSubmit, WorkerGroupStopped.refusal, STATUS_REJECTED; 3: WorkerStatus, StatusSnapshot
 
 # Roles a peer announces in its Hello.
 ROLE_CLIENT = 1
@@ -85,6 +85,12 @@ WorkerTask = declare(23, "WorkerTask", [("task_id", "bytes"), ("client_id", "byt
 # force: also stop it if running (restarts the processor); otherwise only take it back if not started.
 WorkerTaskCancel = declare(24, "WorkerTaskCancel", [("task_id", "bytes"), ("force", "bool")])
 WorkerDisconnect = declare(25, "WorkerDisconnect", [("reason", "str")])
+# What a worker's agent and processor are doing, for the monitor; sent with each heartbeat.
+# agent_cpu / processor_cpu: percent of one core since the previous report; running: tasks
+# its processors are running; suspended: processors suspended under a higher-priority task.
+WorkerStatus = declare(27, "WorkerStatus", [("agent_cpu", "f64"), ("agent_rss", "u64"), ("processor_pid", "u32"),
+                                            ("processor_cpu", "f64"), ("processor_rss", "u64"), ("running", "u32"),
+                                            ("suspended", "u32")])
 
 # --- worker manager <-> scheduler ---
 # capacity: worker groups it may run; -1 no limit, 0 a fixed pool the scheduler never scales.
@@ -119,6 +125,10 @@ ProcessorTask = declare(43, "ProcessorTask", [("task_id", "bytes"), ("flags", "u
                                               ("call", "bytes")])
 # Skip a task already sent but not started (the processor runs its tasks in order).
 ProcessorCancel = declare(44, "ProcessorCancel", [("task_id", "bytes")])
+
+# --- scheduler -> monitor subscribers (scaler_top, the web dashboard, scaler.monitor) ---
+# payload: the status as UTF-8 JSON (its fields are documented in docs/monitoring.rst).
+StatusSnapshot = declare(70, "StatusSnapshot", [("sequence", "u64"), ("sent_at", "f64"), ("payload", "bytes")])
 
 # --- not a frame: the argument list of a task, built by clients, read by processors ---
 # serializer_id: object id of the client's cloudpickled Serializer, empty for the default.

@@ -29,6 +29,7 @@ from ..protocol.messages import (FLAG_NEEDS_OBJECTS, OBJECT_KINDS, ROLE_WORKER, 
                                  WorkerConnect, WorkerConnectReply, WorkerDisconnect, WorkerHeartbeat, WorkerTask,
                                  WorkerTaskCancel)
 from ..utility import process as proc_util
+from .status_report import StatusReporter
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class WorkerAgent:
         self.processor_conn: Optional[Connection] = None
         self.processor_ready = False
         self.processor_failures: Deque[float] = collections.deque(maxlen=5)
+        self.status_reporter = StatusReporter()  # figures for monitors, sent with each heartbeat
 
         self._start_processor()
         self._connect_scheduler()
@@ -400,6 +402,8 @@ class WorkerAgent:
         if self.scheduler is not None and self.registered:
             self.scheduler.send(WorkerHeartbeat(time.time(), len(self.queue) + len(self.inflight),
                                                 proc_util.rss_bytes(), 0.0))
+            self.scheduler.send(self.status_reporter.report(self.processor.pid if self.processor else 0,
+                                                            1 if self.inflight else 0))
         if now - self.last_contact > self.death_timeout:
             logger.error("no scheduler contact for %.0fs (death timeout): exiting", now - self.last_contact)
             self.stop(1)
