@@ -23,6 +23,7 @@ does not come in time raises ``TimeoutError``, a lost or refused connection
 import json
 import os
 import socket
+import threading
 import time
 from typing import Any, Callable, Dict, Iterator, Optional, Union
 
@@ -142,6 +143,15 @@ class Subscription:
             finally:
                 self._sock = None
 
+    def interrupt(self) -> None:
+        """Wake a :meth:`next` blocked in another thread (it raises MonitorError)."""
+        sock = self._sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def __enter__(self) -> "Subscription":
         return self
 
@@ -206,4 +216,89 @@ def wait_for(address: str, predicate: Callable[[Status], Any], timeout: float = 
                           % (len(last.get("workers", ())), last.get("tasks"))))
 
 
-__all__ = ["MonitorError", "Subscription", "Status", "snapshot", "subscribe", "wait_for"]
+class Follower:
+    """Follows a monitor address on a daemon thread, reconnecting whenever the link is lost.
+
+    ``latest`` is the last snapshot (kept while disconnected), ``connected`` says whether
+    the link is up and ``problem`` why not. ``on_status(status)`` is called on the thread
+    for each snapshot. Used by ``scaler_top`` and the web dashboard.
+    """
+
+    def __init__(self, address: str, auth_key: Union[str, bytes, None] = None,
+                 timeout: float = DEFAULT_TIMEOUT_SECONDS, on_status: Optional[Callable[[Status], None]] = None,
+                 retry_seconds: float = 1.0) -> None:
+        self.address = address
+        self.auth_key = auth_key
+        self.timeout = timeout
+        self.on_status = on_status
+        self.retry_seconds = retry_seconds
+        self.latest: Optional[Status] = None
+        self.connected = False
+        self.problem = "connecting"
+        self.changed = threading.Condition()
+        self._stop = threading.Event()
+        self._subscription: Optional[Subscription] = None
+        self._thread = threading.Thread(target=self._run, name="monitor-follower", daemon=True)
+
+    def start(self) -> "Follower":
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        subscription = self._subscription
+        if subscription is not None:
+            subscription.interrupt()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def wait_newer(self, sequence: int, timeout: float) -> Optional[Status]:
+        """The latest snapshot once its sequence differs from ``sequence``; None after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while True:
+                latest = self.latest
+                if latest is not None and latest.get("sequence") != sequence:
+                    return latest
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stop.is_set():
+                    return None
+                self.changed.wait(remaining)
+
+    def _set(self, connected: bool, problem: str, status: Optional[Status] = None) -> None:
+        with self.changed:
+            self.connected = connected
+            self.problem = problem
+            if status is not None:
+                self.latest = status
+            self.changed.notify_all()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            retry = self.retry_seconds
+            try:
+                self._subscription = Subscription(self.address, self.auth_key, self.timeout)
+                try:
+                    while not self._stop.is_set():
+                        status = self._subscription.next()
+                        self._set(True, "", status)
+                        if self.on_status is not None:
+                            self.on_status(status)
+                finally:
+                    self._subscription.close()
+                    self._subscription = None
+            except TimeoutError:
+                self._set(False, "no status for %.0fs" % self.timeout)
+            except MonitorError as exc:
+                text = str(exc)
+                if "refused by the server" in text or "auth" in text or "version" in text:
+                    retry = max(retry, 5.0)  # a wrong key or version: retrying soon cannot help
+                self._set(False, text)
+            except OSError as exc:
+                self._set(False, str(exc))
+            self._stop.wait(retry)
+        with self.changed:
+            self.changed.notify_all()
+
+
+__all__ = ["Follower", "MonitorError", "Subscription", "Status", "snapshot", "subscribe", "wait_for"]
