@@ -58,10 +58,11 @@ def open_monitor_socket(config: Any) -> Optional[socket.socket]:
 
 
 class _Subscriber:
-    __slots__ = ("skipped",)
+    __slots__ = ("skipped", "sequence")
 
     def __init__(self) -> None:
         self.skipped = 0
+        self.sequence = 0  # of the last snapshot sent to it
 
 
 class MonitorServer(Handler):
@@ -87,9 +88,10 @@ class MonitorServer(Handler):
                                  allowed_roles=(ROLE_MONITOR,), max_frame_bytes=SUBSCRIBER_FRAME_LIMIT)
         self._timer = loop.call_every(interval, self.publish)
 
-    def _snapshot(self) -> Message:
+    def _snapshot(self, fresh: bool = False) -> Message:
+        """The latest snapshot; built anew when ``fresh`` or when it is a period old."""
         now = time.monotonic()
-        if self._latest is None or now - self._latest_at >= self.interval:
+        if fresh or self._latest is None or now - self._latest_at >= self.interval:
             self.sequence += 1
             payload = json.dumps(self.build(), separators=(",", ":")).encode("utf-8")
             self._latest = StatusSnapshot(self.sequence, time.time(), payload)
@@ -102,7 +104,7 @@ class MonitorServer(Handler):
         if not self.subscribers:
             self._latest = None
             return
-        msg = self._snapshot()
+        msg = self._snapshot(fresh=True)
         for conn, subscriber in list(self.subscribers.items()):
             if conn.write_backlog > 0:  # the previous one has not left yet: this one is skipped
                 subscriber.skipped += 1
@@ -111,6 +113,7 @@ class MonitorServer(Handler):
                     conn.close("monitor subscriber too slow")
                 continue
             subscriber.skipped = 0
+            subscriber.sequence = msg.sequence
             conn.send(msg)
 
     # --- Handler ---
@@ -119,8 +122,10 @@ class MonitorServer(Handler):
             logger.warning("refused monitor subscriber %s: already %d subscribers", conn.peer, MAX_SUBSCRIBERS)
             conn.close("too many monitor subscribers")
             return
-        self.subscribers[conn] = _Subscriber()
-        conn.send(self._snapshot())
+        subscriber = self.subscribers[conn] = _Subscriber()
+        msg = self._snapshot()
+        subscriber.sequence = msg.sequence
+        conn.send(msg)
 
     def message_received(self, conn: Connection, msg: Message) -> None:
         if type(msg) is Heartbeat:
