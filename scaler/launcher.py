@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
-from .config.commands import (CLUSTER, LAUNCHED_SECTIONS, OBJECT_STORAGE, SCHEDULER, SKIPPED_SECTIONS,
+from .config.commands import (CLUSTER, GUI, LAUNCHED_SECTIONS, OBJECT_STORAGE, SCHEDULER, SKIPPED_SECTIONS, WEBUI,
                               WORKER_MANAGER_TYPES)
 from .config.loader import ConfigError, ConfigErrors, config_from_table, load_toml
 from .io.address import connectable_host, listen, parse_address
@@ -102,6 +102,13 @@ def plan(path: str) -> List[Component]:
                                                                             "must be unique" % (manager_id,
                                                                                                 ids[manager_id])))
                 ids[manager_id] = index
+    for section, command in (("gui", GUI), ("webui", WEBUI)):  # the web dashboard, under either name
+        if section in data and components:  # (a dashboard alone is not a stack: "nothing to start" below)
+            table = data[section]
+            if isinstance(table, dict) and not table.get("monitor_address") and not table.get("address") \
+                    and isinstance(data.get("scheduler"), dict):
+                table = dict(table, monitor_address=_monitor_of(data["scheduler"]))  # the scheduler started here
+            add(section, "gui", command, table, "%s [%s]" % (path, section))
     if errors:
         raise ConfigErrors(errors)
     if not components:
@@ -113,6 +120,18 @@ def plan(path: str) -> List[Component]:
         # Without this the scheduler would host a second object storage on its port + 1.
         scheduler.config.object_storage_address = str(connectable_host(parse_address(storage.config.address)))
     return components
+
+
+def _monitor_of(scheduler: Dict[str, Any]) -> str:
+    """The monitor address of a [scheduler] section: as given, else its address's port + 2."""
+    given = scheduler.get("monitor_address")
+    if isinstance(given, str) and given:
+        return given
+    address = scheduler.get("scheduler_address") or scheduler.get("address") or ""
+    try:
+        return str(connectable_host(parse_address(address).with_port_offset(2)))
+    except (ValueError, TypeError, AttributeError):
+        return ""
 
 
 class _Output:
@@ -293,7 +312,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         description="Start every scaler component that a TOML file has a section for: [object_storage_server], "
                     "[scheduler], [cluster] and each [[worker_manager]] (type = \"baremetal_native\"), in that "
                     "order. Ctrl-C or SIGTERM stops them in reverse order.",
-        epilog="Sections [webui], [gui], [top] and the worker adapters' sections are accepted and not started.\n"
+        epilog="Sections [gui] and [webui] start the web dashboard (its monitor_address defaults to the "
+               "[scheduler]'s port + 2).\nSections [top] and the worker adapters' sections are accepted and not "
+               "started.\n"
                "See docs/configuration.rst for the keys of each section.")
     parser.add_argument("--version", action="version", version="scaler %s" % __version__)
     parser.add_argument("--check", action="store_true",

@@ -621,7 +621,12 @@ def test_config_objects_stay_plain_dataclasses():
 def test_launcher_plan(toml):
     from scaler.launcher import plan
     components_ = plan(toml(SEED_004_UNIFIED))
-    assert [c.name for c in components_] == ["object_storage_server", "scheduler", "cluster"]
+    assert [c.name for c in components_] == ["object_storage_server", "scheduler", "cluster", "webui"]
+    assert components_[3].config.monitor_address == "tcp://127.0.0.1:6380"  # the file's [webui]
+    # a [gui] without a monitor address reads the [scheduler]'s: its port + 2
+    gui = plan(toml('[scheduler]\nscheduler_address = "tcp://127.0.0.1:7000"\n[gui]\ngui_address = "127.0.0.1:0"\n',
+                    "gui.toml"))
+    assert [c.name for c in gui] == ["scheduler", "gui"] and gui[1].config.monitor_address == "tcp://127.0.0.1:7002"
     only_manager = plan(toml(SEED_003_DYNAMIC, "wm.toml"))
     assert [c.name for c in only_manager] == ["worker_manager NAT|default"]
     storage_and_scheduler = plan(toml('[object_storage_server]\nbind_address = "tcp://0.0.0.0:7001"\n'

@@ -10,11 +10,13 @@ import re
 import signal
 import socket
 import threading
+import urllib.request
 
 import pytest
 
 from e2e_support import (all_stats, children, cmdline, combo_tree_complete, descendants, describe, exit_code_within,
                          free_port_pair, has_exited, proc_of, wait_for_tree, wait_until)
+from scaler.io.address import free_tcp_port
 from test_config import SEED_003_DYNAMIC, SEED_003_FIXED, SEED_004_UNIFIED
 
 
@@ -56,27 +58,33 @@ def stop_lines(launcher):
 
 def test_seed_004_unified_file_starts_a_working_stack(procs, tmp_path):
     port = free_port_pair()
+    web_port = free_tcp_port()
     text = (SEED_004_UNIFIED.replace("6378", str(port)).replace("6379", str(port + 1))
-            .replace("6380", str(port + 2)).replace("/var/log/scaler", str(tmp_path / "log")))
+            .replace("6380", str(port + 2)).replace("8081", str(web_port))
+            .replace("/var/log/scaler", str(tmp_path / "log")))
     launcher = procs.python(["-m", "scaler", write(tmp_path, text, "example_config.toml")], "launcher")
     cluster_pid = started_pid(launcher, "cluster")
-    wait_for_tree(launcher.pid, stack_tree(launcher.pid, 3, cluster_pid, 8), 90, "the stack with 8 workers")
+    wait_for_tree(launcher.pid, stack_tree(launcher.pid, 4, cluster_pid, 8), 90, "the stack with 8 workers")
     assert run_task("tcp://127.0.0.1:%d" % port) == 1024
     recorded = [proc_of(s) for s in descendants(launcher.pid)]
-    assert len(recorded) >= 3 + 8 * 2  # storage, scheduler, cluster; 8 workers with a processor each
+    assert len(recorded) >= 4 + 8 * 2  # storage, scheduler, cluster, webui; 8 workers with a processor each
 
     launcher.output.wait_for(r"^\[object_storage_server\] .*listening on tcp://127\.0\.0\.1:%d" % (port + 1), 10)
     launcher.output.wait_for(r"^\[scheduler\] .*listening on tcp://127\.0\.0\.1:%d" % port, 10)
     launcher.output.wait_for(r"^\[cluster\] ", 10)
-    assert "[scaler] not starting [webui]: the web monitor (scaler_ui) is not part of this build yet" \
-        in launcher.output.lines
+    # [webui] starts the web dashboard, reading the scheduler's monitor address
+    launcher.output.wait_for(r"^\[webui\] .*dashboard of tcp://127\.0\.0\.1:%d on http://127\.0\.0\.1:%d"
+                             % (port + 2, web_port), 30)
+    with urllib.request.urlopen("http://127.0.0.1:%d/api/status" % web_port, timeout=30) as response:
+        assert response.status == 200 and b"workers" in response.read()
     assert "listening on" in (tmp_path / "log" / "scheduler.log").read_text()
 
     os.kill(launcher.pid, signal.SIGINT)
     assert exit_code_within(launcher, 60) == 0
     assert_all_exited(recorded)
     assert [line.split(" (")[0] for line in stop_lines(launcher)] == [
-        "[scaler] stopping cluster", "[scaler] stopping scheduler", "[scaler] stopping object_storage_server"]
+        "[scaler] stopping webui", "[scaler] stopping cluster", "[scaler] stopping scheduler",
+        "[scaler] stopping object_storage_server"]
     assert launcher.output.lines[-1] == "[scaler] all components stopped"
 
 

@@ -143,10 +143,25 @@ class SchedulerClusterCombo:
             sock.close()
             raise
         self._object_storage_address = str(storage)
+        try:  # the monitor: as given, else port + 2 (a free port when the combo chose its ports)
+            if monitor_address is not None:
+                monitor = parse_address(monitor_address)
+                monitor_sock = listen(monitor)
+            elif address is None:
+                monitor_sock = _listen_free_port(bind.host)
+                monitor = bind._replace(port=monitor_sock.getsockname()[1])
+            else:
+                monitor = bind.with_port_offset(2)
+                monitor_sock = listen(monitor)
+        except BaseException:
+            sock.close()
+            storage_sock.close()
+            raise
+        self._monitor_address = str(monitor)
 
         scheduler_config = SchedulerConfig(
             address=self._address, object_storage_address=self._object_storage_address,
-            monitor_address=monitor_address, protected=protected, client_timeout_seconds=client_timeout_seconds,
+            monitor_address=self._monitor_address, protected=protected, client_timeout_seconds=client_timeout_seconds,
             worker_timeout_seconds=worker_timeout_seconds, per_worker_queue_size=per_worker_task_queue_size,
             max_number_of_tasks_waiting=max_number_of_tasks_waiting,
             object_retention_seconds=object_retention_seconds, load_balance_seconds=load_balance_seconds,
@@ -167,8 +182,9 @@ class SchedulerClusterCombo:
         try:
             self._scheduler = proc_util.spawn_component(
                 "scheduler", "scheduler", scheduler_config,
-                ["--listen-fd", str(sock.fileno()), "--storage-listen-fd", str(storage_sock.fileno())],
-                auth_key=self._auth_key, pass_fds=(sock.fileno(), storage_sock.fileno()))
+                ["--listen-fd", str(sock.fileno()), "--storage-listen-fd", str(storage_sock.fileno()),
+                 "--monitor-listen-fd", str(monitor_sock.fileno())],
+                auth_key=self._auth_key, pass_fds=(sock.fileno(), storage_sock.fileno(), monitor_sock.fileno()))
             self._children.append(self._scheduler)
             self._worker_manager_process = proc_util.spawn_component("cluster", "cluster", cluster_config,
                                                                      auth_key=self._auth_key)
@@ -179,6 +195,7 @@ class SchedulerClusterCombo:
         finally:
             sock.close()
             storage_sock.close()
+            monitor_sock.close()
         _LIVE_COMBOS.add(self)
 
     def get_address(self) -> str:
@@ -195,6 +212,11 @@ class SchedulerClusterCombo:
     @property
     def object_storage_address(self) -> str:
         return self._object_storage_address
+
+    @property
+    def monitor_address(self) -> str:
+        """Where the scheduler publishes its status (``scaler_top``, ``scaler_gui``, ``scaler.monitor``)."""
+        return self._monitor_address
 
     def shutdown(self) -> None:
         """Stop the workers, then the scheduler; reap every process. Idempotent."""

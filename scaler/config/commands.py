@@ -6,8 +6,8 @@ The options themselves are declared once, on the dataclass fields in ``component
 from typing import Dict, List, Tuple
 
 from ..io.address import parse_address
-from .components import (CPUS_MINUS_ONE, ClusterConfig, ObjectStorageConfig, SchedulerConfig, WorkerConfig,
-                         WorkerManagerConfig, default_worker_count)
+from .components import (CPUS_MINUS_ONE, ClusterConfig, GuiConfig, ObjectStorageConfig, SchedulerConfig, TopConfig,
+                         WorkerConfig, WorkerManagerConfig, default_worker_count)
 from .loader import Command, Resolution
 
 VERSION_NOTE = "Every flag can also be set in the TOML file given with --config (key = long flag, - becomes _)."
@@ -87,7 +87,7 @@ SCHEDULER = Command(
     description="Run a scaler scheduler. Unless --object-storage-address is given it also hosts the object "
                 "storage, on ADDRESS port + 1.",
     epilog="example:\n  scaler_scheduler tcp://127.0.0.1:8516 -p false\n\n" + VERSION_NOTE,
-    internal_flags=("lifeline-fd", "config-json", "listen-fd", "storage-listen-fd"),
+    internal_flags=("lifeline-fd", "config-json", "listen-fd", "storage-listen-fd", "monitor-listen-fd"),
     finalize=_finalize_scheduler)
 
 OBJECT_STORAGE = Command(
@@ -149,6 +149,55 @@ FIXED_NATIVE_ADAPTER = Command(
         "help": "number of worker processes to start"}),
     fixed={"mode": "fixed"}, internal_flags=("lifeline-fd", "config-json"))
 
+def split_host_port(text: str) -> "Tuple[str, int]":
+    """``"host:port"`` (IPv6 as ``"[::1]:port"`` or split on the last ':'); ValueError if malformed."""
+    host, sep, port_text = text.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError("expected HOST:PORT with a port from 0 to 65535, got %r" % text)
+    return host, int(port_text)
+
+
+def _finalize_gui(resolution: Resolution) -> None:
+    values = resolution.values
+    try:
+        split_host_port(values["gui_address"])
+    except ValueError as exc:
+        raise resolution.error("gui_address", str(exc)) from None
+
+
+def _finalize_webui(resolution: Resolution) -> None:
+    values = resolution.values
+    host = values["web_host"]
+    if not host or any(c in host for c in " /"):
+        raise resolution.error("web_host", "expected a host name or IP address, got %r" % host)
+    values["gui_address"] = "%s:%d" % ("[%s]" % host if ":" in host else host, values["web_port"])
+
+
+TOP = Command(
+    prog="scaler_top", section="top", config_class=TopConfig, positional="monitor_address",
+    modules=("scaler.top", "scaler.entry_points.top"),
+    description="Watch a scheduler in the terminal: its load, task totals and rates, and a table of its workers "
+                "(keys on screen sort the table; q quits).",
+    epilog="example:\n  scaler_top tcp://127.0.0.1:8518\n\n" + VERSION_NOTE)
+
+GUI = Command(
+    prog="scaler_gui", section="gui", config_class=GuiConfig, positional="monitor_address",
+    modules=("scaler.gui", "scaler.entry_points.gui"),
+    description="Serve a web dashboard of a scheduler (one self-contained page: no external scripts, styles or "
+                "fonts), a JSON snapshot at /api/status and a Server-Sent Events stream at /api/events.",
+    epilog="example:\n  scaler_gui tcp://127.0.0.1:8518 --gui-address 127.0.0.1:50001\n\n" + VERSION_NOTE,
+    exclude=("web_host", "web_port"), internal_flags=("lifeline-fd", "config-json", "listen-fd"),
+    finalize=_finalize_gui)
+
+WEBUI = Command(
+    prog="scaler_ui", section="webui", config_class=GuiConfig, positional="monitor_address",
+    modules=("scaler.entry_points.ui",),
+    description="The web dashboard under its older name and flags (the same as scaler_gui).",
+    epilog="example:\n  scaler_ui tcp://127.0.0.1:8518 --web-host 127.0.0.1 --web-port 50001\n\n" + VERSION_NOTE,
+    exclude=("gui_address",), internal_flags=("lifeline-fd", "config-json", "listen-fd"), finalize=_finalize_webui)
+
 # Internal: one worker, as clusters and worker managers start it (not a documented command).
 # A worker always runs the builtin loop, so its event_loop is fixed: the manager that
 # started it has already logged the note about uvloop, once.
@@ -160,14 +209,13 @@ WORKER = Command(
 WORKER_MANAGER_TYPES: Dict[str, Command] = {"baremetal_native": WORKER_MANAGER_BAREMETAL}
 
 ALL_COMMANDS: List[Command] = [SCHEDULER, OBJECT_STORAGE, CLUSTER, WORKER_MANAGER_BAREMETAL, NATIVE_ADAPTER,
-                               FIXED_NATIVE_ADAPTER]
+                               FIXED_NATIVE_ADAPTER, TOP, GUI, WEBUI]
 
 # What the 'scaler' launcher does with each top-level section of a file.
-LAUNCHED_SECTIONS: Tuple[str, ...] = ("object_storage_server", "scheduler", "cluster", "worker_manager")
+LAUNCHED_SECTIONS: Tuple[str, ...] = ("object_storage_server", "scheduler", "cluster", "worker_manager", "gui",
+                                      "webui")
 SKIPPED_SECTIONS: Dict[str, str] = {
-    "webui": "the web monitor (scaler_ui) is not part of this build yet",
-    "gui": "the web monitor (scaler_gui) is not part of this build yet",
-    "top": "scaler_top is not part of this build yet",
+    "top": "scaler_top is interactive: run it in a terminal with scaler_top -c FILE",
     "native_worker_adapter": "worker adapters are started on their own: scaler_worker_adapter_native -c FILE",
     "fixed_native_worker_adapter": "worker adapters are started on their own: "
                                    "scaler_worker_adapter_fixed_native -c FILE",

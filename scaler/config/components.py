@@ -90,8 +90,8 @@ class SchedulerConfig(LoggingSettings, LoopSettings, TLSSettings, SecuritySettin
         help="object storage address told to clients and workers (NAT, containers)")
     monitor_address: Optional[str] = option(
         None, kind="address", short=("-ma",), default_text="ADDRESS port + 2",
-        help="where the scheduler publishes its status for monitors (the monitor is not part of this build "
-             "yet: the address is only validated)")
+        help="where the scheduler publishes its status snapshots for scaler_top, scaler_gui and "
+             "scaler.monitor")
     protected: bool = option(
         True, kind="bool", short=("-p",),
         help="refuse Client.shutdown() so one client cannot stop a shared scheduler (-p false to allow it)")
@@ -140,7 +140,7 @@ class SchedulerConfig(LoggingSettings, LoopSettings, TLSSettings, SecuritySettin
         2, kind="int", short=("-lbt",), above=0, inert=True,
         help="identical balancing advices needed before tasks move")
     status_report_interval_seconds: float = option(
-        1, kind="float", short=("-sri",), above=0, inert=True,
+        1, kind="float", short=("-sri",), above=0,
         help="period of the status snapshot published on the monitor address")
 
 
@@ -260,3 +260,49 @@ class WorkerManagerConfig(WorkerSettings, LoggingSettings, TLSSettings, Security
     restart_workers: bool = option(  # fixed mode: restart dead workers (with back-off)
         True, kind="bool", help="fixed mode: restart a worker that dies, with back-off, so the pool keeps its "
                                 "size (false: as upstream, never)")
+
+
+@dataclasses.dataclass
+class TopConfig(TLSSettings, SecuritySettings):
+    """``scaler_top``: the terminal monitor."""
+
+    monitor_address: str = option(
+        "", kind="address", toml_aliases=("monitor_address", "address"), metavar="MONITOR_ADDRESS",
+        help="the scheduler's monitor address, e.g. tcp://127.0.0.1:8518 (the scheduler's port + 2)")
+    timeout: float = option(
+        5, kind="float", short=("-t",), above=0,
+        help="seconds without a status snapshot before the screen says 'disconnected' and reconnects")
+    interval: float = option(
+        1, kind="float", short=("-i",), above=0, help="seconds between screen refreshes")
+
+
+@dataclasses.dataclass
+class GuiConfig(LoggingSettings, TLSSettings, SecuritySettings):
+    """``scaler_gui`` and ``scaler_ui``: the web dashboard (one process, two spellings)."""
+
+    monitor_address: str = option(
+        "", kind="address", toml_aliases=("monitor_address", "address"), metavar="MONITOR_ADDRESS",
+        help="the scheduler's monitor address, e.g. tcp://127.0.0.1:8518 (the scheduler's port + 2)")
+    gui_address: str = option(
+        "127.0.0.1:50001", kind="str", metavar="HOST:PORT",
+        help="HTTP address of the dashboard; 0.0.0.0:PORT (or [::]:PORT) serves every interface, "
+             "port 0 picks a free port")
+    web_host: str = option(
+        "127.0.0.1", kind="str", aliases=("host",), metavar="HOST",
+        help="HTTP host of the dashboard (0.0.0.0 serves every interface)")
+    web_port: int = option(
+        50001, kind="int", aliases=("port",), minimum=0, maximum=65535,
+        help="HTTP port of the dashboard (0 picks a free port)")
+    broadcast_interval_seconds: float = option(
+        0.5, kind="float", short=("-bi",), above=0,
+        help="shortest time between two pushes of the status to an open page")
+    task_log_max_size: int = option(
+        500, kind="int", short=("-tl",), minimum=0, inert=True,
+        help="completed tasks kept in the task log")
+    status_report_interval_seconds: float = option(
+        1, kind="float", short=("-sri",), above=0,
+        help="the scheduler's --status-report-interval-seconds: without a snapshot for 5 times this, the "
+             "page marks the scheduler as unreachable")
+    history_seconds: int = option(
+        600, kind="int", minimum=10, maximum=86400,
+        help="how many seconds of history the charts keep (also served to a page when it opens)")

@@ -32,7 +32,7 @@ GROUP_TITLES = {"": "%s options", "worker": "worker options (given to every work
                 "security": "security"}
 GROUP_ORDER = ("", "worker", "logging", "security")
 INTERNAL_FLAGS = {  # spawner-only flags, hidden from -h
-    "lifeline-fd": int, "config-json": str, "listen-fd": int, "storage-listen-fd": int,
+    "lifeline-fd": int, "config-json": str, "listen-fd": int, "storage-listen-fd": int, "monitor-listen-fd": int,
 }
 
 
@@ -638,6 +638,7 @@ class Loaded:
     lifeline_fd: int = -1
     listen_fd: int = -1
     storage_listen_fd: int = -1
+    monitor_listen_fd: int = -1
 
 
 def resolve_command_line(command: Command, argv: Optional[Sequence[str]] = None,
@@ -677,7 +678,8 @@ def resolve_command_line(command: Command, argv: Optional[Sequence[str]] = None,
         value = getattr(args, name, None)
         return -1 if value is None else value
 
-    return Loaded(config, args.config, fd("lifeline_fd"), fd("listen_fd"), fd("storage_listen_fd"))
+    return Loaded(config, args.config, fd("lifeline_fd"), fd("listen_fd"), fd("storage_listen_fd"),
+                  fd("monitor_listen_fd"))
 
 
 def parse_or_exit(command: Command, argv: Optional[Sequence[str]] = None) -> Loaded:

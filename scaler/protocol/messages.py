@@ -10,7 +10,8 @@ from typing import List, Sequence
 from .codec import declare
 
 MAGIC = 0x53434C52  # b"SCLR"
-PROTOCOL_VERSION = 3  # 2: GraphSubmit, WorkerGroupStopped.refusal, STATUS_REJECTED; 3: task priorities
+PROTOCOL_VERSION = 4  # 2: GraphSubmit, WorkerGroupStopped.refusal, STATUS_REJECTED; 3: task priorities;
+#                       4: WorkerStatus, StatusSnapshot (monitoring)
 
 # Roles a peer announces in its Hello.
 ROLE_CLIENT = 1
@@ -96,6 +97,13 @@ WorkerTask = declare(23, "WorkerTask", [("task_id", "bytes"), ("client_id", "byt
 # force: also stop it if running (restarts the processor); otherwise only take it back if not started.
 WorkerTaskCancel = declare(24, "WorkerTaskCancel", [("task_id", "bytes"), ("force", "bool")])
 WorkerDisconnect = declare(25, "WorkerDisconnect", [("reason", "str")])
+# What a worker's agent and processor are doing, for the monitor; sent with each heartbeat.
+# agent_cpu / processor_cpu: percent of one core since the previous report; running: tasks
+# its processors are running; suspended: tasks blocked waiting for tasks they submitted
+# (upstream's name; scaler suspends no processor, see "Nested tasks" in the architecture docs).
+WorkerStatus = declare(27, "WorkerStatus", [("agent_cpu", "f64"), ("agent_rss", "u64"), ("processor_pid", "u32"),
+                                            ("processor_cpu", "f64"), ("processor_rss", "u64"), ("running", "u32"),
+                                            ("suspended", "u32")])
 
 # --- worker manager <-> scheduler ---
 # capacity: worker groups it may run; -1 no limit, 0 a fixed pool the scheduler never scales.
@@ -133,6 +141,10 @@ ProcessorCancel = declare(44, "ProcessorCancel", [("task_id", "bytes")])
 # processor -> agent: the running task ``task_id`` blocks on tasks it submitted (``waiting``
 # true) or goes on (false). While it waits, the processor runs tasks that outrank it.
 ProcessorWaiting = declare(45, "ProcessorWaiting", [("task_id", "bytes"), ("waiting", "bool")])
+
+# --- scheduler -> monitor subscribers (scaler_top, the web dashboard, scaler.monitor) ---
+# payload: the status as UTF-8 JSON (its fields are documented in docs/monitoring.rst).
+StatusSnapshot = declare(70, "StatusSnapshot", [("sequence", "u64"), ("sent_at", "f64"), ("payload", "bytes")])
 
 # --- not a frame: the argument list of a task, built by clients, read by processors ---
 # serializer_id: object id of the client's cloudpickled Serializer, empty for the default.

@@ -14,6 +14,7 @@ from ..config.commands import SCHEDULER
 from ..config.loader import Loaded
 from ..io.address import listen, parse_address
 from ..utility.process import run_main
+from .monitor import open_monitor_socket
 from .server import run_scheduler
 
 
@@ -25,15 +26,18 @@ def _run(loaded: Loaded) -> int:
     config = loaded.config
     sock = _inherited(loaded.listen_fd)
     storage_sock = _inherited(loaded.storage_listen_fd)
+    monitor_sock = _inherited(loaded.monitor_listen_fd)
     try:  # bind here so that a busy port is one clear line, not a traceback
         if sock is None:
             sock = listen(parse_address(config.address))
         if storage_sock is None and config.object_storage_address is None:
             storage_sock = listen(parse_address(config.address).with_port_offset(1))
+        if monitor_sock is None:
+            monitor_sock = open_monitor_socket(config)
     except OSError as exc:
         print("%s: error: %s" % (SCHEDULER.prog, exc.strerror or exc), file=sys.stderr)
         return 1
-    run_scheduler(config, sock, storage_sock, loaded.lifeline_fd)
+    run_scheduler(config, sock, storage_sock, loaded.lifeline_fd, monitor_sock, bind_monitor=False)
     return 0
 
 

@@ -6,10 +6,11 @@ A manager is reached either over a native connection (``ROLE_MANAGER``) or over 
 :meth:`ManagerTable.group_stopped`.
 """
 
+import collections
 import itertools
 import logging
 import time
-from typing import Callable, Dict, FrozenSet, List, Optional
+from typing import Callable, Deque, Dict, FrozenSet, List, NamedTuple, Optional
 
 from ..config.policy import Policy
 from .scaling import Decision, ManagerView, WorkerView, decide
@@ -19,6 +20,16 @@ logger = logging.getLogger(__name__)
 
 PENDING_START_TIMEOUT_SECONDS = 60.0
 NO_WORKER_WARNING_SECONDS = 10.0
+RECENT_EVENTS = 50  # scaling actions kept for the monitor
+
+
+class ScalingEvent(NamedTuple):
+    """One scaling action or refusal, as the monitor shows it."""
+
+    at: float  # time.time()
+    manager_id: str
+    action: str  # start, started, start_refused, drain, undrain, stop, stopped, stop_failed, manager_refused, ...
+    detail: str
 
 
 class ManagerRecord:
@@ -50,15 +61,23 @@ class ManagerTable:
         self._request_ids = itertools.count(1)
         self._waiting_since: Optional[float] = None
         self._last_warning = 0.0
+        self.events: Deque[ScalingEvent] = collections.deque(maxlen=RECENT_EVENTS)
+
+    def _event(self, manager_id: str, action: str, detail: str = "") -> None:
+        self.events.append(ScalingEvent(time.time(), manager_id, action, detail))
 
     # --- registration ---
     def add(self, record: ManagerRecord) -> Optional[str]:
         """Register a manager; return a reason to refuse it."""
         if not record.manager_id:
+            self._event("", "manager_refused", "empty worker_manager_id")
             return "empty worker_manager_id"
         if record.manager_id in self.managers:
+            self._event(record.manager_id, "manager_refused", "id already connected")
             return "worker_manager_id %r is already connected" % record.manager_id
         self.managers[record.manager_id] = record
+        self._event(record.manager_id, "manager_connected", "%s, capacity %s" % (
+            record.mode, "unlimited" if record.capacity < 0 else record.capacity))
         logger.info("worker manager %s connected (%s, capacity %s, via %s)", record.manager_id, record.mode,
                     "unlimited" if record.capacity < 0 else record.capacity, record.via)
         if record.capacity != 0 and self.policy.scaling == "no":
@@ -70,6 +89,7 @@ class ManagerTable:
     def remove(self, manager_id: str, reason: str) -> None:
         record = self.managers.pop(manager_id, None)
         if record is not None:
+            self._event(manager_id, "manager_left", reason)
             logger.info("worker manager %s left: %s", manager_id, reason)
 
     # --- reports from managers ---
@@ -83,9 +103,11 @@ class ManagerTable:
             if worker is not None:
                 self.state.set_group(worker.worker_id, group_id)
                 record.groups[group_id] = worker.worker_id
+            self._event(manager_id, "started", group_id)
             logger.info("worker manager %s started worker group %s", manager_id, group_id)
         else:
             record.refused_at = time.monotonic()
+            self._event(manager_id, "start_refused", reason)
             logger.warning("worker manager %s refused to start a worker group: %s", manager_id, reason)
 
     def group_stopped(self, manager_id: str, group_id: str, ok: bool, unknown: bool, reason: str) -> None:
@@ -96,8 +118,10 @@ class ManagerTable:
         record.stopping.pop(group_id, None)
         if ok or unknown:
             record.groups.pop(group_id, None)
+            self._event(manager_id, "stopped", group_id)
             logger.info("worker manager %s shut down worker group %s", manager_id, group_id)
         else:
+            self._event(manager_id, "stop_failed", "%s: %s" % (group_id, reason))
             logger.warning("worker manager %s could not shut down group %s: %s", manager_id, group_id, reason)
 
     def worker_disconnected(self, worker_id: bytes, group_id: str) -> None:
@@ -133,11 +157,15 @@ class ManagerTable:
             record = self.managers[manager_id]
             request_id = next(self._request_ids)
             record.pending[request_id] = now
+            self._event(manager_id, "start", "asked for a worker group (%d task(s) in the scheduler)"
+                        % len(self.state.tasks))
             record.start(request_id)
         for worker_id in decision.drain:
             self.state.set_draining(worker_id, True)
+            self._event(self._manager_of(worker_id), "drain", self._worker_name(worker_id))
         for worker_id in decision.undrain:
             self.state.set_draining(worker_id, False)
+            self._event(self._manager_of(worker_id), "undrain", self._worker_name(worker_id))
         if decision.undrain:
             self.on_change()
         for manager_id, group_id in decision.stops:
@@ -145,6 +173,7 @@ class ManagerTable:
             if record is None or group_id in record.stopping or group_id not in record.groups:
                 continue
             record.stopping[group_id] = now
+            self._event(manager_id, "stop", group_id)
             record.stop(group_id)
         self._warn_if_stuck(now)
         return decision
@@ -155,11 +184,21 @@ class ManagerTable:
                 if now - asked > PENDING_START_TIMEOUT_SECONDS:
                     del record.pending[request_id]
                     record.refused_at = now
+                    self._event(record.manager_id, "start_refused", "no answer within %.0fs"
+                                % PENDING_START_TIMEOUT_SECONDS)
                     logger.warning("worker manager %s did not answer a start request within %.0fs",
                                    record.manager_id, PENDING_START_TIMEOUT_SECONDS)
             for group_id, asked in list(record.stopping.items()):
                 if now - asked > PENDING_START_TIMEOUT_SECONDS:
                     del record.stopping[group_id]
+
+    def _manager_of(self, worker_id: bytes) -> str:
+        worker = self.state.workers.get(worker_id)
+        return worker.manager_id if worker is not None else ""
+
+    def _worker_name(self, worker_id: bytes) -> str:
+        worker = self.state.workers.get(worker_id)
+        return worker.name if worker is not None else worker_id.hex()[:12]
 
     def _warn_if_stuck(self, now: float) -> None:
         """Say so when tasks wait and nothing can run them (the upstream silent hang)."""
@@ -179,3 +218,4 @@ class ManagerTable:
         else:
             why = "no worker is connected yet; worker managers were asked"
         logger.warning("%d task(s) have waited %.0fs: %s", waiting, now - self._waiting_since, why)
+        self._event("", "no_worker", "%d task(s) have waited %.0fs: %s" % (waiting, now - self._waiting_since, why))

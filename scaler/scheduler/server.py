@@ -6,6 +6,7 @@ departed client's objects with a function call instead of a message.
 """
 
 import logging
+import os
 import socket
 import time
 from typing import Dict, FrozenSet, List, Optional
@@ -24,13 +25,16 @@ from ..protocol.messages import (ROLE_CLIENT, ROLE_MANAGER, ROLE_SCHEDULER, ROLE
                                  ShutdownWorkerGroup, StartWorkerGroup, WorkerGroupStarted, WorkerGroupStopped,
                                  ClientDisconnect, Heartbeat, HeartbeatEcho, ObjectDelete, ObjectDeleteOwner,
                                  SchedulerShutdown, ShutdownRefused, TaskCancel, TaskResult, TaskSubmit, WorkerConnect,
-                                 WorkerConnectReply, WorkerDisconnect, WorkerHeartbeat)
+                                 WorkerConnectReply, WorkerDisconnect, WorkerHeartbeat, WorkerStatus)
 from ..config.policy import parse_policy
+from ..utility.procstat import ProcessMeter
 from ..worker_manager.errors import Refusal
 from ..utility.outage import Outage
 from .graph import unpack_indices
 from .managers import ManagerRecord, ManagerTable
+from .monitor import MonitorServer, monitor_address_of, open_monitor_socket
 from .state import SchedulerState, WorkerInfo, capability_names
+from .status import RateMeter, build_snapshot, totals_of
 from .webhook_client import RETRY_SECONDS, WebhookWorker
 
 logger = logging.getLogger(__name__)
@@ -61,8 +65,10 @@ class _ManagerPeer(_ClientPeer):
 
 class SchedulerServer(Handler):
     def __init__(self, loop: EventLoop, config: SchedulerConfig, sock: socket.socket,
-                 storage_sock: Optional[socket.socket] = None) -> None:
+                 storage_sock: Optional[socket.socket] = None, monitor_sock: Optional[socket.socket] = None,
+                 bind_monitor: bool = True) -> None:
         self.loop = loop
+        self.started_at = time.monotonic()
         self.config = config
         self.address = parse_address(config.address)
         key = normalize_key(config.auth_key)
@@ -105,8 +111,35 @@ class SchedulerServer(Handler):
                 self._probe_webhook(url)
         if self.store is None:
             self._link_storage()
+        self.monitor: Optional[MonitorServer] = None
+        self._meter = ProcessMeter()
+        self._rates = RateMeter(self.started_at, totals_of(self.state))
+        if monitor_sock is None and bind_monitor:
+            monitor_sock = open_monitor_socket(config)
+        if monitor_sock is not None:
+            self.monitor_address = str(monitor_address_of(config))
+            self.monitor = MonitorServer(loop, monitor_sock, self.monitor_address, key, self.status,
+                                         config.status_report_interval_seconds, self._update_rates)
         logger.info("scheduler %s listening on %s, object storage %s%s", __version__, config.address,
                     storage_address, " (in-process)" if self.store is not None else "")
+
+    # --- monitor ---
+    def _update_rates(self) -> None:
+        self._rates.update(time.monotonic(), totals_of(self.state))
+
+    def status(self) -> dict:
+        """The status snapshot (``status.build_snapshot``) with this process's figures."""
+        now = time.monotonic()
+        self._rates.update(now, totals_of(self.state), 0.25 * self.config.status_report_interval_seconds)
+        cpu, rss = self._meter.sample()
+        figures = {"address": self.config.address, "pid": os.getpid(), "version": __version__,
+                   "cpu": round(cpu, 1), "rss": rss, "uptime": round(now - self.started_at, 3),
+                   "protected": self.config.protected, "policy": self.config.policy_content,
+                   "monitor_address": self.monitor_address if self.monitor is not None else "",
+                   "status_interval": self.config.status_report_interval_seconds}
+        return build_snapshot(self.state, now=now, wall_time=time.time(), scheduler=figures,
+                              rates=self._rates.rates, managers=self.managers, policy=self.policy, store=self.store,
+                              storage_address=str(self.storage_address))
 
     # --- object storage side effects ---
     def _free_owner(self, owner_id: bytes) -> None:
@@ -183,6 +216,8 @@ class SchedulerServer(Handler):
             elif kind is WorkerHeartbeat:
                 self.state.worker_heartbeat(worker_id, now, msg.queued, msg.rss, msg.cpu)
                 conn.send(HeartbeatEcho(msg.sent_at))
+            elif kind is WorkerStatus:
+                self.state.worker_status(worker_id, msg)
             elif kind is WorkerDisconnect:
                 conn.close("worker left: %s" % (msg.reason or "shutting down"))
             else:
@@ -235,8 +270,9 @@ class SchedulerServer(Handler):
             conn.data = _WorkerPeer(msg.worker_id)
             self.peers[msg.worker_id] = conn
             queue_size = min(msg.queue_size, self.config.per_worker_queue_size)
-            self.state.worker_connected(WorkerInfo(msg.worker_id, msg.name, queue_size, msg.capabilities,
-                                                   msg.pid, msg.manager_id, now))
+            info = WorkerInfo(msg.worker_id, msg.name, queue_size, msg.capabilities, msg.pid, msg.manager_id, now)
+            info.host = _host_of(conn.peer)
+            self.state.worker_connected(info)
             conn.send(WorkerConnectReply(str(self.storage_address)))
             self.managers.worker_connected(msg.worker_id, msg.name)
             logger.debug("worker %s (pid %d) connected from %s", msg.name, msg.pid, conn.peer)
@@ -358,6 +394,8 @@ class SchedulerServer(Handler):
 
     def close(self) -> None:
         self.listener.close()
+        if self.monitor is not None:
+            self.monitor.close()
         if self.webhooks is not None:
             self.webhooks.close()
         if self.storage_server is not None:
@@ -383,7 +421,8 @@ class _StorageLink(Handler):
 
 
 def run_scheduler(config: SchedulerConfig, sock: Optional[socket.socket] = None,
-                  storage_sock: Optional[socket.socket] = None, lifeline_fd: Optional[int] = None) -> None:
+                  storage_sock: Optional[socket.socket] = None, lifeline_fd: Optional[int] = None,
+                  monitor_sock: Optional[socket.socket] = None, bind_monitor: bool = True) -> None:
     """Run a scheduler until SIGINT/SIGTERM, a client's shutdown, or the parent's death."""
     from ..utility.process import exit_soon_after, on_stop_signals, watch_lifeline
 
@@ -397,7 +436,7 @@ def run_scheduler(config: SchedulerConfig, sock: Optional[socket.socket] = None,
     on_stop_signals(stop_from_signal)  # before anything is bound, so no signal finds us defenceless
     if sock is None:
         sock = listen(parse_address(config.address))
-    server = SchedulerServer(loop, config, sock, storage_sock)
+    server = SchedulerServer(loop, config, sock, storage_sock, monitor_sock, bind_monitor)
     watch_lifeline(lifeline_fd, lambda: (exit_soon_after(5.0),
                                          loop.call_soon_threadsafe(lambda: server.stop("parent exited"))))
     try:
@@ -409,7 +448,17 @@ def run_scheduler(config: SchedulerConfig, sock: Optional[socket.socket] = None,
             _unlink_quietly(server.address)
         if server.store is not None and server.storage_address.scheme == "ipc":
             _unlink_quietly(server.storage_address)
+        if server.monitor is not None and server.monitor_address.startswith("ipc://"):
+            _unlink_quietly(parse_address(server.monitor_address))
         logger.debug("scheduler stopped")
+
+
+def _host_of(peer: str) -> str:
+    """The host part of a connection's peer ("127.0.0.1:5000"; a Unix socket: "local")."""
+    host, sep, port = peer.rpartition(":")
+    if not sep or not port.isdigit() or "/" in peer:
+        return "local"
+    return host
 
 
 def _names_of(capabilities: object) -> FrozenSet[str]:

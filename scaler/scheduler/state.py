@@ -45,7 +45,8 @@ def capability_names(text: str) -> FrozenSet[str]:
 
 class WorkerInfo:
     __slots__ = ("worker_id", "name", "queue_size", "capabilities", "names", "pid", "manager_id", "tasks",
-                 "last_seen", "queued_reported", "rss", "cpu", "draining", "group_id", "idle_since")
+                 "last_seen", "queued_reported", "rss", "cpu", "draining", "group_id", "idle_since", "host",
+                 "connected_at", "done", "processor_pid", "processor_cpu", "processor_rss", "running", "suspended")
 
     def __init__(self, worker_id: bytes, name: str, queue_size: int, capabilities: str, pid: int,
                  manager_id: str, now: float) -> None:
@@ -64,6 +65,15 @@ class WorkerInfo:
         self.draining = False  # scaling down: no new tasks, shut down once empty
         self.group_id = ""  # set when a dynamic manager started this worker as a group
         self.idle_since: Optional[float] = now
+        # For the monitor: where it connected from, results it returned, its last WorkerStatus.
+        self.host = ""
+        self.connected_at = now
+        self.done = 0
+        self.processor_pid = 0
+        self.processor_cpu = 0.0
+        self.processor_rss = 0
+        self.running = 0
+        self.suspended = 0
 
     @property
     def free_slots(self) -> int:
@@ -101,6 +111,11 @@ class SchedulerState:
         self._missing_reported: Set[FrozenSet[str]] = set()  # capability sets we said nobody has
         self.clients: Dict[bytes, ClientInfo] = {}
         self.workers: Dict[bytes, WorkerInfo] = {}
+        # Totals since start, for the monitor's rates: tasks accepted, and how they ended.
+        self.submitted_total = 0
+        self.finished_total = 0
+        self.failed_total = 0
+        self.cancelled_total = 0
 
     # --- clients ---
     def client_connected(self, client_id: bytes, now: float) -> None:
@@ -124,6 +139,7 @@ class SchedulerState:
                 continue
             worker_id = task.worker_id
             self._finish(task)
+            self.cancelled_total += 1
             if worker_id is not None:
                 # Forced: nobody wants the result, and the next client should not wait for it.
                 self.send(worker_id, WorkerTaskCancel(task_id, True))
@@ -154,6 +170,7 @@ class SchedulerState:
             self.send(client_id, TaskResult(task_id, STATUS_BUSY, b"", self._busy_reason()))
             return
         task = Task(task_id, client_id, flags, func_id, call, needs, priority)
+        self.submitted_total += 1
         self.tasks[task_id] = task
         client.tasks[task_id] = None
         self._enqueue(task)
@@ -179,6 +196,18 @@ class SchedulerState:
             worker.queued_reported = queued
             worker.rss = rss
             worker.cpu = cpu
+
+    def worker_status(self, worker_id: bytes, msg: Message) -> None:
+        """A WorkerStatus: what the worker's processes use and do (shown by monitors only)."""
+        worker = self.workers.get(worker_id)
+        if worker is not None:
+            worker.cpu = msg.agent_cpu
+            worker.rss = msg.agent_rss
+            worker.processor_pid = msg.processor_pid
+            worker.processor_cpu = msg.processor_cpu
+            worker.processor_rss = msg.processor_rss
+            worker.running = msg.running
+            worker.suspended = msg.suspended
 
     def set_draining(self, worker_id: bytes, draining: bool) -> None:
         worker = self.workers.get(worker_id)
@@ -234,6 +263,8 @@ class SchedulerState:
 
     def task_result(self, worker_id: bytes, msg: Message) -> None:
         worker = self.workers.get(worker_id)
+        if worker is not None and msg.status != STATUS_CANCELLED:
+            worker.done += 1
         if worker is not None and worker.tasks.pop(msg.task_id, 0) is None and not worker.tasks:
             worker.idle_since = self.clock()
         task = self.tasks.get(msg.task_id)
@@ -267,6 +298,7 @@ class SchedulerState:
         """
         if task.graph is None:
             self._finish(task)
+            self._count_end(result.status)
             self.send(task.client_id, result)
             return
         pending = [(task, result)]
@@ -275,6 +307,7 @@ class SchedulerState:
             if task.state is _S.DONE:
                 continue
             self._finish(task)
+            self._count_end(result.status)
             node = task.graph
             ok = result.status == STATUS_OK_OBJECT or (result.status == STATUS_OK and not node.dependents)
             if ok and result.status == STATUS_OK_OBJECT:
@@ -303,6 +336,14 @@ class SchedulerState:
                 ending = self._release(dep)
                 if ending is not None:
                     pending.append((dep, ending))
+
+    def _count_end(self, status: int) -> None:
+        if status == STATUS_OK or status == STATUS_OK_OBJECT:
+            self.finished_total += 1
+        elif status == STATUS_CANCELLED:
+            self.cancelled_total += 1
+        else:
+            self.failed_total += 1
 
     def _release(self, dep: Task) -> Optional[Message]:
         """One dependent of ``dep`` has ended: free or hand over its result once none is left.
@@ -378,6 +419,7 @@ class SchedulerState:
                 dep.graph.dependents.append(task)
                 dep.graph.consumers += 1
             node.waiting = len(node.deps)
+        self.submitted_total += count
         for task in tasks:
             if task.graph.dependents:
                 task.flags |= FLAG_KEEP_RESULT

@@ -28,6 +28,7 @@ from ..protocol.messages import (ROLE_WORKER, HeartbeatEcho, ObjectDeleteOwner, 
 from ..utility import process as proc_util
 from ..utility.outage import Outage
 from .pipeline import PipelineEffects, TaskPipeline
+from .status_report import StatusReporter
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class WorkerAgent(PipelineEffects):
         self.processor: Optional[proc_util.Child] = None
         self.processor_conn: Optional[Connection] = None
         self.processor_failures: Deque[float] = collections.deque(maxlen=5)
+        self.status_reporter = StatusReporter()  # figures for monitors, sent with each heartbeat
 
         self._start_processor()
         self._connect_scheduler()
@@ -246,6 +248,8 @@ class WorkerAgent(PipelineEffects):
             processor_pid = self.processor.pid if self.processor is not None else None
             self.scheduler.send(WorkerHeartbeat(time.time(), len(self.pipeline), proc_util.rss_bytes(),
                                                 self.cpu.percent(processor_pid)))
+            self.scheduler.send(self.status_reporter.report(processor_pid or 0, 1 if self.pipeline.inflight() else 0,
+                                                            self.pipeline.blocked_count()))
         if now - self.last_contact > self.death_timeout:
             logger.error("no scheduler contact for %.0fs (death timeout): exiting", now - self.last_contact)
             self.stop(1)

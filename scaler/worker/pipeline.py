@@ -207,6 +207,10 @@ class TaskPipeline:
         """Ids of the tasks with the processor, the running one first (cancelled ones too)."""
         return [item.task.task_id for item in self._inflight]
 
+    def blocked_count(self) -> int:
+        """Tasks with the processor that wait for tasks they submitted (for monitors)."""
+        return len(self._blocked)
+
     def storing(self) -> List[bytes]:
         """Ids of the tasks whose result is being stored, to be announced once it is."""
         return [result.task_id for result in self._pending_results.values()]
