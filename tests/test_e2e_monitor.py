@@ -4,6 +4,7 @@ that a subscriber that stops reading never slows the scheduler down."""
 import socket
 import sys
 import time
+import types
 
 import pytest
 
@@ -56,7 +57,13 @@ def test_the_monitor_needs_the_key_when_the_cluster_has_one(make_combo):
     assert "workers" in monitor.snapshot(combo.monitor_address, auth_key="s3cret", timeout=TIMEOUT)
 
 
-def test_a_subscriber_that_stops_reading_is_dropped_and_slows_nobody(procs):
+class _SmallReceiveBuffer(socket.socket):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+
+
+def test_a_subscriber_that_stops_reading_is_dropped_and_slows_nobody(procs, monkeypatch):
     port = free_port_pair()
     address = "tcp://127.0.0.1:%d" % port
     monitor_address = "tcp://127.0.0.1:%d" % (port + 2)
@@ -65,8 +72,11 @@ def test_a_subscriber_that_stops_reading_is_dropped_and_slows_nobody(procs):
     scheduler.output.wait_for("listening on", TIMEOUT)
     procs.python(["-m", "scaler.cluster", address, "-n", "2"], "cluster", env=subprocess_env())
     # A subscriber with a tiny receive buffer that completes the handshake and never reads again.
+    sockets = types.SimpleNamespace(**{name: getattr(socket, name) for name in dir(socket) if not name.startswith("_")})
+    sockets.socket = _SmallReceiveBuffer
+    monkeypatch.setattr(monitor, "socket", sockets)
     stalled = monitor.Subscription(monitor_address, timeout=TIMEOUT)
-    stalled._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    monkeypatch.undo()
     try:
         with Client(address) as client:
             started = time.monotonic()

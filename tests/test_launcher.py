@@ -5,6 +5,7 @@ ran) must be gone. All processes are started through the ``procs`` fixture, so a
 test still leaves nothing behind; every wait has a deadline.
 """
 
+import json
 import os
 import re
 import signal
@@ -75,8 +76,11 @@ def test_seed_004_unified_file_starts_a_working_stack(procs, tmp_path):
     # [webui] starts the web dashboard, reading the scheduler's monitor address
     launcher.output.wait_for(r"^\[webui\] .*dashboard of tcp://127\.0\.0\.1:%d on http://127\.0\.0\.1:%d"
                              % (port + 2, web_port), 30)
-    with urllib.request.urlopen("http://127.0.0.1:%d/api/status" % web_port, timeout=30) as response:
-        assert response.status == 200 and b"workers" in response.read()
+    def dashboard_sees_the_workers():
+        with urllib.request.urlopen("http://127.0.0.1:%d/api/status" % web_port, timeout=30) as response:
+            document = json.loads(response.read())
+        return document["connected"] and len(document["status"]["workers"]) == 8
+    wait_until(dashboard_sees_the_workers, 60, "the dashboard to show the 8 workers")
     assert "listening on" in (tmp_path / "log" / "scheduler.log").read_text()
 
     os.kill(launcher.pid, signal.SIGINT)

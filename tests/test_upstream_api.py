@@ -293,8 +293,13 @@ def test_scheduler_config_face_runs_as_a_scheduler(tmp_path):
     assert scheduler.config.policy_content == "allocate=capability; scaling=no"
 
 
-def test_web_gui_config_is_accepted_and_starting_it_says_not_implemented():
+def test_web_gui_config_is_checked_and_start_webgui_serves_the_dashboard(make_combo):
+    import json
+    import threading
+    import urllib.request
+
     from scaler.config.section.webgui import WebGUIConfig, start_webgui
+    from scaler.io.address import free_tcp_port
 
     config = WebGUIConfig("tcp://127.0.0.1:8518", gui_address="127.0.0.1:50001")
     assert config.gui_address.port == 50001
@@ -303,8 +308,30 @@ def test_web_gui_config_is_accepted_and_starting_it_says_not_implemented():
             WebGUIConfig("tcp://127.0.0.1:8518", **bad)
     with pytest.raises(ValueError):
         WebGUIConfig("nowhere")
-    with pytest.raises(NotImplementedError, match="not part of this build"):
-        start_webgui(config)
+
+    combo = make_combo(n_workers=1)
+    port = free_tcp_port()
+    config = WebGUIConfig(combo.monitor_address, gui_address="127.0.0.1:%d" % port)
+    stop = threading.Event()
+    thread = threading.Thread(target=start_webgui, args=(config, stop), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:%d/api/status" % port, timeout=10) as response:
+                    status = json.loads(response.read())
+                if status.get("connected") and (status.get("status") or {}).get("workers"):
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the dashboard did not show the cluster"
+            time.sleep(0.2)
+        assert len(status["status"]["workers"]) == 1
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
 
 
 def test_cycle_error_is_graphlibs_and_a_value_error():

@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 MAX_SUBSCRIBERS = 256
 MAX_SKIPPED = 30  # snapshots a stalled subscriber may miss in a row before it is dropped
+# The kernel's send buffer of a subscriber connection: fixed (no autotuning to megabytes), so
+# a subscriber that stops reading costs at most this plus one snapshot, and is noticed soon.
+SUBSCRIBER_SEND_BUFFER = 256 * 1024
 SUBSCRIBER_FRAME_LIMIT = 64 * 1024
 
 
@@ -122,6 +125,10 @@ class MonitorServer(Handler):
             logger.warning("refused monitor subscriber %s: already %d subscribers", conn.peer, MAX_SUBSCRIBERS)
             conn.close("too many monitor subscribers")
             return
+        try:
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SUBSCRIBER_SEND_BUFFER)
+        except OSError:
+            pass
         subscriber = self.subscribers[conn] = _Subscriber()
         msg = self._snapshot()
         subscriber.sequence = msg.sequence

@@ -1,11 +1,9 @@
-"""``WebGUIConfig``: upstream's ``scaler_gui`` settings.
-
-The web GUI is not part of this build yet: the configuration is accepted and checked, and
-:func:`start_webgui` says so with ``NotImplementedError``.
-"""
+"""``WebGUIConfig``: upstream's ``scaler_gui`` settings, and :func:`start_webgui` to serve
+the dashboard from Python (the same server as ``scaler_gui``, ``scaler/gui``)."""
 
 import dataclasses
-from typing import Union
+import threading
+from typing import Optional, Union
 
 from ..common.logging import LoggingConfig
 from ..common.security import SecurityConfig
@@ -41,7 +39,23 @@ class WebGUIConfig:
             raise ValueError("status_report_interval_seconds must be positive.")
 
 
-def start_webgui(config: WebGUIConfig) -> None:
-    """Would serve the web GUI described by ``config``: not available in this build yet."""
-    raise NotImplementedError("the web GUI (scaler_gui) is not part of this build yet; the status of a scheduler is "
-                              "published on its monitor address (%s)" % config.monitor_address)
+def start_webgui(config: WebGUIConfig, stop_event: Optional[threading.Event] = None) -> None:
+    """Serve the web dashboard described by ``config`` in this process until Ctrl-C (or until
+    ``stop_event`` is set). The key, if any, comes from ``SCALER_AUTH_KEY``, as for ``scaler_gui``."""
+    from ...gui.server import listen_http, serve, stop
+    from ...utility.process import auth_key_from_env
+    from ..components import GuiConfig
+
+    gui = GuiConfig(monitor_address=str(config.monitor_address),
+                    gui_address="%s:%d" % (config.gui_address.host, config.gui_address.port),
+                    broadcast_interval_seconds=config.broadcast_interval_seconds,
+                    status_report_interval_seconds=config.status_report_interval_seconds)
+    gui.auth_key = auth_key_from_env()
+    server, thread = serve(gui, listen_http(gui.gui_address))
+    try:
+        while thread.is_alive() and not (stop_event is not None and stop_event.is_set()):
+            thread.join(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop(server, thread)
