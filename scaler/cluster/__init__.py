@@ -129,34 +129,16 @@ class SchedulerClusterCombo:
             bind = parse_address(address)
             sock = listen(bind)
         self._address = str(bind)
-        try:
-            if object_storage_address is not None:
-                storage_sock = listen(parse_address(object_storage_address))
-                storage = parse_address(object_storage_address)
-            elif address is None:
-                storage_sock = _listen_free_port(bind.host)
-                storage = bind._replace(port=storage_sock.getsockname()[1])
-            else:
-                storage = bind.with_port_offset(1)
-                storage_sock = listen(storage)
+        opened = [sock]
+        try:  # object storage and the monitor: as given, else port + 1 and + 2 (free ports when we chose)
+            storage, storage_sock = _bind_beside(bind, object_storage_address, 1, address is None)
+            opened.append(storage_sock)
+            monitor, monitor_sock = _bind_beside(bind, monitor_address, 2, address is None)
         except BaseException:
-            sock.close()
+            for opened_sock in opened:
+                opened_sock.close()
             raise
         self._object_storage_address = str(storage)
-        try:  # the monitor: as given, else port + 2 (a free port when the combo chose its ports)
-            if monitor_address is not None:
-                monitor = parse_address(monitor_address)
-                monitor_sock = listen(monitor)
-            elif address is None:
-                monitor_sock = _listen_free_port(bind.host)
-                monitor = bind._replace(port=monitor_sock.getsockname()[1])
-            else:
-                monitor = bind.with_port_offset(2)
-                monitor_sock = listen(monitor)
-        except BaseException:
-            sock.close()
-            storage_sock.close()
-            raise
         self._monitor_address = str(monitor)
 
         scheduler_config = SchedulerConfig(
@@ -249,6 +231,19 @@ def _policy_content(policy: Any) -> str:
     text = str(getattr(policy, "policy_content", policy))
     parse_policy(text)
     return text
+
+
+def _bind_beside(bind: Any, given: Optional[str], offset: int, free: bool) -> Tuple[Any, socket.socket]:
+    """A listening socket for a companion of the scheduler at ``bind``: at ``given`` if any,
+    else on a free port when the scheduler's own port was chosen freely, else port + ``offset``."""
+    if given is not None:
+        address = parse_address(given)
+        return address, listen(address)
+    if free:
+        sock = _listen_free_port(bind.host)
+        return bind._replace(port=sock.getsockname()[1]), sock
+    address = bind.with_port_offset(offset)
+    return address, listen(address)
 
 
 def _listen_free_port(host: str) -> socket.socket:
