@@ -316,11 +316,20 @@ def main(argv: Optional[List[str]] = None) -> int:
                "[scheduler]'s port + 2).\nSections [top] and the worker adapters' sections are accepted and not "
                "started.\n"
                "See docs/configuration.rst for the keys of each section.")
-    parser.add_argument("--version", action="version", version="scaler %s" % __version__)
+    parser.add_argument("--version", action="version", version="%s %s" % (PROG, __version__))
     parser.add_argument("--check", action="store_true",
                         help="validate the file, print what would start, and exit (default: false)")
-    parser.add_argument("config", metavar="CONFIG.toml", help="the TOML file")
-    args = parser.parse_args(argv)
+    parser.add_argument("config", metavar="CONFIG.toml", nargs="?", help="the TOML file")
+    parser.add_argument("-c", "--config", dest="config_option", metavar="CONFIG.toml",
+                        help="the TOML file, as every command takes it (the same as the positional)")
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named first: 'scaler --bogus' is about --bogus, not about a missing file
+        parser.error("unrecognized arguments: %s" % " ".join(unknown))
+    if args.config and args.config_option and args.config != args.config_option:
+        parser.error("two files given: %s and -c %s" % (args.config, args.config_option))
+    args.config = args.config or args.config_option
+    if not args.config:
+        parser.error("the following arguments are required: CONFIG.toml (or -c CONFIG.toml)")
     try:
         components = plan(args.config)
     except ConfigErrors as exc:

@@ -162,3 +162,51 @@ def test_scheduler_and_cluster_classes_start_and_stop_their_processes():
         scheduler.shutdown()
     assert cluster.exitcode == 0 and scheduler.exitcode == 0
     assert not cluster.is_alive() and not scheduler.is_alive()
+
+
+# --- drop-in details ----------------------------------------------------------------------------
+
+def test_await_a_future_and_cancel_with_a_timeout(client):
+    import asyncio
+
+    async def both():
+        return await client.submit(pow, 2, 5), await client.submit(pow, 3, 2)
+
+    assert asyncio.run(both()) == (32, 9)
+    future = client.submit(pow, 2, 2)
+    future.result(timeout=60)
+    assert future.cancel(timeout=1.0) is False  # done already: upstream's signature, a truthful answer
+
+
+def test_every_command_names_itself_in_version():
+    import subprocess
+    import sys
+    for module, prog in (("scaler.scheduler", "scaler_scheduler"), ("scaler.cluster", "scaler_cluster"),
+                         ("scaler.top", "scaler_top"), ("scaler", "scaler")):
+        out = subprocess.run([sys.executable, "-m", module, "--version"], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, timeout=60).stdout.decode()
+        assert out.startswith(prog + " "), (module, out)
+
+
+def test_the_launcher_names_an_unknown_flag_and_takes_dash_c(tmp_path):
+    import subprocess
+    import sys
+    bogus = subprocess.run([sys.executable, "-m", "scaler", "--bogus"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=60)
+    assert bogus.returncode == 2 and b"unrecognized arguments: --bogus" in bogus.stdout
+    missing = subprocess.run([sys.executable, "-m", "scaler"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             timeout=60)
+    assert missing.returncode == 2 and b"CONFIG.toml" in missing.stdout
+    path = tmp_path / "c.toml"
+    path.write_text('[scheduler]\nscheduler_address = "tcp://127.0.0.1:8516"\n')
+    for args in (["-c", str(path)], ["--config", str(path)], [str(path)]):
+        checked = subprocess.run([sys.executable, "-m", "scaler", "--check"] + args, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, timeout=60)
+        assert checked.returncode == 0 and b"would start scheduler" in checked.stdout, checked.stdout
+
+
+def test_the_scheduler_logs_a_short_unique_client_id():
+    from scaler.scheduler.state import short_id
+    first, second = b"Client|" + b"1a2b3c4d5e6f7a8b" * 2, b"Client|" + b"9f8e7d6c5b4a3210" * 2
+    assert short_id(first) == "1a2b3c4d5e6f" and short_id(second) == "9f8e7d6c5b4a"
+    assert short_id(b"\x00\xff" * 8) == "00ff00ff00ff"

@@ -83,8 +83,16 @@ class ScalerFuture(Future):
                              % self._task_id.hex())
         return profile
 
-    def cancel(self) -> bool:
-        """Cancel the task wherever it is: queued, or running (its processor is restarted)."""
+    def __await__(self) -> Any:
+        """``await future`` in a coroutine (as upstream): the result, or the task's exception."""
+        import asyncio
+        return asyncio.wrap_future(self).__await__()
+
+    def cancel(self, timeout: Optional[float] = None) -> bool:
+        """Cancel the task wherever it is: queued, or running (its processor is restarted).
+
+        ``timeout`` is accepted for upstream compatibility: the future is cancelled at once
+        here (the scheduler is told asynchronously), so there is nothing to wait for."""
         if self.done():
             return False
         cancelled = super().cancel()

@@ -571,7 +571,7 @@ def build_parser(command: Command) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=command.prog, description=command.description,
                                      epilog=command.epilog or None, formatter_class=_HelpFormatter,
                                      allow_abbrev=False)
-    parser.add_argument("--version", action="version", version="scaler %s" % __version__)
+    parser.add_argument("--version", action="version", version="%s %s (scaler)" % (command.prog, __version__))
     label = command.section_label + (" entry with type = \"%s\"" % command.array_type if command.array_type else "")
     parser.add_argument("-c", "--config", metavar="FILE", default=None,
                         help="TOML file to read settings from, in its %s (flags given here win over it)" % label)

@@ -33,7 +33,7 @@ from ..utility.outage import Outage
 from .graph import unpack_indices
 from .managers import ManagerRecord, ManagerTable
 from .monitor import MonitorServer, monitor_address_of, open_monitor_socket
-from .state import SchedulerState, WorkerInfo, capability_names
+from .state import SchedulerState, WorkerInfo, capability_names, short_id
 from .status import RateMeter, build_snapshot, totals_of
 from .webhook_client import RETRY_SECONDS, WebhookWorker
 
@@ -241,7 +241,7 @@ class SchedulerServer(Handler):
             deps = [unpack_indices(bytes(blob)) for blob in msg.deps]
         except ValueError as exc:
             deps = [[len(msg.task_ids)]] * len(msg.task_ids)  # refused below, naming the problem
-            logger.warning("malformed graph from client %s: %s", client_id.hex()[:12], exc)
+            logger.warning("malformed graph from client %s: %s", short_id(client_id), exc)
         if self.state.graph_submitted(client_id, msg.task_ids, bytes(msg.flags), msg.func_ids, msg.calls, deps,
                                       [bool(b) for b in bytes(msg.requested)], msg.priority):
             self._schedule_dispatch()
@@ -256,7 +256,7 @@ class SchedulerServer(Handler):
             self.peers[msg.client_id] = conn
             self.state.client_connected(msg.client_id, now)
             conn.send(ClientConnectReply(str(self.storage_address), self.config.protected, __version__))
-            logger.debug("client %s connected from %s", msg.client_id.hex()[:12], conn.peer)
+            logger.debug("client %s connected from %s", short_id(msg.client_id), conn.peer)
         elif conn.peer_role == ROLE_WORKER and kind is WorkerConnect:
             if len(msg.worker_id) == 0 or msg.worker_id in self.peers:
                 conn.close("duplicate or empty worker id")

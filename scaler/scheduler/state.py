@@ -89,6 +89,18 @@ class ClientInfo:
         self.last_seen = now
 
 
+def short_id(peer_id: bytes) -> str:
+    """A peer's id for logs: the unique part of an id like ``Client|<hex>`` (its first 12
+    characters), else the first 12 hex digits of the id."""
+    _, separator, unique = bytes(peer_id).partition(b"|")
+    if separator and unique:
+        try:
+            return unique[:12].decode("ascii")
+        except UnicodeDecodeError:
+            pass
+    return bytes(peer_id).hex()[:12]
+
+
 class SchedulerState:
     def __init__(self, send: Send, free_owner: Callable[[bytes], None],
                  free_objects: Callable[[List[bytes]], None], *, max_task_retries: int = 3,
@@ -132,7 +144,8 @@ class SchedulerState:
         if client is None:
             return
         if client.tasks:
-            logger.info("client %s left (%s): cancelling %d task(s)", client_id.hex()[:12], reason, len(client.tasks))
+            logger.info("client %s left (%s): cancelling %d task(s)", short_id(client_id), reason,
+                        len(client.tasks))
         for task_id in list(client.tasks):
             task = self.tasks.get(task_id)
             if task is None:
@@ -400,7 +413,7 @@ class SchedulerState:
                     self.send(client_id, TaskResult(task_id, STATUS_BUSY, b"", self._busy_reason()))
             return False
         if problem is not None:
-            logger.warning("refused a graph from client %s: %s", client_id.hex()[:12], problem)
+            logger.warning("refused a graph from client %s: %s", short_id(client_id), problem)
             for task_id, wanted in zip(task_ids, requested):
                 if wanted:
                     self.send(client_id, TaskResult(task_id, STATUS_REJECTED, b"", problem))
