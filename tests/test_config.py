@@ -590,7 +590,7 @@ def test_version(command, capsys):
     with pytest.raises(SystemExit) as info:
         parse_or_exit(command, ["--version"])
     assert info.value.code == 0
-    assert capsys.readouterr().out == "scaler %s\n" % __version__
+    assert capsys.readouterr().out == "%s %s (scaler)\n" % (command.prog, __version__)  # it names the command
 
 
 @pytest.mark.parametrize("command", ALL_COMMANDS, ids=lambda c: c.prog)

@@ -10,7 +10,7 @@ import collections
 import logging
 import threading
 import time
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import InvalidStateError
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..io.address import Address, connectable_host, parse_address
@@ -351,7 +351,7 @@ class ClientAgent(Handler):
         elif status == STATUS_FAILED:
             _settle(future, lambda: future.set_exception(_remote_exception(msg.payload, msg.detail)))
         elif status == STATUS_CANCELLED:
-            _settle(future, future.cancel)
+            _settle(future, future._cancel_here)  # the scheduler ended it: nothing to tell it
         else:
             error_type = {STATUS_WORKER_DIED: WorkerDiedError, STATUS_PROCESSOR_DIED: ProcessorDiedError,
                           STATUS_MISSING_OBJECT: MissingObjects,
@@ -402,7 +402,7 @@ class ClientAgent(Handler):
             from ..utility.exceptions import ClientQuitException
             self.failure = ClientQuitException("client is already stopped.")
             for future in list(self.futures.values()) + list(self.held.values()):
-                Future.cancel(future)  # the scheduler cancels them itself when we leave
+                future._cancel_here()  # the scheduler cancels them itself when we leave
             self.held.clear()
             self._fail_all(self.failure)
             if self.scheduler is not None and self.scheduler.opened:

@@ -250,6 +250,12 @@ class Client:
         label = (name if name is not None else "<%s>" % type(obj).__name__)
         return ObjectReference(label.encode() if isinstance(label, str) else bytes(label), len(payload), object_id)
 
+    def executor(self) -> Any:
+        """A ``concurrent.futures.Executor`` on this client (``ScalerExecutor``): code written
+        for ``ProcessPoolExecutor`` runs on the cluster. Its ``shutdown`` leaves the client open."""
+        from .executor import ScalerExecutor
+        return ScalerExecutor(client=self)
+
     def clear(self) -> None:
         """Cancel this client's unfinished tasks and delete every object it stored, in object
         storage and in the workers' caches."""

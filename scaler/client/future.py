@@ -95,9 +95,23 @@ class ScalerFuture(Future):
         here (the scheduler is told asynchronously), so there is nothing to wait for."""
         if self.done():
             return False
-        cancelled = super().cancel()
+        cancelled = self._cancel_here()
         if cancelled and self._canceller is not None:
             self._canceller(self._task_id)
+        return cancelled
+
+    def _cancel_here(self) -> bool:
+        """Cancel this future only (the scheduler is not told).
+
+        ``Future.cancel`` leaves the state ``CANCELLED`` for an executor to confirm; no
+        executor owns a ScalerFuture, so it is confirmed here — otherwise
+        ``concurrent.futures.wait``/``as_completed`` would never count it as done."""
+        cancelled = super().cancel()
+        if cancelled:
+            try:
+                self.set_running_or_notify_cancel()
+            except RuntimeError:
+                pass  # another thread confirmed it first
         return cancelled
 
     def __repr__(self) -> str:

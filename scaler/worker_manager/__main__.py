@@ -66,7 +66,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(_usage())
             return 0
         if rest == "version":
-            print("scaler %s" % __version__)
+            print("scaler_worker_manager %s (scaler)" % __version__)
             return 0
         valid = ", ".join(WORKER_MANAGER_TYPES)
         if rest is None:
