@@ -503,3 +503,21 @@ def test_no_limit_by_default():
     h.state.client_connected(b"c", h.now)
     h.submit(b"c", 500)
     assert h.take(TaskResult) == [] and h.state.tasks_waiting() == 500
+
+
+def test_task_output_goes_to_the_tasks_client_only_while_the_worker_runs_it():
+    from scaler.protocol.messages import TaskOutput
+    h = Harness()
+    h.state.client_connected(b"c", h.now)
+    w, other = h.worker("a", queue_size=1), h.worker("b", queue_size=0)
+    (task_id,) = h.submit(b"c", 1)
+    h.state.task_output(w, TaskOutput(task_id, 1, b"too early\n"))  # not that worker's yet
+    assert h.take(TaskOutput) == []
+    h.state.dispatch()
+    h.take()
+    h.state.task_output(w, TaskOutput(task_id, 1, b"hello\n"))
+    h.state.task_output(other, TaskOutput(task_id, 1, b"forged\n"))  # another worker's claim
+    assert [(p, bytes(m.data)) for p, m in h.take(TaskOutput)] == [(b"c", b"hello\n")]
+    h.state.task_result(w, TaskResult(task_id, STATUS_OK, b"r", ""))
+    h.state.task_output(w, TaskOutput(task_id, 1, b"after the end\n"))
+    assert h.take(TaskOutput) == []

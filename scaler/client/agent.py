@@ -8,6 +8,7 @@ thread unless its docstring says otherwise.
 
 import collections
 import logging
+import sys
 import threading
 import time
 from concurrent.futures import InvalidStateError
@@ -22,7 +23,7 @@ from ..protocol.messages import (ROLE_CLIENT, STATUS_BUSY, STATUS_CANCELLED, STA
                                  STATUS_REJECTED, STATUS_TIMED_OUT, STATUS_WORKER_DIED, ClientConnect,
                                  ClientConnectReply, ClientDisconnect, Heartbeat, HeartbeatEcho, ObjectDelete,
                                  ObjectDeleteOwner, ObjectGet, ObjectGetReply, ObjectPut, ObjectPutReply,
-                                 SchedulerShutdown, ShutdownRefused, TaskCancel, TaskResult)
+                                 SchedulerShutdown, ShutdownRefused, TaskCancel, TaskOutput, TaskResult)
 from ..utility.exceptions import (AuthenticationError, ClientShutdownException, DisconnectedError, MissingObjects,
                                   ObjectStorageException, ProcessorDiedError, TaskExceptionNotSerializableError,
                                   SchedulerBusyError, TaskTimeoutError, WorkerDiedError)
@@ -176,6 +177,8 @@ class ClientAgent(Handler):
         kind = type(msg)
         if kind is TaskResult:
             self._task_result(msg)
+        elif kind is TaskOutput:
+            self._task_output(msg)
         elif kind is HeartbeatEcho:
             pass
         elif kind is ClientConnectReply:
@@ -329,6 +332,20 @@ class ClientAgent(Handler):
         self.scheduler.send(ClientDisconnect(True))
 
     # --- results ---
+    def _task_output(self, msg: Message) -> None:
+        """stream_output: write what the task printed to this process's stdout or stderr."""
+        future = self.futures.get(msg.task_id)
+        if future is None or future.done():
+            return  # cancelled meanwhile: its output is as unwanted as its result
+        stream = sys.stderr if msg.stream == 2 else sys.stdout
+        if stream is None:
+            return  # pythonw, or a daemon that closed them
+        try:
+            stream.write(bytes(msg.data).decode("utf-8", "replace"))
+            stream.flush()
+        except (OSError, ValueError) as exc:  # a closed or broken stream must not stop the I/O thread
+            logger.debug("cannot write a task's output: %r", exc)
+
     def _task_result(self, msg: Message) -> None:
         status = msg.status
         future = self.futures.pop(msg.task_id, None)

@@ -12,7 +12,7 @@ import cloudpickle
 
 from ..protocol.call import INLINE_LIMIT, build_call, graph_node_call, graph_result_id
 from ..protocol.handshake import normalize_key
-from ..protocol.messages import FLAG_NEEDS_OBJECTS, FLAG_PROFILE, GraphSubmit, TaskSubmit, pack_indices
+from ..protocol.messages import FLAG_NEEDS_OBJECTS, FLAG_PROFILE, FLAG_STREAM_OUTPUT, GraphSubmit, TaskSubmit, pack_indices
 from ..utility.exceptions import ClientQuitException, MissingObjects
 from ..utility import task_context
 from ..utility.graph import GraphPlan, plan_graph, run_node
@@ -65,7 +65,7 @@ class Client:
         self._serializer_id = b""
         self._task_ids = itertools.count()
         self._task_prefix = os.urandom(8)  # task id = prefix + counter: unique without a syscall each
-        self._flags = FLAG_PROFILE if profiling else 0
+        self._flags = (FLAG_PROFILE if profiling else 0) | (FLAG_STREAM_OUTPUT if stream_output else 0)
         self._stopped = False
         self._agent = ClientAgent(address, self._identity, normalize_key(self._auth_key), timeout_seconds,
                                   heartbeat_interval_seconds, object_storage_address)

@@ -12,6 +12,7 @@ import logging
 import os
 import selectors
 import socket
+import threading
 from typing import Any, Deque, List, Optional, Tuple
 
 from ..protocol.codec import FRAME_HEADER, Buffer, _nbytes, Message, ProtocolError, decode, encode_parts
@@ -319,6 +320,9 @@ class BlockingChannel:
     def __init__(self, sock: socket.socket, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
         self.sock = sock
         self._reader = FrameReader(max_frame_bytes)
+        # A task's own threads may send (stream_output) while the processor sends a result:
+        # a frame goes out whole or not at all.
+        self._send_lock = threading.Lock()
 
     @property
     def max_frame_bytes(self) -> int:
@@ -330,26 +334,28 @@ class BlockingChannel:
 
     def send(self, msg: Message) -> None:
         parts = encode_parts(msg)
-        if len(parts) == 1:
-            self.sock.sendall(parts[0])
-        else:
-            for part in parts:
-                self.sock.sendall(part)
+        with self._send_lock:
+            if len(parts) == 1:
+                self.sock.sendall(parts[0])
+            else:
+                for part in parts:
+                    self.sock.sendall(part)
 
     def send_many(self, msgs: List[Message]) -> None:
         """Send several messages with as few system calls as their sizes allow."""
         small: List[Buffer] = []
-        for msg in msgs:
-            for part in encode_parts(msg):
-                if _nbytes(part) < BIG_FRAME:
-                    small.append(part)
-                    continue
-                if small:
-                    self.sock.sendall(b"".join(small))
-                    small = []
-                self.sock.sendall(part)
-        if small:
-            self.sock.sendall(b"".join(small))
+        with self._send_lock:
+            for msg in msgs:
+                for part in encode_parts(msg):
+                    if _nbytes(part) < BIG_FRAME:
+                        small.append(part)
+                        continue
+                    if small:
+                        self.sock.sendall(b"".join(small))
+                        small = []
+                    self.sock.sendall(part)
+            if small:
+                self.sock.sendall(b"".join(small))
 
     def recv_ready(self) -> List[Message]:
         """The messages already complete in the socket buffer; never blocks.

@@ -10,8 +10,8 @@ from typing import List, Sequence
 from .codec import declare
 
 MAGIC = 0x53434C52  # b"SCLR"
-PROTOCOL_VERSION = 4  # 2: GraphSubmit, WorkerGroupStopped.refusal, STATUS_REJECTED; 3: task priorities;
-#                       4: WorkerStatus, StatusSnapshot (monitoring)
+PROTOCOL_VERSION = 5  # 2: GraphSubmit, WorkerGroupStopped.refusal, STATUS_REJECTED; 3: task priorities;
+#                       4: WorkerStatus, StatusSnapshot (monitoring); 5: TaskOutput (stream_output)
 
 # Roles a peer announces in its Hello.
 ROLE_CLIENT = 1
@@ -42,6 +42,9 @@ FLAG_NEEDS_OBJECTS = 2  # the call refers to objects besides the function (worke
 # result in object storage under call.graph_result_id(task id) (owned by the task's client),
 # even if small, and answers STATUS_OK_OBJECT with that id.
 FLAG_KEEP_RESULT = 4
+# Client(stream_output=True): what the task writes to sys.stdout/sys.stderr travels back as
+# TaskOutput messages while it runs.
+FLAG_STREAM_OUTPUT = 8
 
 # --- handshake (the only frames accepted before authentication) ---
 Hello = declare(1, "Hello", [("magic", "u32"), ("version", "u16"), ("role", "u8"), ("nonce", "bytes")])
@@ -82,6 +85,9 @@ def unpack_indices(blob: bytes) -> List[int]:
 
 TaskResult = declare(16, "TaskResult", [("task_id", "bytes"), ("status", "u8"), ("payload", "bytes"),
                                         ("detail", "str")])
+# A piece of what a running task wrote (stream 1: stdout, 2: stderr), UTF-8; processor ->
+# agent -> scheduler -> the task's client, in order, before the task's TaskResult.
+TaskOutput = declare(28, "TaskOutput", [("task_id", "bytes"), ("stream", "u8"), ("data", "bytes")])
 ClientDisconnect = declare(17, "ClientDisconnect", [("shutdown", "bool")])
 ShutdownRefused = declare(18, "ShutdownRefused", [("reason", "str")])
 SchedulerShutdown = declare(19, "SchedulerShutdown", [("reason", "str")])

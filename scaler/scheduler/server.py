@@ -24,7 +24,7 @@ from ..protocol.messages import (ROLE_CLIENT, ROLE_MANAGER, ROLE_SCHEDULER, ROLE
                                  ClientConnectReply, GraphSubmit, ManagerConnect, ManagerConnectReply, ManagerHeartbeat,
                                  ShutdownWorkerGroup, StartWorkerGroup, WorkerGroupStarted, WorkerGroupStopped,
                                  ClientDisconnect, Heartbeat, HeartbeatEcho, ObjectDelete, ObjectDeleteOwner,
-                                 SchedulerShutdown, ShutdownRefused, TaskCancel, TaskResult, TaskSubmit, WorkerConnect,
+                                 SchedulerShutdown, ShutdownRefused, TaskCancel, TaskOutput, TaskResult, TaskSubmit, WorkerConnect,
                                  WorkerConnectReply, WorkerDisconnect, WorkerHeartbeat, WorkerStatus)
 from ..config.policy import parse_policy
 from ..utility.procstat import ProcessMeter
@@ -213,6 +213,8 @@ class SchedulerServer(Handler):
             if kind is TaskResult:
                 self.state.task_result(worker_id, msg)
                 self._schedule_dispatch()
+            elif kind is TaskOutput:
+                self.state.task_output(worker_id, msg)
             elif kind is WorkerHeartbeat:
                 self.state.worker_heartbeat(worker_id, now, msg.queued, msg.rss, msg.cpu)
                 conn.send(HeartbeatEcho(msg.sent_at))

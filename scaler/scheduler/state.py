@@ -274,6 +274,13 @@ class SchedulerState:
             task.worker_id = None
             self._enqueue(task, front=True)
 
+    def task_output(self, worker_id: bytes, msg: Message) -> None:
+        """stream_output: what a running task wrote, relayed to its client as opaque bytes.
+        Dropped when the task is no longer that worker's (cancelled, moved, its client gone)."""
+        task = self.tasks.get(msg.task_id)
+        if task is not None and task.worker_id == worker_id:
+            self.send(task.client_id, msg)
+
     def task_result(self, worker_id: bytes, msg: Message) -> None:
         worker = self.workers.get(worker_id)
         if worker is not None and msg.status != STATUS_CANCELLED:

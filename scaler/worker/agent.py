@@ -23,7 +23,7 @@ from ..io.loop import EventLoop
 from ..protocol.codec import Buffer, Message
 from ..protocol.handshake import normalize_key
 from ..protocol.messages import (ROLE_WORKER, HeartbeatEcho, ObjectDeleteOwner, ObjectGet, ObjectGetReply, ObjectPut,
-                                 ObjectPutReply, ProcessorReady, ProcessorWaiting, SchedulerShutdown, TaskResult, WorkerConnect,
+                                 ObjectPutReply, ProcessorReady, ProcessorWaiting, SchedulerShutdown, TaskOutput, TaskResult, WorkerConnect,
                                  WorkerConnectReply, WorkerDisconnect, WorkerHeartbeat, WorkerTask, WorkerTaskCancel)
 from ..utility import process as proc_util
 from ..utility.outage import Outage
@@ -173,6 +173,8 @@ class WorkerAgent(PipelineEffects):
         kind = type(msg)
         if kind is TaskResult:
             self.pipeline.processor_result(msg)
+        elif kind is TaskOutput:
+            self.send_result(msg)  # stream_output: on to the scheduler, ahead of the task's result
         elif kind is ProcessorReady:
             if msg.error:
                 logger.error("processor failed to start:\n%s", msg.error)

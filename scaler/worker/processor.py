@@ -27,7 +27,7 @@ from typing import Any, Deque, Dict, List, Optional, Set, Tuple
 from ..client.serializer import DefaultSerializer
 from ..io.connection import BlockingChannel
 from ..protocol.call import call_arguments, read_call
-from ..protocol.messages import (FLAG_PROFILE, STATUS_CANCELLED, STATUS_FAILED, STATUS_MISSING_OBJECT,
+from ..protocol.messages import (FLAG_PROFILE, FLAG_STREAM_OUTPUT, STATUS_CANCELLED, STATUS_FAILED, STATUS_MISSING_OBJECT,
                                  STATUS_NOT_SERIALIZABLE, STATUS_OK, ProcessorCancel, ProcessorDropObjects,
                                  ProcessorObject, ProcessorReady, ProcessorWaiting,
                                  ProcessorTask, TaskResult)
@@ -35,6 +35,7 @@ from ..utility import task_context
 from ..utility.exceptions import TaskExitError
 from ..utility.process import rss_bytes, watch_lifeline
 from ..utility.serialization import BytesSerializer, dumps_result
+from .task_output import STDERR, STDOUT, TaskOutputStream
 
 logger = logging.getLogger(__name__)
 SCHEDULER_ADDRESS_ENV = "SCALER_SCHEDULER_ADDRESS"
@@ -103,6 +104,7 @@ class Processor:
         self.cancelled: Set[bytes] = set()  # of those, the ones to skip
         # A task waiting for its sub-tasks sleeps on the channel and on this pipe, which a
         # done-callback of the awaited future writes to (from the client's I/O thread).
+        self.process_streams = (sys.stdout, sys.stderr)  # restored around tasks that do not stream
         self.wake_reader, self.wake_writer = os.pipe()
         os.set_blocking(self.wake_reader, False)
         os.set_blocking(self.wake_writer, False)
@@ -149,12 +151,37 @@ class Processor:
             self.channel.send(TaskResult(task.task_id, STATUS_CANCELLED, b"", "cancelled"))
             return
         previous = task_context.enter(task.task_id, task.priority)
+        streams = self._redirect_output(task)
         try:
             result = self.run(task) if not task.flags & FLAG_PROFILE else self._run_profiled(task)
         finally:
             task_context.restore(previous)
+            if streams is not None:
+                self._restore_output(streams)
         self.channel.send(result)
         self._housekeeping()
+
+    def _redirect_output(self, task: Any) -> Optional[Tuple[Any, Any]]:
+        """Point ``sys.stdout``/``sys.stderr`` at the task's client (stream_output), or back at
+        the worker's for a task that does not stream but runs nested inside one that does.
+        Returns what to restore, or ``None`` when nothing changed."""
+        if task.flags & FLAG_STREAM_OUTPUT:
+            send = self.channel.send
+            new = (TaskOutputStream(task.task_id, STDOUT, send), TaskOutputStream(task.task_id, STDERR, send))
+        elif isinstance(sys.stdout, TaskOutputStream) or isinstance(sys.stderr, TaskOutputStream):
+            new = self.process_streams
+        else:
+            return None
+        old = (sys.stdout, sys.stderr)
+        sys.stdout, sys.stderr = new
+        return old
+
+    @staticmethod
+    def _restore_output(old: Tuple[Any, Any]) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            if isinstance(stream, TaskOutputStream):
+                stream.flush()  # before the result: the client sees the output first
+        sys.stdout, sys.stderr = old
 
     def wait_for(self, future: Any, timeout: Optional[float]) -> None:
         """The running task blocks on ``future`` (a task it submitted): until it is done, or
