@@ -9,13 +9,14 @@ from typing import Any
 
 from .version import __version__
 
-__all__ = ["Client", "ScalerFuture", "ScalerExecutor", "Serializer", "SchedulerClusterCombo", "Scheduler", "Cluster",
-           "ObjectReference", "__version__"]
+__all__ = ["Client", "ScalerFuture", "ScalerExecutor", "progress", "Serializer", "SchedulerClusterCombo",
+           "Scheduler", "Cluster", "ObjectReference", "__version__"]
 
 _LAZY = {
     "Client": (".client.client", "Client"),
     "ScalerFuture": (".client.future", "ScalerFuture"),
     "ScalerExecutor": (".client.executor", "ScalerExecutor"),
+    "progress": (".client.progress", "progress"),
     "Serializer": (".client.serializer", "Serializer"),
     "ObjectReference": (".client.object_reference", "ObjectReference"),
     "SchedulerClusterCombo": (".cluster", "SchedulerClusterCombo"),

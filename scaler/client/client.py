@@ -231,14 +231,15 @@ class Client:
         return futures
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], capabilities: Optional[Dict[str, int]] = None,
-            reserialize: bool = False, priority: Optional[int] = None) -> List[Any]:
-        """``[fn(*args) for args in zip(*iterables)]`` on the cluster; blocks, returns the results."""
-        return _results(self.map_futures(fn, *iterables, capabilities=capabilities, priority=priority))
+            reserialize: bool = False, priority: Optional[int] = None, progress: bool = False) -> List[Any]:
+        """``[fn(*args) for args in zip(*iterables)]`` on the cluster; blocks, returns the results.
+        ``progress=True`` draws a progress bar on stderr while waiting, if it is a terminal."""
+        return _results(self.map_futures(fn, *iterables, capabilities=capabilities, priority=priority), progress)
 
     def starmap(self, fn: Callable[..., Any], iterable: Iterable[Any], capabilities: Optional[Dict[str, int]] = None,
-                reserialize: bool = False, priority: Optional[int] = None) -> List[Any]:
+                reserialize: bool = False, priority: Optional[int] = None, progress: bool = False) -> List[Any]:
         """``[fn(*args) for args in iterable]`` on the cluster; blocks, returns the results."""
-        return _results(self.starmap_futures(fn, iterable, capabilities=capabilities, priority=priority))
+        return _results(self.starmap_futures(fn, iterable, capabilities=capabilities, priority=priority), progress)
 
     # --- objects ---
     def send_object(self, obj: Any, name: Optional[str] = None) -> ObjectReference:
@@ -394,8 +395,11 @@ class Client:
 
 
 _COUNTER = struct.Struct("<Q")
-def _results(futures: List[ScalerFuture]) -> List[Any]:
+def _results(futures: List[ScalerFuture], progress: bool = False) -> List[Any]:
     try:
+        if progress:
+            from .progress import progress as draw_progress
+            draw_progress(futures)
         return [future.result() for future in futures]
     except BaseException:
         for future in futures:
