@@ -9,6 +9,7 @@ component.
 """
 
 import inspect
+import os
 
 import pytest
 
@@ -34,6 +35,18 @@ class Refused:
 
     def __init__(self, value):
         self.value = value
+
+
+def _logging_ini():
+    """A real logging.config file: the combo checks it as --logging-config-file does."""
+    import tempfile
+    path = os.path.join(tempfile.mkdtemp(prefix="scaler-test-"), "logging.ini")
+    with open(path, "w") as f:
+        f.write("[loggers]\nkeys=root\n[handlers]\nkeys=\n[formatters]\nkeys=\n[logger_root]\nhandlers=\n")
+    return path
+
+
+LOGGING_INI = _logging_ini()
 
 
 def _free_address():
@@ -73,7 +86,7 @@ FORWARDED = {
     "event_loop": ("uvloop", [("scheduler", "event_loop", SAME), ("cluster", "event_loop", SAME)]),
     "logging_paths": (("/dev/stderr",), [("scheduler", "logging_paths", SAME), ("cluster", "logging_paths", SAME)]),
     "logging_level": ("DEBUG", [("scheduler", "logging_level", SAME), ("cluster", "logging_level", SAME)]),
-    "logging_config_file": ("logging.ini", [("scheduler", "logging_config_file", SAME),
+    "logging_config_file": (LOGGING_INI, [("scheduler", "logging_config_file", SAME),
                                             ("cluster", "logging_config_file", SAME)]),
     "worker_manager_id": ("combo-7", [("cluster", "worker_manager_id", SAME)]),
     # upstream's TLS settings: this build has no TLS, and like Client's it is accepted and ignored
@@ -200,7 +213,7 @@ CLUSTER_FORWARDED = {
     "preload": ("json", "preload", SAME),
     "logging_paths": (("/dev/stderr",), "logging_paths", SAME),
     "logging_level": ("DEBUG", "logging_level", SAME),
-    "logging_config_file": ("logging.ini", "logging_config_file", SAME),
+    "logging_config_file": (LOGGING_INI, "logging_config_file", SAME),
     "auth_key": ("s3cret", AUTH_KEY_ENV, SAME),
     "object_storage_address": ("tcp://127.0.0.1:9998", "object_storage_address", SAME),
 }
@@ -236,3 +249,23 @@ def test_cluster_parameter_reaches_the_pool(started, name):
         return
     assert getattr(config, field) == expected, "%s=%r" % (name, value)
     assert getattr(default_config, field) != expected, "%s: pick a value other than the default" % name
+
+
+@pytest.mark.parametrize("kwargs, named", [
+    (dict(event_loop="bogus"), "event_loop"),
+    (dict(logging_level="loud"), "logging_level"),
+    (dict(heartbeat_interval_seconds=0), "heartbeat_interval_seconds"),
+    (dict(scheduler_io_threads=0), "scheduler_io_threads"),
+    (dict(per_worker_task_queue_size="many"), "per_worker_task_queue_size"),
+    (dict(logging_config_file="/nonexistent/logging.ini"), "logging_config_file"),
+    (dict(per_worker_capabilities={"gpu": "two"}), "per_worker_capabilities"),
+])
+def test_invalid_values_are_refused_as_the_command_line_refuses_them(started, kwargs, named):
+    """One validation for Python and the command line: the same message, naming the argument."""
+    before = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(ValueError, match=r"SchedulerClusterCombo\(%s=\.\.\.\)" % named):
+        SchedulerClusterCombo(**kwargs)
+    assert started == {}
+    assert set(os.listdir("/proc/self/fd")) <= before  # the sockets bound for it were closed
+    with pytest.raises(ValueError, match=r"Cluster\(event_loop=\.\.\.\): expected one of builtin, uvloop"):
+        Cluster("tcp://127.0.0.1:8516", event_loop="bogus")

@@ -70,6 +70,15 @@ def test_asyncio_can_await_a_scaler_future(client):
     assert asyncio.run(main()) == 42
 
 
+def test_task_duration_covers_the_time_the_task_took(client):
+    import time
+    future = client.submit(time.sleep, 0.3)
+    with pytest.raises(ValueError):
+        future.task_duration()
+    future.result(timeout=TIMEOUT)
+    assert 0.3 <= future.task_duration() < TIMEOUT
+
+
 def test_clear_deletes_objects_and_old_references_fail(shared_combo):
     with Client(shared_combo.get_address()) as client:
         ref = client.send_object([1, 2, 3])

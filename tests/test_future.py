@@ -30,3 +30,22 @@ def test_cancel_is_truthful_and_tells_the_scheduler_once():
     finished = ScalerFuture(b"u" * 16)
     finished.set_result(1)
     assert finished.cancel() is False and not finished.cancelled()
+
+
+def test_task_duration_counts_from_submission_to_the_end():
+    import time
+
+    import pytest
+
+    future = ScalerFuture(b"t" * 16)
+    with pytest.raises(ValueError, match="not done"):
+        future.task_duration()
+    time.sleep(0.05)
+    future.set_result(3)
+    first = future.task_duration()
+    assert 0.05 <= first < 5 and future.task_duration() == first  # fixed once done
+    failed = ScalerFuture(b"u" * 16)
+    failed.set_exception(ValueError("x"))
+    cancelled = ScalerFuture(b"v" * 16)
+    cancelled.cancel()
+    assert failed.task_duration() >= 0 and cancelled.task_duration() >= 0

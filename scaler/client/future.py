@@ -26,6 +26,8 @@ class ScalerFuture(Future):
         self._deserialize: Optional[Callable[[Any], Any]] = None
         self._temp_objects: tuple = ()
         self._profile = ""  # the result's ProfileResult text, when the client profiles its tasks
+        self._started_at = time.monotonic()
+        self._ended_at: Optional[float] = None
 
     @property
     def task_id(self) -> bytes:
@@ -35,6 +37,24 @@ class ScalerFuture(Future):
         self._payload = payload
         self._deserialize = deserialize
         self.set_result(_NOT_DECODED)
+
+    def set_result(self, result: Any) -> None:
+        self._ended_at = time.monotonic()
+        super().set_result(result)
+
+    def set_exception(self, exception: Optional[BaseException]) -> None:
+        self._ended_at = time.monotonic()
+        super().set_exception(exception)
+
+    def task_duration(self) -> float:
+        """Seconds from ``submit`` to the task's end (result, error or cancellation), as this
+        client saw them: queueing and transfers included. ``ValueError`` before it is done.
+        The time spent running alone is ``profiling_info().duration_s`` (``profiling=True``)."""
+        ended = self._ended_at
+        if ended is None or not self.done():
+            raise ValueError("task %s is not done yet: task_duration() is available once it is"
+                             % self._task_id.hex())
+        return ended - self._started_at
 
     def result(self, timeout: Optional[float] = None) -> Any:
         if task_context.wait_hook is not None and not self.done():
@@ -106,8 +126,11 @@ class ScalerFuture(Future):
         ``Future.cancel`` leaves the state ``CANCELLED`` for an executor to confirm; no
         executor owns a ScalerFuture, so it is confirmed here — otherwise
         ``concurrent.futures.wait``/``as_completed`` would never count it as done."""
+        ended_at = time.monotonic()
         cancelled = super().cancel()
         if cancelled:
+            if self._ended_at is None:
+                self._ended_at = ended_at
             try:
                 self.set_running_or_notify_cancel()
             except RuntimeError:

@@ -6,8 +6,7 @@ import socket
 import weakref
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from ..config.capabilities import format_capabilities
-from ..config.components import HARD_PROCESSOR_SUSPEND_REFUSED, ClusterConfig, SchedulerConfig, default_worker_count
+from ..config.components import HARD_PROCESSOR_SUSPEND_REFUSED, default_worker_count
 from ..config.policy import DEFAULT_POLICY, parse_policy
 from ..io.address import listen, parse_address
 from ..utility import process as proc_util
@@ -36,11 +35,10 @@ class Cluster(proc_util.ProcessHandle):
         if hard_processor_suspend:
             raise ValueError(HARD_PROCESSOR_SUSPEND_REFUSED)
         names = tuple(getattr(worker_names, "names", worker_names))  # upstream passes a WorkerNames
-        if not isinstance(per_worker_capabilities, str):  # a dict or upstream's WorkerCapabilities
-            per_worker_capabilities = format_capabilities(
-                getattr(per_worker_capabilities, "capabilities", per_worker_capabilities))
+        # a string, a dict or upstream's WorkerCapabilities; checked below as the flag would be
+        per_worker_capabilities = getattr(per_worker_capabilities, "capabilities", per_worker_capabilities) or ""
         count = n_workers if n_workers is not None else (len(names) or default_worker_count())
-        self.config = ClusterConfig(
+        self.config = _config("Cluster", "cluster", dict(
             scheduler_address=address, num_of_workers=count, worker_names=names,
             per_worker_capabilities=per_worker_capabilities, per_worker_task_queue_size=per_worker_task_queue_size,
             heartbeat_interval_seconds=heartbeat_interval_seconds, task_timeout_seconds=task_timeout_seconds,
@@ -50,7 +48,7 @@ class Cluster(proc_util.ProcessHandle):
             io_threads=worker_io_threads, event_loop=event_loop, preload=preload,
             object_storage_address=object_storage_address,
             logging_paths=tuple(logging_paths), logging_level=logging_level,
-            logging_config_file=logging_config_file)
+            logging_config_file=logging_config_file))
         self._auth_key = auth_key or proc_util.auth_key_from_env()
         self._child: Optional[proc_util.Child] = None
 
@@ -58,6 +56,21 @@ class Cluster(proc_util.ProcessHandle):
         if self._child is not None:
             raise RuntimeError("cluster already started")
         self._child = proc_util.spawn_component("cluster", "cluster", self.config, auth_key=self._auth_key)
+
+
+# The keyword a Python user knows a configuration field by, where the two differ.
+_KEYWORDS = {"io_threads": "worker_io_threads", "num_of_workers": "n_workers", "scheduler_address": "address",
+             "per_worker_queue_size": "per_worker_task_queue_size", "policy_content": "scaler_policy"}
+_SCHEDULER_KEYWORDS = dict(_KEYWORDS, io_threads="scheduler_io_threads")
+
+
+def _config(caller: str, component: str, values: Dict[str, Any]) -> Any:
+    """Check Python arguments with the same code as the command's flags (ValueError if bad)."""
+    from ..config.commands import CLUSTER, SCHEDULER
+    from ..config.loader import config_from_python
+    if component == "scheduler":
+        return config_from_python(SCHEDULER, values, caller, _SCHEDULER_KEYWORDS)
+    return config_from_python(CLUSTER, values, caller, _KEYWORDS)
 
 
 _LIVE_COMBOS: "weakref.WeakSet[SchedulerClusterCombo]" = weakref.WeakSet()
@@ -78,7 +91,8 @@ class SchedulerClusterCombo:
     parallel.
 
     Every parameter reaches the scheduler or the pool (``tests/test_combo_forwarding.py``
-    checks each one), except ``security_config``: this build has no TLS, so one that asks
+    checks each one) and is checked by the same code as the matching command-line flag
+    (``ValueError`` naming the argument, before any process starts), except ``security_config``: this build has no TLS, so one that asks
     for TLS is refused with ValueError, and one that does not is ignored. ``scaler_policy``
     is the scheduler's policy: upstream's ``PolicyConfig``, a string like
     ``"allocate=even_load; scaling=vanilla"``, or a ``Policy``.
@@ -117,7 +131,7 @@ class SchedulerClusterCombo:
         if security_config is not None:
             from ..config.common.security import refuse_tls
             refuse_tls(security_config, "SchedulerClusterCombo")
-        capabilities = format_capabilities(per_worker_capabilities or {})
+        capabilities = getattr(per_worker_capabilities, "capabilities", per_worker_capabilities) or ""
         self._auth_key = auth_key or proc_util.auth_key_from_env()
         self._children = []
         self._stopped = False
@@ -141,25 +155,32 @@ class SchedulerClusterCombo:
         self._object_storage_address = str(storage)
         self._monitor_address = str(monitor)
 
-        scheduler_config = SchedulerConfig(
-            address=self._address, object_storage_address=self._object_storage_address,
-            monitor_address=self._monitor_address, protected=protected, client_timeout_seconds=client_timeout_seconds,
-            worker_timeout_seconds=worker_timeout_seconds, per_worker_queue_size=per_worker_task_queue_size,
-            max_number_of_tasks_waiting=max_number_of_tasks_waiting,
-            object_retention_seconds=object_retention_seconds, load_balance_seconds=load_balance_seconds,
-            load_balance_trigger_times=load_balance_trigger_times, policy_content=policy_content,
-            event_loop=event_loop, io_threads=scheduler_io_threads, logging_paths=tuple(logging_paths),
-            logging_level=logging_level, logging_config_file=logging_config_file)
-        cluster_config = ClusterConfig(
-            scheduler_address=self._address, num_of_workers=n_workers, per_worker_capabilities=capabilities,
-            per_worker_task_queue_size=per_worker_task_queue_size,
-            heartbeat_interval_seconds=heartbeat_interval_seconds, task_timeout_seconds=task_timeout_seconds,
-            death_timeout_seconds=death_timeout_seconds,
-            garbage_collect_interval_seconds=garbage_collect_interval_seconds,
-            trim_memory_threshold_bytes=trim_memory_threshold_bytes, hard_processor_suspend=hard_processor_suspend,
-            io_threads=worker_io_threads, event_loop=event_loop, preload=preload, logging_paths=tuple(logging_paths),
-            logging_level=logging_level, logging_config_file=logging_config_file,
-            worker_manager_id=worker_manager_id)
+        try:  # the same checks as the commands' flags; nothing is started if one fails
+            scheduler_config = _config("SchedulerClusterCombo", "scheduler", dict(
+                address=self._address, object_storage_address=self._object_storage_address,
+                monitor_address=self._monitor_address, protected=protected,
+                client_timeout_seconds=client_timeout_seconds,
+                worker_timeout_seconds=worker_timeout_seconds, per_worker_queue_size=per_worker_task_queue_size,
+                max_number_of_tasks_waiting=max_number_of_tasks_waiting,
+                object_retention_seconds=object_retention_seconds, load_balance_seconds=load_balance_seconds,
+                load_balance_trigger_times=load_balance_trigger_times, policy_content=policy_content,
+                event_loop=event_loop, io_threads=scheduler_io_threads, logging_paths=tuple(logging_paths),
+                logging_level=logging_level, logging_config_file=logging_config_file))
+            cluster_config = _config("SchedulerClusterCombo", "cluster", dict(
+                scheduler_address=self._address, num_of_workers=n_workers, per_worker_capabilities=capabilities,
+                per_worker_task_queue_size=per_worker_task_queue_size,
+                heartbeat_interval_seconds=heartbeat_interval_seconds, task_timeout_seconds=task_timeout_seconds,
+                death_timeout_seconds=death_timeout_seconds,
+                garbage_collect_interval_seconds=garbage_collect_interval_seconds,
+                trim_memory_threshold_bytes=trim_memory_threshold_bytes, hard_processor_suspend=hard_processor_suspend,
+                io_threads=worker_io_threads, event_loop=event_loop, preload=preload,
+                logging_paths=tuple(logging_paths),
+                logging_level=logging_level, logging_config_file=logging_config_file,
+                worker_manager_id=worker_manager_id))
+        except BaseException:
+            for opened_sock in (sock, storage_sock, monitor_sock):
+                opened_sock.close()
+            raise
         self._cluster_config = cluster_config
         try:
             self._scheduler = proc_util.spawn_component(

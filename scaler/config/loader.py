@@ -512,6 +512,39 @@ def finish(resolution: Resolution) -> Any:
     return resolution.build()
 
 
+def config_from_python(command: Command, values: Dict[str, Any], caller: str,
+                       names: Optional[Dict[str, str]] = None) -> Any:
+    """A command's configuration from Python keyword arguments, checked by the same code as
+    its flags and TOML keys (so ``SchedulerClusterCombo(event_loop="bogus")`` fails as
+    ``--event-loop bogus`` does). ``names`` maps a field to the keyword the caller knows it
+    by. Raises ``ValueError`` naming every bad argument."""
+    names = names or {}
+    resolution = Resolution(command)
+    errors: List[ConfigError] = []
+    for name, value in values.items():
+        where = "%s(%s=...)" % (caller, names.get(name, name))
+        option = resolution.options.get(name)
+        if option is None:  # a field scaler sets itself (not a flag of this command)
+            resolution.values[name] = value
+            resolution.sources[name] = Source("command", where)
+            continue
+        if value is None and option.default() is None:
+            resolution.set(name, None, Source("python", where))
+            continue
+        try:
+            converted = convert(option, value, from_text=False)
+        except ValueError as exc:
+            errors.append(ConfigError(where, str(exc)))
+            continue
+        resolution.set(name, converted, Source("python", where))
+    if errors:
+        raise ValueError(str(ConfigErrors(errors)))
+    try:
+        return finish(resolution)
+    except (ConfigError, ConfigErrors) as exc:
+        raise ValueError(str(exc)) from None
+
+
 # --------------------------------------------------------------------------------------
 # TOML files
 
