@@ -98,6 +98,16 @@ def load(command, argv):
     return resolve_command_line(command, argv).config
 
 
+@pytest.fixture
+def preload_modules(tmp_path, monkeypatch):
+    """The modules the seeds' --preload examples name: the commands look for them at start."""
+    for package, module in (("mypackage", "init"), ("pkg", "mod")):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+        (tmp_path / package / (module + ".py")).write_text("def setup():\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
 def problems(command, argv):
     """The error lines a command line produces (ConfigError(s) from values or files)."""
     with pytest.raises((ConfigError, ConfigErrors)) as info:
@@ -141,7 +151,7 @@ def test_seed_004_scenario_2_flag_overrides_the_section(toml):
     assert cluster.per_worker_capabilities == "linux,cpu=8"
 
 
-def test_seed_004_command_lines():
+def test_seed_004_command_lines(preload_modules):
     assert load(SCHEDULER, ["tcp://127.0.0.1:8516", "-p", "False"]).protected is False
     assert load(SCHEDULER, ["tcp://127.0.0.1:8516", "-e", "uvloop"]).event_loop == "uvloop"
     cluster = load(CLUSTER, ["-n", "10", "tcp://127.0.0.1:8516", "-ds", "300"])
@@ -174,7 +184,7 @@ def test_seed_003_worker_manager_files(toml):
     assert (fixed.worker_manager_id, fixed.mode, fixed.max_task_concurrency) == ("NAT|fixed", "fixed", 8)
 
 
-def test_seed_000_and_001_adapters_flags_and_files(toml):
+def test_seed_000_and_001_adapters_flags_and_files(toml, preload_modules):
     fixed_argv = ["tcp://127.0.0.1:8516", "--adapter-web-host", "0.0.0.0", "--adapter-web-port", "8080",
                   "--max-workers", "8", "--logging-level", "INFO", "--task-timeout-seconds", "60"]
     from_flags = load(FIXED_NATIVE_ADAPTER, fixed_argv)
@@ -665,3 +675,38 @@ def test_import_scaler_stays_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert out.stdout.strip() == "['scaler', 'scaler.version']", out.stderr
+
+
+@pytest.mark.parametrize("spec, problem", [
+    ("nosuchmodule:setup", "no module named 'nosuchmodule'"),
+    ("json.nosuch", "no module named 'json.nosuch'"),
+    ("itertools.chain:x", "'itertools' is a module, not a package"),
+    ("setup.py", "looks like a file path"),
+    ("json:loads(", "cannot parse"),
+    ("json:loads(x)", "arguments must be literals"),
+])
+def test_a_bad_preload_is_one_line_when_the_command_starts(spec, problem, capsys, tmp_path):
+    """Checked once by the command (without running the module's code), not by every worker."""
+    for command in (CLUSTER, WORKER_MANAGER_BAREMETAL, FIXED_NATIVE_ADAPTER, NATIVE_ADAPTER):
+        with pytest.raises(SystemExit) as info:
+            parse_or_exit(command, ["tcp://127.0.0.1:8516", "--preload", spec])
+        assert info.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert problem in err and spec in err and len(err.splitlines()) == 1, err
+    table = tmp_path / "bad_preload.toml"
+    table.write_text('[cluster]\nscheduler_address = "tcp://127.0.0.1:8516"\npreload = "%s"\n' % spec.replace('"', '\\"'))
+    with pytest.raises(SystemExit):
+        parse_or_exit(CLUSTER, ["-c", str(table)])
+    assert problem in capsys.readouterr().err
+
+
+def test_checking_a_preload_runs_none_of_its_code(tmp_path, monkeypatch):
+    from scaler.config.preload import check_preload
+
+    (tmp_path / "noisy_pkg").mkdir()
+    (tmp_path / "noisy_pkg" / "__init__.py").write_text("raise SystemExit('imported!')\n")
+    (tmp_path / "noisy_pkg" / "hooks.py").write_text("raise SystemExit('imported!')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    check_preload("noisy_pkg.hooks:setup(1, debug=True)")
+    import sys
+    assert "noisy_pkg" not in sys.modules and "noisy_pkg.hooks" not in sys.modules

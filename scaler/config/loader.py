@@ -502,6 +502,12 @@ def finish(resolution: Resolution) -> Any:
     if resolution.values.get("hard_processor_suspend"):
         from .components import HARD_PROCESSOR_SUSPEND_REFUSED
         raise resolution.error("hard_processor_suspend", HARD_PROCESSOR_SUSPEND_REFUSED)
+    if resolution.values.get("preload"):  # once, here, rather than a traceback from every worker
+        from .preload import PreloadError, check_preload
+        try:
+            check_preload(resolution.values["preload"])
+        except PreloadError as exc:
+            raise resolution.error("preload", str(exc)) from None
     positional = resolution.options.get(command.positional)
     if positional is not None and not resolution.values.get(command.positional):
         if resolution.section_where:

@@ -7,7 +7,6 @@ function crosses the network once per worker, not once per task. It dies with it
 """
 
 import argparse
-import ast
 import collections
 import gc
 import importlib
@@ -25,10 +24,11 @@ from multiprocessing.connection import wait as connection_wait
 from typing import Any, Deque, Dict, List, Optional, Set, Tuple
 
 from ..client.serializer import DefaultSerializer
+from ..config.preload import PreloadError, parse_preload
 from ..io.connection import BlockingChannel
 from ..protocol.call import call_arguments, read_call
-from ..protocol.messages import (FLAG_PROFILE, FLAG_STREAM_OUTPUT, STATUS_CANCELLED, STATUS_FAILED, STATUS_MISSING_OBJECT,
-                                 STATUS_NOT_SERIALIZABLE, STATUS_OK, ProcessorCancel, ProcessorDropObjects,
+from ..protocol.messages import (FLAG_PROFILE, FLAG_STREAM_OUTPUT, STATUS_CANCELLED, STATUS_FAILED,
+                                 STATUS_MISSING_OBJECT, STATUS_NOT_SERIALIZABLE, STATUS_OK, ProcessorCancel, ProcessorDropObjects,
                                  ProcessorObject, ProcessorReady, ProcessorWaiting,
                                  ProcessorTask, TaskResult)
 from ..utility import task_context
@@ -41,42 +41,8 @@ logger = logging.getLogger(__name__)
 SCHEDULER_ADDRESS_ENV = "SCALER_SCHEDULER_ADDRESS"
 
 
-class PreloadError(Exception):
-    pass
-
-
 class _MissingObject(Exception):
     pass
-
-
-def parse_preload(spec: str) -> Tuple[str, Optional[str], tuple, dict]:
-    """``pkg.mod:fn(1, 'a', debug=False)`` → (module, function, args, kwargs); literals only."""
-    spec = spec.strip()
-    if spec.endswith(".py") or os.sep in spec:
-        raise PreloadError("preload %r looks like a file path; use a module path such as "
-                           "'mypackage.init:setup'" % spec)
-    module, _, call = spec.partition(":")
-    if not module or not all(part.isidentifier() for part in module.split(".")):
-        raise PreloadError("preload %r: %r is not a module path" % (spec, module))
-    if not call:
-        return module, None, (), {}
-    try:
-        node = ast.parse(call, mode="eval").body
-    except SyntaxError as exc:
-        raise PreloadError("preload %r: cannot parse %r: %s" % (spec, call, exc.msg)) from None
-    if isinstance(node, ast.Name):
-        return module, node.id, (), {}
-    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
-        raise PreloadError("preload %r: expected module:function or module:function(literals)" % spec)
-    try:
-        args = tuple(ast.literal_eval(arg) for arg in node.args)
-        kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords if kw.arg}
-    except ValueError:
-        raise PreloadError("preload %r: arguments must be literals (numbers, strings, lists, dicts...)"
-                           % spec) from None
-    if len(kwargs) != len(node.keywords):
-        raise PreloadError("preload %r: **kwargs is not supported" % spec)
-    return module, node.func.id, args, kwargs
 
 
 def run_preload(spec: str) -> None:
@@ -346,11 +312,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         except BaseException as exc:  # noqa: B902
             text = "preload %r failed:\n%s" % (args.preload, "".join(
                 traceback.format_exception(type(exc), exc, exc.__traceback__)))
-            logger.error("%s", text)
             try:
-                channel.send(ProcessorReady(os.getpid(), text))
+                channel.send(ProcessorReady(os.getpid(), text))  # the agent logs it, once
             except OSError:
-                pass
+                logger.error("%s", text)
             return 3
     channel.send(ProcessorReady(os.getpid(), ""))
     Processor(channel, args.gc_interval, args.trim_threshold).serve()
