@@ -116,7 +116,10 @@ W_LAT = "latency"
 W_STARTUP = "startup_to_first_result"
 W_PAYLOAD = "payload"
 W_GRAPH = "graph"
+W_PROFILED = "map_profiling_overhead"
 TARGET_GRAPH_NODES_PER_S = 5000.0
+TARGET_PROFILING_OVERHEAD = 0.10  # profiling=True costs < 10 % of map throughput
+PROFILING_ROUNDS = 5
 
 
 def batched_chunksize(n_items, n_workers):
@@ -230,6 +233,22 @@ def measure_scaler_map(client, n):
     seconds = time.perf_counter() - t0
     _check(list(results) == expected, "client.map returned wrong results")
     return _throughput_result(n, seconds)
+
+
+def measure_profiling_overhead(client, profiled_client, n, rounds=PROFILING_ROUNDS):
+    """The same map through a plain and a profiling client, alternating, best of ``rounds``
+    each: what profiling=True costs, with the machine's noise spread over both."""
+    plain, profiled = [], []
+    for _ in range(rounds):
+        plain.append(measure_scaler_map(client, n)["tasks_per_s"])
+        profiled.append(measure_scaler_map(profiled_client, n)["tasks_per_s"])
+    futures = profiled_client.map_futures(noop, range(3))
+    _check(all(f.result() == i and f.profiling_info().duration_s >= 0 for i, f in enumerate(futures)),
+           "the profiling client's tasks carry no profile")
+    best_plain, best_profiled = max(plain), max(profiled)
+    return {"tasks_per_s": best_profiled, "plain_tasks_per_s": best_plain,
+            "overhead": 1.0 - best_profiled / best_plain, "rounds": rounds,
+            "plain_all": plain, "profiled_all": profiled}
 
 
 def measure_ppe_map(pool, n, chunksize):
@@ -419,7 +438,7 @@ def run_scaler(results, sizes, workers, timeout):
 
     try:
         if not run_step(results, W_STARTUP, SCALER, "start-up to first result", timeout, startup):
-            mark_skipped(results, SCALER, "cluster start-up failed", (W_LAT, W_MAP, W_PAYLOAD, W_GRAPH))
+            mark_skipped(results, SCALER, "cluster start-up failed", (W_LAT, W_MAP, W_PAYLOAD, W_GRAPH, W_PROFILED))
             return
         client = state["client"]
 
@@ -438,6 +457,11 @@ def run_scaler(results, sizes, workers, timeout):
         run_step(
             results, W_GRAPH, SCALER, "graph", timeout,
             lambda: measure_scaler_graph(client, sizes["graph_leaves"]),
+        )
+        profiled_client = stack.enter_context(Client(address=state["cluster"].get_address(), profiling=True))
+        run_step(
+            results, W_PROFILED, SCALER, "map, plain vs profiling=True", timeout * PROFILING_ROUNDS,
+            lambda: measure_profiling_overhead(client, profiled_client, sizes["map_tasks"]),
         )
     finally:
         try:
@@ -521,6 +545,15 @@ def evaluate_targets(results, sizes, ran):
     else:
         ok = s >= TARGET_GRAPH_NODES_PER_S
         targets[W_GRAPH] = (_verdict(ok), "%s: %s (PPE: driver resubmits)" % (desc, _verdict(ok)))
+
+    desc = "profiling costs < %d %% of map" % round(TARGET_PROFILING_OVERHEAD * 100)
+    s = _get(results, W_PROFILED, SCALER, "overhead")
+    if s is None:
+        targets[W_PROFILED] = ("n/a", "%s (%s)" % (desc, not_run))
+    else:
+        ok = s < TARGET_PROFILING_OVERHEAD
+        targets[W_PROFILED] = (_verdict(ok), "%s: %s (%+.1f %%, best of %d alternating)" % (
+            desc, _verdict(ok), s * 100, PROFILING_ROUNDS))
     return targets
 
 
@@ -603,6 +636,12 @@ def build_rows(results, sizes, workers, targets, ran):
         cell(W_GRAPH, SCALER, "nodes_per_s", _nps),
         cell(W_GRAPH, PPE, "nodes_per_s", _nps),
         targets[W_GRAPH][1],
+    ))
+    rows.append((
+        "map, %s no-op tasks, Client(profiling=True)" % "{:,}".format(n),
+        cell(W_PROFILED, SCALER, "tasks_per_s", _tps),
+        "",
+        targets[W_PROFILED][1],
     ))
     return rows
 
@@ -723,7 +762,7 @@ def main(argv=None):
                 "ProcessPoolExecutor half alone" % (type(exc).__name__, exc))
             return 2
 
-    results = {w: {} for w in (W_MAP, W_MAP_BATCHED, W_LAT, W_STARTUP, W_PAYLOAD, W_GRAPH)}
+    results = {w: {} for w in (W_MAP, W_MAP_BATCHED, W_LAT, W_STARTUP, W_PAYLOAD, W_GRAPH, W_PROFILED)}
     env = environment_info(workers, mp_context, args)
     log("workers=%d mode=%s python=%s cpus=%s PPE start method=%s" % (
         workers, env["mode"], env["python"], env["cpu_count"], env["processpool_start_method"]))
