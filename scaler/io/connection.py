@@ -8,11 +8,14 @@ flushes, so big payloads are never concatenated and many small frames share a sy
 """
 
 import collections
+import errno
 import logging
 import os
 import selectors
 import socket
 import threading
+import time
+import weakref
 from typing import Any, Deque, List, Optional, Tuple
 
 from ..protocol.codec import FRAME_HEADER, Buffer, _nbytes, Message, ProtocolError, decode, encode_parts
@@ -25,6 +28,17 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_FRAME_BYTES = 4 * 1024 ** 3  # 4 GiB; configurable per component
 HANDSHAKE_TIMEOUT_SECONDS = 10.0
+# A frame that has started must keep coming: no byte of it for this long closes the peer
+# (a big announced frame's buffer is not held for a peer that went quiet).
+FRAME_STALL_SECONDS = 30.0
+# Past WRITE_HIGH_WATER bytes waiting to be sent to a peer that dialled us, we stop reading
+# from it until they drain below WRITE_LOW_WATER: a peer that sends requests and never reads
+# the replies stalls itself instead of growing our memory.
+WRITE_HIGH_WATER = 16 * 1024 * 1024
+WRITE_LOW_WATER = 4 * 1024 * 1024
+# What one queued buffer costs beyond its bytes (the bytes object and its deque slot): a
+# flood of tiny replies must count for the memory it really takes.
+_PART_OVERHEAD = 64
 _READ_CHUNK = 256 * 1024
 _READ_BUDGET = 8 * 1024 * 1024  # bytes read per readiness event, so one sender cannot hog the loop
 _IOV_MAX = 512
@@ -51,7 +65,7 @@ class Connection:
     def __init__(self, loop: EventLoop, sock: socket.socket, handler: Handler, *, peer: str,
                  auth_key: Optional[bytes] = None, role: int = 0, allowed_roles: Tuple[int, ...] = (),
                  connecting: bool = False, handshake: bool = True,
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, max_write_backlog: int = 0) -> None:
         self.loop = loop
         self.sock = sock
         self.handler = handler
@@ -66,6 +80,13 @@ class Connection:
         self._accepting = bool(allowed_roles)
         self._wbuf: Deque[Buffer] = collections.deque()
         self.write_backlog = 0
+        # > 0: a peer with more than this waiting to be sent (it stopped reading while we keep
+        # producing for it, e.g. results) is dropped. 0: no cap (replies are bounded by the
+        # read pause above WRITE_HIGH_WATER).
+        self.max_write_backlog = max_write_backlog
+        self._read_paused = False
+        self._last_read = 0.0  # when bytes last arrived: the partial-frame watch reads it
+        self._stall_timer: Any = None
         self._events = selectors.EVENT_READ
         self._close_when_flushed = False
         self._timeout = None
@@ -114,6 +135,18 @@ class Connection:
         self._wbuf.extend(parts)
         for part in parts:
             self.write_backlog += _nbytes(part)
+        held = self.write_backlog + _PART_OVERHEAD * len(self._wbuf)
+        if held > WRITE_HIGH_WATER:
+            if 0 < self.max_write_backlog < held:
+                logger.warning("dropping %s: it stopped reading (%d MiB waiting to be sent to it)",
+                               self.peer, held >> 20)
+                self.close("stopped reading: %d MiB waiting to be sent" % (held >> 20))
+                return
+            # Only the accepting side pauses: if both ends of a connection could, each could
+            # wait for the other to read (a client submitting a big batch while results pour in).
+            if not self._read_paused and self._accepting:
+                self._read_paused = True  # until it drains below WRITE_LOW_WATER (see flush)
+                self._set_events(selectors.EVENT_WRITE)
         self.loop.want_flush(self)
 
     def close_after_flush(self) -> None:
@@ -130,7 +163,8 @@ class Connection:
             try:
                 sent = sock.sendmsg(batch)
             except (BlockingIOError, InterruptedError):
-                self._set_events(selectors.EVENT_READ | selectors.EVENT_WRITE)
+                self._set_events(selectors.EVENT_WRITE if self._read_paused
+                                 else selectors.EVENT_READ | selectors.EVENT_WRITE)
                 return
             except OSError as exc:
                 self.close("send failed: %s" % exc)
@@ -145,6 +179,9 @@ class Connection:
                 else:
                     wbuf[0] = memoryview(head).cast("B")[sent:]
                     sent = 0
+            if self._read_paused and self.write_backlog + _PART_OVERHEAD * len(wbuf) < WRITE_LOW_WATER:
+                self._read_paused = False
+                self._set_events(selectors.EVENT_READ | selectors.EVENT_WRITE)
         self._set_events(selectors.EVENT_READ)
         if self._close_when_flushed:
             self.close("closed")
@@ -174,7 +211,7 @@ class Connection:
         budget = _READ_BUDGET
         sock = self.sock
         reader = self._reader
-        while budget > 0 and self._state != _CLOSED:
+        while budget > 0 and self._state != _CLOSED and not self._read_paused:
             try:
                 big = reader.big_buffer()
                 if big is not None:
@@ -187,7 +224,10 @@ class Connection:
                     reader.feed(data)
                 if n:
                     budget -= n
+                    self._last_read = time.monotonic()
                     self._deliver_ready()
+                    if self._stall_timer is None and reader.partial and self._state != _CLOSED:
+                        self._stall_timer = self.loop.call_later(FRAME_STALL_SECONDS, self._check_stall)
                     if big is None and n < _READ_CHUNK:
                         return
                     continue
@@ -253,6 +293,21 @@ class Connection:
         for msg in waiting:
             self.send(msg)
 
+    def _check_stall(self) -> None:
+        self._stall_timer = None
+        if self._state == _CLOSED or not self._reader.partial:
+            return
+        now = time.monotonic()
+        if self._read_paused:  # we stopped reading, not the peer
+            self._last_read = now
+        quiet = now - self._last_read
+        if quiet >= FRAME_STALL_SECONDS:
+            logger.warning("closing %s: a frame it started sending made no progress for %.0f s",
+                           self.peer, quiet)
+            self.close("a partial frame stalled for %.0f s" % quiet)
+            return
+        self._stall_timer = self.loop.call_later(FRAME_STALL_SECONDS - quiet, self._check_stall)
+
     def _handshake_timed_out(self) -> None:
         if self._state in (_CONNECTING, _HANDSHAKE):
             self.close("handshake with %s timed out" % self.peer)
@@ -263,6 +318,9 @@ class Connection:
         self._state = _CLOSED
         if self._timeout is not None:
             self._timeout.cancel()
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
         self.loop.remove(self.sock)
         try:
             self.sock.close()
@@ -278,12 +336,25 @@ def _strerror(code: int) -> str:
     return os.strerror(code)
 
 
+_OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+_ACCEPT_PAUSES = (0.05, 0.1, 0.2, 0.5, 1.0)  # back-off while the process is out of descriptors
+_LOG_INTERVAL_SECONDS = 10.0
+
+
 class Listener:
-    """Accepts connections on a listening socket and wraps each in a :class:`Connection`."""
+    """Accepts connections on a listening socket and wraps each in a :class:`Connection`.
+
+    Out of file descriptors (``EMFILE``), it does not spin: it closes the oldest peer that
+    has not proven itself yet (still in its handshake, or — with ``evict_unregistered`` —
+    authenticated but not registered, ``conn.data`` still None) to make room for the
+    newcomer; failing that it uses a reserved descriptor to accept and at once close one
+    waiting connection (its peer gets an immediate close, not a timeout), pauses accepting
+    with a growing back-off, and logs once per interval.
+    """
 
     def __init__(self, loop: EventLoop, sock: socket.socket, handler: Handler, *, address: str,
                  auth_key: Optional[bytes], allowed_roles: Tuple[int, ...],
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, evict_unregistered: bool = False) -> None:
         self.loop = loop
         self.sock = sock
         self.address = address
@@ -291,6 +362,13 @@ class Listener:
         self.auth_key = auth_key
         self.allowed_roles = allowed_roles
         self.max_frame_bytes = max_frame_bytes
+        self.evict_unregistered = evict_unregistered
+        self._recent: Deque["weakref.ReferenceType[Connection]"] = collections.deque()  # oldest first
+        self._reserve: Optional[int] = _open_reserve()
+        self._pause = 0
+        self._paused = False
+        self._logged_at = -_LOG_INTERVAL_SECONDS
+        self._refused = 0
         sock.setblocking(False)
         loop.add(sock, selectors.EVENT_READ, self._on_accept)
 
@@ -301,17 +379,88 @@ class Listener:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                logger.warning("accept failed on %s: %s", self.address, exc)
+                if exc.errno in _OUT_OF_DESCRIPTORS:
+                    if self._evict_one():
+                        continue  # room made: accept the newcomer now
+                    self._out_of_descriptors(exc)
+                else:
+                    self._log("accept failed on %s: %s" % (self.address, exc))
                 return
+            self._pause = 0
             sock.setblocking(False)
             tune(sock)
             peer = "%s:%s" % addr[:2] if isinstance(addr, tuple) else (addr or self.address)
-            Connection(self.loop, sock, self.handler, peer=peer, auth_key=self.auth_key,
-                       allowed_roles=self.allowed_roles, max_frame_bytes=self.max_frame_bytes)
+            conn = Connection(self.loop, sock, self.handler, peer=peer, auth_key=self.auth_key,
+                              allowed_roles=self.allowed_roles, max_frame_bytes=self.max_frame_bytes)
+            self._recent.append(weakref.ref(conn))
+            if len(self._recent) > 4096:
+                self._prune()
+
+    def _unproven(self, conn: Optional[Connection]) -> bool:
+        if conn is None or conn.closed:
+            return False
+        return not conn.opened or (self.evict_unregistered and conn.data is None)
+
+    def _prune(self) -> None:
+        self._recent = collections.deque(ref for ref in self._recent if self._unproven(ref()))
+
+    def _evict_one(self) -> bool:
+        while self._recent:
+            conn = self._recent.popleft()()
+            if self._unproven(conn):
+                assert conn is not None
+                self._log("out of file descriptors on %s: closed %s, which had not %s, to let a new peer in"
+                          % (self.address, conn.peer, "authenticated" if not conn.opened else "registered"))
+                conn.close("closed to make room (out of file descriptors)")
+                return True
+        return False
+
+    def _out_of_descriptors(self, exc: OSError) -> None:
+        self._refused += 1
+        if self._reserve is not None:  # turn one waiting peer away at once instead of leaving it hanging
+            os.close(self._reserve)
+            self._reserve = None
+            try:
+                turned_away, _ = self.sock.accept()
+                turned_away.close()
+            except OSError:
+                pass
+            self._reserve = _open_reserve()
+        self._log("out of file descriptors on %s (%s): pausing new connections; %d turned away so far"
+                  % (self.address, exc.strerror or exc, self._refused))
+        delay = _ACCEPT_PAUSES[min(self._pause, len(_ACCEPT_PAUSES) - 1)]
+        self._pause += 1
+        if not self._paused:
+            self._paused = True
+            self.loop.remove(self.sock)
+            self.loop.call_later(delay, self._resume)
+
+    def _resume(self) -> None:
+        if self._paused and self.sock.fileno() >= 0:
+            self._paused = False
+            self.loop.add(self.sock, selectors.EVENT_READ, self._on_accept)
+
+    def _log(self, text: str) -> None:
+        now = time.monotonic()
+        if now - self._logged_at >= _LOG_INTERVAL_SECONDS:
+            self._logged_at = now
+            logger.warning("%s", text)
 
     def close(self) -> None:
-        self.loop.remove(self.sock)
+        if not self._paused:
+            self.loop.remove(self.sock)
+        self._paused = False
         self.sock.close()
+        if self._reserve is not None:
+            os.close(self._reserve)
+            self._reserve = None
+
+
+def _open_reserve() -> Optional[int]:
+    try:
+        return os.open(os.devnull, os.O_RDONLY)
+    except OSError:
+        return None
 
 
 class BlockingChannel:

@@ -55,6 +55,11 @@ class FrameReader:
         self._filled += n
 
     @property
+    def partial(self) -> bool:
+        """Part of a frame has arrived, not all of it."""
+        return self._big is not None or len(self._buf) > self._pos
+
+    @property
     def receiving_big(self) -> bool:
         """A big frame is pending: its bytes are best received into ``big_buffer``."""
         return self._big is not None

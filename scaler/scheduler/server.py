@@ -21,11 +21,12 @@ from ..object_storage.store import ObjectStore
 from ..protocol.codec import Message
 from ..protocol.handshake import normalize_key
 from ..protocol.messages import (ROLE_CLIENT, ROLE_MANAGER, ROLE_SCHEDULER, ROLE_WORKER, ClientConnect,
-                                 ClientConnectReply, GraphSubmit, ManagerConnect, ManagerConnectReply, ManagerHeartbeat,
-                                 ShutdownWorkerGroup, StartWorkerGroup, WorkerGroupStarted, WorkerGroupStopped,
-                                 ClientDisconnect, Heartbeat, HeartbeatEcho, ObjectDelete, ObjectDeleteOwner,
-                                 SchedulerShutdown, ShutdownRefused, TaskCancel, TaskOutput, TaskResult, TaskSubmit, WorkerConnect,
-                                 WorkerConnectReply, WorkerDisconnect, WorkerHeartbeat, WorkerStatus)
+                                 ClientConnectReply, GraphSubmit, ManagerConnect, ManagerConnectReply,
+                                 ManagerHeartbeat, ShutdownWorkerGroup, StartWorkerGroup, WorkerGroupStarted,
+                                 WorkerGroupStopped, ClientDisconnect, Heartbeat, HeartbeatEcho, ObjectDelete,
+                                 ObjectDeleteOwner, SchedulerShutdown, ShutdownRefused, TaskCancel, TaskOutput,
+                                 TaskResult, TaskSubmit, WorkerConnect, WorkerConnectReply, WorkerDisconnect,
+                                 WorkerHeartbeat, WorkerStatus)
 from ..config.policy import parse_policy
 from ..utility.procstat import ProcessMeter
 from ..worker_manager.errors import Refusal
@@ -40,6 +41,13 @@ from .webhook_client import RETRY_SECONDS, WebhookWorker
 logger = logging.getLogger(__name__)
 
 TIMEOUT_CHECK_SECONDS = 1.0
+# An authenticated peer must say who it is (ClientConnect, WorkerConnect, ManagerConnect)
+# within this; one that does not is closed, so idle sockets cannot pile up to the fd limit.
+REGISTRATION_TIMEOUT_SECONDS = 10.0
+# A client that stopped reading while its results keep coming is dropped past this many
+# bytes waiting for it (its tasks are cancelled, as when it leaves): the scheduler's memory
+# stays bounded whatever a client does.
+CLIENT_WRITE_LIMIT = 64 * 1024 * 1024
 SCALING_INTERVAL_SECONDS = 1.0
 
 
@@ -97,7 +105,7 @@ class SchedulerServer(Handler):
                                     max_tasks_waiting=config.max_number_of_tasks_waiting)
         self.managers = ManagerTable(self.state, self.policy, self._schedule_dispatch)
         self.listener = Listener(loop, sock, self, address=config.address, auth_key=key,
-                                 allowed_roles=(ROLE_CLIENT, ROLE_WORKER, ROLE_MANAGER))
+                                 allowed_roles=(ROLE_CLIENT, ROLE_WORKER, ROLE_MANAGER), evict_unregistered=True)
         self._dispatch_scheduled = False
         self.stopping = False
         loop.call_every(TIMEOUT_CHECK_SECONDS, self._check_timeouts)
@@ -255,6 +263,7 @@ class SchedulerServer(Handler):
                 conn.close("duplicate or empty client id")
                 return
             conn.data = _ClientPeer(msg.client_id)
+            conn.max_write_backlog = CLIENT_WRITE_LIMIT  # results for a client that stopped reading
             self.peers[msg.client_id] = conn
             self.state.client_connected(msg.client_id, now)
             conn.send(ClientConnectReply(str(self.storage_address), self.config.protected, __version__))
@@ -303,6 +312,15 @@ class SchedulerServer(Handler):
             conn.send(ManagerConnectReply(True, "", self.policy.scaling))
         else:
             conn.close("expected a connect message, got %s" % kind.__name__)
+
+    def connection_open(self, conn: Connection) -> None:
+        self.loop.call_later(REGISTRATION_TIMEOUT_SECONDS, lambda: self._registration_deadline(conn))
+
+    def _registration_deadline(self, conn: Connection) -> None:
+        if conn.data is None and not conn.closed:
+            logger.warning("closing %s: authenticated but did not register within %.0f s", conn.peer,
+                           REGISTRATION_TIMEOUT_SECONDS)
+            conn.close("did not register in time")
 
     def connection_closed(self, conn: Connection, reason: str) -> None:
         peer = conn.data
