@@ -1,0 +1,77 @@
+"""Many protocol-level workers in one process, for load tests: the scheduler is what is
+under load. Each worker registers like a real one, answers every task at once with the
+pickled task id, and counts what it was sent.
+
+    python tests/thin_workers.py ADDRESS COUNT SECONDS REPORT.json
+
+Runs until SECONDS have passed (or SIGTERM), then writes {"tasks": n, "duplicates": d,
+"workers": registered} to REPORT.json.
+"""
+
+import json
+import os
+import pickle
+import signal
+import sys
+import time
+
+from scaler.io.address import parse_address
+from scaler.io.connection import Connection, Handler
+from scaler.io.loop import EventLoop
+from scaler.protocol.messages import (ROLE_WORKER, STATUS_CANCELLED, STATUS_OK, TaskResult, WorkerConnect,
+                                      WorkerConnectReply, WorkerHeartbeat, WorkerTask, WorkerTaskCancel)
+
+
+class ThinWorkers(Handler):
+    def __init__(self, loop, address, count):
+        self.loop = loop
+        self.seen = set()
+        self.duplicates = 0
+        self.registered = 0
+        self.conns = []
+        for i in range(count):
+            conn = Connection.dial(loop, parse_address(address), self, ROLE_WORKER, None)
+            conn.data = ("thin-%d-%d" % (os.getpid(), i)).encode()
+            self.conns.append(conn)
+        loop.call_every(1.0, self._heartbeat)
+
+    def connection_open(self, conn):
+        conn.send(WorkerConnect(conn.data, conn.data.decode(), 1000, "", os.getpid(), ""))
+
+    def message_received(self, conn, msg):
+        kind = type(msg)
+        if kind is WorkerTask:
+            task_id = bytes(msg.task_id)
+            if task_id in self.seen:
+                self.duplicates += 1
+            self.seen.add(task_id)
+            conn.send(TaskResult(task_id, STATUS_OK, pickle.dumps(task_id), ""))
+        elif kind is WorkerTaskCancel:
+            conn.send(TaskResult(msg.task_id, STATUS_CANCELLED, b"", "cancelled"))
+        elif kind is WorkerConnectReply:
+            self.registered += 1
+
+    def connection_closed(self, conn, reason):
+        pass
+
+    def _heartbeat(self):
+        for conn in self.conns:
+            if conn.opened:
+                conn.send(WorkerHeartbeat(time.time(), 0, 0, 0.0))
+
+
+def main(argv):
+    address, count, seconds, report = argv[1], int(argv[2]), float(argv[3]), argv[4]
+    loop = EventLoop()
+    workers = ThinWorkers(loop, address, count)
+    signal.signal(signal.SIGTERM, lambda *_: loop.call_soon_threadsafe(loop.stop))
+    loop.call_later(seconds, loop.stop)
+    loop.run()
+    with open(report, "w") as f:
+        json.dump({"tasks": len(workers.seen), "duplicates": workers.duplicates,
+                   "workers": workers.registered}, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
