@@ -124,10 +124,13 @@ STALLED_CLIENT = textwrap.dedent("""
     from scaler import Client
 
     def sixty_kb(i):
+        if i == 0:
+            time.sleep(3)  # holds the one worker while this client sends the whole batch
         return bytes(60 * 1024)
 
     client = Client(sys.argv[1], timeout_seconds=600)
     futures = client.map_futures(sixty_kb, range(int(sys.argv[2])))
+    time.sleep(1.5)  # the I/O thread has sent every task by now
     print("submitted", flush=True)
     os.kill(os.getpid(), signal.SIGSTOP)  # a stalled client: it never reads its results
 """)
