@@ -7,6 +7,8 @@ import sys
 import textwrap
 import time
 
+from e2e_support import subprocess_env
+
 TIMEOUT = 60
 
 SCRIPT = textwrap.dedent("""
@@ -28,10 +30,11 @@ SCRIPT = textwrap.dedent("""
 def _run(script, address, stderr_to_terminal):
     if not stderr_to_terminal:
         done = subprocess.run([sys.executable, str(script), address], capture_output=True, text=True,
-                              timeout=TIMEOUT)
+                              timeout=TIMEOUT, env=subprocess_env())
         return done.returncode, done.stdout, done.stderr
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, str(script), address], stdout=subprocess.PIPE, stderr=slave)
+    proc = subprocess.Popen([sys.executable, str(script), address], stdout=subprocess.PIPE, stderr=slave,
+                            env=subprocess_env())
     os.close(slave)
     data = b""
     deadline = time.monotonic() + TIMEOUT

@@ -6,6 +6,7 @@ import sys
 import textwrap
 import time
 
+from e2e_support import subprocess_env
 from scaler import Client
 
 TIMEOUT = 60
@@ -105,7 +106,7 @@ def test_a_script_sees_its_tasks_output_on_its_own_stdout(shared_combo, tmp_path
             print(sum(client.map(shout, range(5))), flush=True)
     """))
     done = subprocess.run([sys.executable, str(script), shared_combo.get_address()], capture_output=True,
-                          text=True, timeout=TIMEOUT)
+                          text=True, timeout=TIMEOUT, env=subprocess_env())
     assert done.returncode == 0, done.stderr
     out_lines = done.stdout.splitlines()
     assert out_lines[-1] == "10"
