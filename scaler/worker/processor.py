@@ -317,7 +317,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             except OSError:
                 logger.error("%s", text)
             return 3
-    channel.send(ProcessorReady(os.getpid(), ""))
+    try:
+        channel.send(ProcessorReady(os.getpid(), ""))
+    except OSError:
+        return 1  # the agent died while we started: nobody to serve, nothing to report
     Processor(channel, args.gc_interval, args.trim_threshold).serve()
     return 0
 
