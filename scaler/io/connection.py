@@ -140,7 +140,13 @@ class Connection:
             if 0 < self.max_write_backlog < held:
                 logger.warning("dropping %s: it stopped reading (%d MiB waiting to be sent to it)",
                                self.peer, held >> 20)
-                self.close("stopped reading: %d MiB waiting to be sent" % (held >> 20))
+                # Closed from the loop, not here: the sender may be in the middle of updating
+                # the state the close handler changes. Meanwhile nothing more is queued.
+                self._close_when_flushed = True
+                self._wbuf.clear()
+                self.write_backlog = 0
+                reason = "stopped reading: %d MiB waiting to be sent" % (held >> 20)
+                self.loop.call_soon(lambda: self.close(reason))
                 return
             # Only the accepting side pauses: if both ends of a connection could, each could
             # wait for the other to read (a client submitting a big batch while results pour in).
