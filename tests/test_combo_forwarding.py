@@ -8,8 +8,10 @@ later without an entry in ``FORWARDED`` fails here, and so does one that never r
 component.
 """
 
+import atexit
 import inspect
 import os
+import tempfile
 
 import pytest
 
@@ -51,6 +53,17 @@ LOGGING_INI = _logging_ini()
 
 def _free_address():
     return "tcp://127.0.0.1:%d" % free_tcp_port(count=3)
+
+
+KEY_IN_FILE = "from-a-file"
+
+
+def _key_file():
+    fd, path = tempfile.mkstemp(prefix="scaler-test-key-")  # mode 0600
+    os.write(fd, KEY_IN_FILE.encode() + b"\n")
+    os.close(fd)
+    atexit.register(os.unlink, path)
+    return path
 
 
 SAME = object()  # the expected value is the parameter's value
@@ -95,6 +108,8 @@ FORWARDED = {
     "per_worker_queue_size": (14, [("cluster", "per_worker_task_queue_size", SAME),
                                    ("scheduler", "per_worker_queue_size", SAME)]),
     "preload": ("json", [("cluster", "preload", SAME)]),
+    "auth_key_file": (Fresh(_key_file), [("scheduler env", AUTH_KEY_ENV, KEY_IN_FILE),
+                                         ("cluster env", AUTH_KEY_ENV, KEY_IN_FILE)]),
 }
 
 PARAMETERS = [name for name in inspect.signature(SchedulerClusterCombo.__init__).parameters if name != "self"]
@@ -216,6 +231,7 @@ CLUSTER_FORWARDED = {
     "logging_config_file": (LOGGING_INI, "logging_config_file", SAME),
     "auth_key": ("s3cret", AUTH_KEY_ENV, SAME),
     "object_storage_address": ("tcp://127.0.0.1:9998", "object_storage_address", SAME),
+    "auth_key_file": (Fresh(_key_file), AUTH_KEY_ENV, KEY_IN_FILE),
 }
 CLUSTER_PARAMETERS = [name for name in inspect.signature(Cluster.__init__).parameters if name != "self"]
 
@@ -236,6 +252,8 @@ def test_the_cluster_table_names_every_parameter():
 @pytest.mark.parametrize("name", CLUSTER_PARAMETERS)
 def test_cluster_parameter_reaches_the_pool(started, name):
     value, field, expected = CLUSTER_FORWARDED[name]
+    if isinstance(value, Fresh):
+        value = value.make()
     if isinstance(value, Refused):
         with pytest.raises(ValueError, match=name):
             Cluster(CLUSTER_ADDRESS, **{name: value.value})

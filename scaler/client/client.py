@@ -35,14 +35,15 @@ class Client:
     """A connection to a scheduler.
 
     ``address`` may be omitted inside a task: the client then joins the scheduler that runs
-    the task. ``auth_key`` (or the ``SCALER_AUTH_KEY`` environment variable) must match the
-    scheduler's when it has one. Use as a context manager, or call :meth:`disconnect`.
+    the task. ``auth_key`` (else the key in ``auth_key_file``, a file only its owner may read,
+    else the ``SCALER_AUTH_KEY`` environment variable) must match the scheduler's when it has one. Use as a context manager, or call :meth:`disconnect`.
     """
 
     def __init__(self, address: Optional[str] = None, profiling: bool = False, timeout_seconds: float = 60,
                  heartbeat_interval_seconds: float = 2, serializer: Optional[Serializer] = None,
                  stream_output: bool = False, object_storage_address: Optional[str] = None,
-                 security_config: Any = None, auth_key: Optional[Any] = None) -> None:
+                 security_config: Any = None, auth_key: Optional[Any] = None,
+                 auth_key_file: Optional[str] = None) -> None:
         if address is None:
             address = os.environ.get(SCHEDULER_ADDRESS_ENV)
             if not address:
@@ -59,6 +60,9 @@ class Client:
         self._serializer: Serializer = serializer if serializer is not None else DefaultSerializer()
         self._packed = type(self._serializer) is DefaultSerializer
         self._identity = ("Client|%s" % uuid.uuid4().hex).encode()
+        if auth_key is None and auth_key_file:
+            from ..config.key_file import read_key_file
+            auth_key = read_key_file(auth_key_file)
         self._auth_key = auth_key if auth_key is not None else os.environ.get(AUTH_KEY_ENV)
         self._functions: Dict[int, Tuple[Any, bytes]] = {}  # id(fn) -> (fn, object id)
         self._uploaded: set = set()  # object ids this client has stored (functions, send_object)

@@ -7,6 +7,7 @@ import weakref
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from ..config.components import HARD_PROCESSOR_SUSPEND_REFUSED, default_worker_count
+from ..config.key_file import resolve_auth_key
 from ..config.policy import DEFAULT_POLICY, parse_policy
 from ..io.address import listen, parse_address
 from ..utility import process as proc_util
@@ -30,7 +31,7 @@ class Cluster(proc_util.ProcessHandle):
                  worker_io_threads: int = 1, event_loop: str = "builtin", preload: Optional[str] = None,
                  logging_paths: Tuple[str, ...] = ("/dev/stdout",), logging_level: str = "INFO",
                  logging_config_file: Optional[str] = None, auth_key: Optional[str] = None,
-                 object_storage_address: Optional[str] = None) -> None:
+                 object_storage_address: Optional[str] = None, auth_key_file: Optional[str] = None) -> None:
         parse_address(address)
         if hard_processor_suspend:
             raise ValueError(HARD_PROCESSOR_SUSPEND_REFUSED)
@@ -49,7 +50,7 @@ class Cluster(proc_util.ProcessHandle):
             object_storage_address=object_storage_address,
             logging_paths=tuple(logging_paths), logging_level=logging_level,
             logging_config_file=logging_config_file))
-        self._auth_key = auth_key or proc_util.auth_key_from_env()
+        self._auth_key = resolve_auth_key(auth_key, auth_key_file)
         self._child: Optional[proc_util.Child] = None
 
     def start(self) -> None:
@@ -119,7 +120,8 @@ class SchedulerClusterCombo:
                  logging_paths: Tuple[str, ...] = ("/dev/stdout",), logging_level: str = "INFO",
                  logging_config_file: Optional[str] = None, worker_manager_id: str = "combo",
                  security_config: Any = None, auth_key: Optional[str] = None,
-                 per_worker_queue_size: Optional[int] = None, preload: Optional[str] = None) -> None:
+                 per_worker_queue_size: Optional[int] = None, preload: Optional[str] = None,
+                 auth_key_file: Optional[str] = None) -> None:
         if hard_processor_suspend:
             raise ValueError(HARD_PROCESSOR_SUSPEND_REFUSED)
         if per_worker_queue_size is not None:  # upstream's older name
@@ -132,7 +134,7 @@ class SchedulerClusterCombo:
             from ..config.common.security import refuse_tls
             refuse_tls(security_config, "SchedulerClusterCombo")
         capabilities = getattr(per_worker_capabilities, "capabilities", per_worker_capabilities) or ""
-        self._auth_key = auth_key or proc_util.auth_key_from_env()
+        self._auth_key = resolve_auth_key(auth_key, auth_key_file)
         self._children = []
         self._stopped = False
 

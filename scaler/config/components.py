@@ -53,8 +53,12 @@ class LoggingSettings:
 class SecuritySettings:
     auth_key: Optional[str] = option(
         None, kind="str", group="security", secret=True, default_text="$SCALER_AUTH_KEY",
-        help="shared secret that clients, workers and servers must all present (prefer the SCALER_AUTH_KEY "
-             "environment variable: command lines are visible to other users)")
+        help="shared secret that clients, workers and servers must all present (prefer --auth-key-file or the "
+             "SCALER_AUTH_KEY environment variable: command lines are visible to other users)")
+    auth_key_file: Optional[str] = option(
+        None, kind="str", group="security", metavar="FILE",
+        help="read the shared secret from FILE (one trailing newline is stripped); the file must be private to "
+             "its owner (chmod 600), else it is refused. --auth-key wins over it, and it over SCALER_AUTH_KEY")
 
 
 @dataclasses.dataclass

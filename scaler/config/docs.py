@@ -236,9 +236,11 @@ if the file's ``[cluster]`` section says ``num_of_workers = 8``; every other set
 the file. A required positional argument (the address) may be given as its TOML key instead, and then
 omitted on the command line.
 
-The authentication key can also come from the ``SCALER_AUTH_KEY`` environment variable, which is used
-when neither a flag nor the file sets ``auth_key``. Prefer it to ``--auth-key``: command lines are visible
-to other users of the machine.
+The authentication key can also come from a key file (``--auth-key-file`` / ``auth_key_file``: a file
+only its owner may read, e.g. ``chmod 600``; one trailing newline is stripped) or from the
+``SCALER_AUTH_KEY`` environment variable. The key itself wins over the key file, and the key file over
+the environment variable; between a flag and the TOML file the flag wins, as for every setting. Prefer
+the file or the variable to ``--auth-key``: command lines are visible to other users of the machine.
 
 """
 

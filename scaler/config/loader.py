@@ -499,6 +499,8 @@ def finish(resolution: Resolution) -> Any:
     command = resolution.command
     if command.finalize is not None:
         command.finalize(resolution)
+    if "auth_key_file" in resolution.options:
+        _read_auth_key_file(resolution)
     if resolution.values.get("hard_processor_suspend"):
         from .components import HARD_PROCESSOR_SUSPEND_REFUSED
         raise resolution.error("hard_processor_suspend", HARD_PROCESSOR_SUSPEND_REFUSED)
@@ -549,6 +551,28 @@ def config_from_python(command: Command, values: Dict[str, Any], caller: str,
         return finish(resolution)
     except (ConfigError, ConfigErrors) as exc:
         raise ValueError(str(exc)) from None
+
+
+_SOURCE_RANK = {"default": 0, "command": 0, "json": 1, "toml": 2, "cli": 3, "python": 3}
+
+
+def _read_auth_key_file(resolution: Resolution) -> None:
+    """Put the key file's key in ``auth_key``, unless the key itself is given at the same or a
+    higher level (flag > TOML file): the key wins over the key file, the key file over
+    ``SCALER_AUTH_KEY`` (read later, by the process that uses the key)."""
+    from .key_file import read_key_file
+
+    values = resolution.values
+    path = values.get("auth_key_file")
+    if not path:
+        return
+    if values.get("auth_key") and (_SOURCE_RANK[resolution.sources["auth_key"].kind]
+                                   >= _SOURCE_RANK[resolution.sources["auth_key_file"].kind]):
+        return
+    try:
+        values["auth_key"] = read_key_file(path)
+    except ValueError as exc:
+        raise resolution.error("auth_key_file", str(exc)) from None
 
 
 # --------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import dataclasses
 import os
 import random
 import socket
-from typing import Tuple
+from typing import Optional, Sequence, Tuple
 
 SCHEMES = ("tcp", "ipc")
 
@@ -129,6 +129,44 @@ def connectable_host(address: Address) -> Address:
     if address.scheme == "tcp" and address.host in ("0.0.0.0", "::", ""):
         return address._replace(host="127.0.0.1" if address.host != "::" else "::1")
     return address
+
+
+def is_loopback(address: Address) -> bool:
+    """Only this machine can connect: a Unix socket, localhost, 127.0.0.0/8 or ::1.
+
+    A host name counts as loopback only if every address it resolves to is one; ``0.0.0.0``,
+    ``::`` (every interface) and names that do not resolve do not.
+    """
+    if address.scheme == "ipc":
+        return True
+    host = address.host
+    if host == "localhost":
+        return True
+    import ipaddress
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, 0, socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return False
+    try:
+        return bool(infos) and all(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]).is_loopback
+                                   for info in infos)
+    except ValueError:
+        return False
+
+
+def exposure_warning(what: str, addresses: "Sequence[Address]", key: Optional[bytes]) -> Optional[str]:
+    """The one warning a server without an auth key logs when it listens beyond loopback (else None)."""
+    if key is not None:
+        return None
+    exposed = [str(address) for address in addresses if not is_loopback(address)]
+    if not exposed:
+        return None
+    return ("%s listening on %s with no auth key: anyone who can connect can run code on the workers; set "
+            "--auth-key-file (see docs/security.rst)" % (what, " and ".join(exposed)))
 
 
 def _ephemeral_range() -> Tuple[int, int]:

@@ -13,7 +13,7 @@ from typing import List, Optional
 from ..config.commands import OBJECT_STORAGE
 from ..config.components import ObjectStorageConfig
 from ..config.loader import Loaded
-from ..io.address import listen, parse_address
+from ..io.address import exposure_warning, listen, parse_address
 from ..io.loop import EventLoop
 from ..protocol.handshake import normalize_key
 from ..utility.process import run_loop, run_main
@@ -29,7 +29,11 @@ def run_object_storage(config: ObjectStorageConfig, lifeline_fd: Optional[int] =
         sock = listen(address)
     server = ObjectStorageServer(loop, sock, str(address), normalize_key(config.auth_key),
                                  ObjectStore(config.max_bytes))
-    logging.getLogger(__name__).info("object storage server listening on %s", address)
+    logger = logging.getLogger(__name__)
+    exposure = exposure_warning("object storage server", [address], normalize_key(config.auth_key))
+    if exposure:
+        logger.warning(exposure)
+    logger.info("object storage server listening on %s", address)
 
     def cleanup() -> None:
         server.close()

@@ -13,7 +13,7 @@ from typing import Dict, FrozenSet, List, Optional
 
 from .. import __version__
 from ..config.components import SchedulerConfig
-from ..io.address import Address, connectable_host, listen, parse_address
+from ..io.address import Address, connectable_host, exposure_warning, listen, parse_address
 from ..io.connection import Connection, Handler, Listener
 from ..io.loop import EventLoop
 from ..object_storage.server import ObjectStorageServer
@@ -128,6 +128,10 @@ class SchedulerServer(Handler):
             self.monitor_address = str(monitor_address_of(config))
             self.monitor = MonitorServer(loop, monitor_sock, self.monitor_address, key, self.status,
                                          config.status_report_interval_seconds, self._update_rates)
+        exposure = exposure_warning("scheduler", [self.address] + ([storage_address] if self.store is not None
+                                                                   else []), key)
+        if exposure:
+            logger.warning(exposure)
         logger.info("scheduler %s listening on %s, object storage %s%s", __version__, config.address,
                     storage_address, " (in-process)" if self.store is not None else "")
 

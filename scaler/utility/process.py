@@ -244,13 +244,15 @@ def spawn_component(name: str, submodule: str, config: Any, args: Sequence[str] 
                     auth_key: Optional[str] = None, pass_fds: Sequence[int] = (), **options: Any) -> Child:
     """Start a component with its config (a dataclass) as ``--config-json`` after ``args``.
 
-    The auth key (``auth_key``, else ``config.auth_key``) goes in the child's environment
-    (``SCALER_AUTH_KEY``), never on its command line, which every user of the machine can
-    read. ``options`` are :func:`spawn`'s (``stdout``, ``start_new_session``...).
+    The auth key (``auth_key``, else ``config.auth_key``, which holds the key file's key once
+    the config is parsed) goes in the child's environment (``SCALER_AUTH_KEY``), never on its
+    command line, which every user of the machine can read. ``options`` are :func:`spawn`'s (``stdout``, ``start_new_session``...).
     """
     key = auth_key or getattr(config, "auth_key", None)
     if hasattr(config, "auth_key"):
         config = dataclasses.replace(config, auth_key=None)
+    if hasattr(config, "auth_key_file"):  # already read into the key: the child needs neither
+        config = dataclasses.replace(config, auth_key_file=None)
     env = child_environment({AUTH_KEY_ENV: key} if key else None)
     return spawn(name, submodule, [*args, "--config-json", json.dumps(dataclasses.asdict(config))], env=env,
                  pass_fds=pass_fds, **options)
