@@ -102,7 +102,7 @@ CLUSTER = Command(
     prog="scaler_cluster", section="cluster", config_class=ClusterConfig, positional="scheduler_address",
     modules=("scaler.cluster", "scaler.entry_points.cluster"),
     description="Start a fixed pool of workers connected to a scheduler and keep them until stopped "
-                "(dead workers are not restarted).",
+                "(a worker that dies is restarted with back-off unless --restart-workers false).",
     epilog="example:\n  scaler_cluster -n 10 tcp://127.0.0.1:8516 -ds 300\n\n" + VERSION_NOTE,
     internal_flags=("lifeline-fd", "config-json"), finalize=_finalize_cluster)
 

@@ -177,8 +177,9 @@ class WorkerSettings(LoopSettings):
         2, kind="float", short=("-his", "-hi"), aliases=("heartbeat-interval",), above=0, group="worker",
         help="seconds between worker heartbeats")
     task_timeout_seconds: float = option(
-        0, kind="float", short=("-tts",), minimum=0, inert=True, group="worker",
-        help="per-task time limit in seconds; 0 means none")
+        0, kind="float", short=("-tts",), minimum=0, group="worker",
+        help="per-task time limit in seconds: a task running longer is stopped (its processor replaced) and "
+             "fails with TaskTimeoutError; 0 means none")
     death_timeout_seconds: float = option(
         300, kind="float", short=("-dts", "-ds"), above=0, group="worker",
         help="a worker exits after this long without reaching the scheduler (never less than three "
