@@ -13,9 +13,10 @@ in ``docs/monitoring.rst``. With ``monitor`` this module (``from scaler import m
     monitor.wait_for("tcp://127.0.0.1:8518", lambda s: len(s["workers"]) >= 4, timeout=30)
 
 Connections use the same handshake as every other peer: give ``auth_key`` (or set
-``SCALER_AUTH_KEY``) when the scheduler has one. Every wait has a timeout; a snapshot that
-does not come in time raises ``TimeoutError``, a lost or refused connection
-:class:`MonitorError`.
+``SCALER_AUTH_KEY``) when the scheduler has one. A ``tls://`` monitor address is verified
+against ``tls_ca`` (or ``SCALER_TLS_CA``), else the system's trusted certificates. Every
+wait has a timeout; a snapshot that does not come in time raises ``TimeoutError``, a lost
+or refused connection :class:`MonitorError`.
 """
 
 import json
@@ -34,6 +35,7 @@ from .protocol.messages import ROLE_MONITOR, StatusSnapshot
 DEFAULT_TIMEOUT_SECONDS = 5.0
 MAX_SNAPSHOT_BYTES = 256 * 1024 * 1024
 AUTH_KEY_ENV = "SCALER_AUTH_KEY"
+TLS_CA_ENV = "SCALER_TLS_CA"
 
 Status = Dict[str, Any]
 
@@ -49,12 +51,16 @@ class Subscription:
     """
 
     def __init__(self, address: str, auth_key: Union[str, bytes, None] = None,
-                 timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+                 timeout: float = DEFAULT_TIMEOUT_SECONDS, tls_ca: Optional[str] = None) -> None:
         self.address = address
         self.timeout = timeout
         if auth_key is None:
             auth_key = os.environ.get(AUTH_KEY_ENV) or None
         target = connectable_host(parse_address(address))
+        context = None
+        if target.is_tls:
+            from .io.tls import client_context
+            context = client_context(tls_ca or os.environ.get(TLS_CA_ENV) or None)  # ValueError: a bad CA file
         if target.scheme == "ipc":
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             endpoint: Any = target.path
@@ -69,6 +75,13 @@ class Subscription:
                 sock.connect(endpoint)
             except OSError as exc:
                 raise MonitorError("cannot connect to the monitor at %s: %s" % (address, exc.strerror or exc)) from None
+            if context is not None:
+                try:  # the wrapper takes the descriptor over and shakes hands, within the timeout
+                    self._sock = context.wrap_socket(sock, server_hostname=target.host)
+                except (OSError, ValueError) as exc:
+                    from .io.tls import handshake_failure
+                    raise MonitorError("monitor at %s: %s" % (address, handshake_failure(exc, address, False))) \
+                        from None
             self._handshake(normalize_key(auth_key))
         except BaseException:
             self.close()
@@ -164,35 +177,35 @@ class Subscription:
 
 
 def subscribe(address: str, auth_key: Union[str, bytes, None] = None,
-              timeout: float = DEFAULT_TIMEOUT_SECONDS) -> Iterator[Status]:
+              timeout: float = DEFAULT_TIMEOUT_SECONDS, tls_ca: Optional[str] = None) -> Iterator[Status]:
     """Every snapshot the scheduler publishes, as dicts, until the caller stops iterating.
 
     Raises TimeoutError when no snapshot comes within ``timeout`` seconds, MonitorError when
     the connection is refused or lost.
     """
-    with Subscription(address, auth_key, timeout) as subscription:
+    with Subscription(address, auth_key, timeout, tls_ca) as subscription:
         while True:
             yield subscription.next()
 
 
 def snapshot(address: str, auth_key: Union[str, bytes, None] = None,
-             timeout: float = DEFAULT_TIMEOUT_SECONDS) -> Status:
+             timeout: float = DEFAULT_TIMEOUT_SECONDS, tls_ca: Optional[str] = None) -> Status:
     """One snapshot (the scheduler sends one as soon as a subscriber connects)."""
-    with Subscription(address, auth_key, timeout) as subscription:
+    with Subscription(address, auth_key, timeout, tls_ca) as subscription:
         return subscription.next()
 
 
 def wait_for(address: str, predicate: Callable[[Status], Any], timeout: float = 30.0,
-             auth_key: Union[str, bytes, None] = None) -> Status:
+             auth_key: Union[str, bytes, None] = None, tls_ca: Optional[str] = None) -> Status:
     """The first snapshot for which ``predicate`` is true; TimeoutError after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     last: Optional[Status] = None
     while time.monotonic() < deadline:
         try:  # the scheduler may not listen yet, or restart: connect again until the deadline
             subscription = Subscription(address, auth_key, max(0.01, min(deadline - time.monotonic(),
-                                                                         DEFAULT_TIMEOUT_SECONDS)))
+                                                                         DEFAULT_TIMEOUT_SECONDS)), tls_ca)
         except MonitorError as exc:
-            if "refused by the server" in str(exc) or "version" in str(exc) or "auth" in str(exc):
+            if _hopeless(str(exc)):
                 raise
             time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
             continue
@@ -224,9 +237,10 @@ class Follower:
 
     def __init__(self, address: str, auth_key: Union[str, bytes, None] = None,
                  timeout: float = DEFAULT_TIMEOUT_SECONDS, on_status: Optional[Callable[[Status], None]] = None,
-                 retry_seconds: float = 1.0) -> None:
+                 retry_seconds: float = 1.0, tls_ca: Optional[str] = None) -> None:
         self.address = address
         self.auth_key = auth_key
+        self.tls_ca = tls_ca
         self.timeout = timeout
         self.on_status = on_status
         self.retry_seconds = retry_seconds
@@ -275,7 +289,7 @@ class Follower:
         while not self._stop.is_set():
             retry = self.retry_seconds
             try:
-                self._subscription = Subscription(self.address, self.auth_key, self.timeout)
+                self._subscription = Subscription(self.address, self.auth_key, self.timeout, self.tls_ca)
                 try:
                     while not self._stop.is_set():
                         status = self._subscription.next()
@@ -289,14 +303,19 @@ class Follower:
                 self._set(False, "no status for %.0fs" % self.timeout)
             except MonitorError as exc:
                 text = str(exc)
-                if "refused by the server" in text or "auth" in text or "version" in text:
-                    retry = max(retry, 5.0)  # a wrong key or version: retrying soon cannot help
+                if _hopeless(text):
+                    retry = max(retry, 5.0)  # a wrong key, version or certificate: retrying soon cannot help
                 self._set(False, text)
             except OSError as exc:
                 self._set(False, str(exc))
             self._stop.wait(retry)
         with self.changed:
             self.changed.notify_all()
+
+
+def _hopeless(text: str) -> bool:
+    """The connection was refused for a reason retrying cannot fix (key, version, TLS)."""
+    return any(words in text for words in ("refused by the server", "auth", "version", "TLS"))
 
 
 __all__ = ["Follower", "MonitorError", "Subscription", "Status", "snapshot", "subscribe", "wait_for"]

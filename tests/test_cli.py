@@ -93,8 +93,8 @@ def test_bad_values_in_real_processes(tmp_path):
         [sys.executable, "-m", "scaler.cluster", "tcp://127.0.0.1:8516", "-n", "eight"],
     ]
     expected = [
-        "scaler_scheduler: error: %s [scheduler] scheduler_address: expected an address like tcp://HOST:PORT or "
-        "ipc://PATH; address 'tcp://127.0.0.1:70000': port 70000 is out of range 1-65535" % bad,
+        "scaler_scheduler: error: %s [scheduler] scheduler_address: expected an address like tcp://HOST:PORT, "
+        "tls://HOST:PORT or ipc://PATH; address 'tcp://127.0.0.1:70000': port 70000 is out of range 1-65535" % bad,
         "scaler_cluster: error: %s [cluster] num_of_worker: unknown key (did you mean 'num_of_workers'?)" % bad,
         "scaler_worker_manager baremetal_native: error: %s [[worker_manager]] #1 max_task_concurrency: expected an "
         "integer >= -1, got 'four'" % bad,

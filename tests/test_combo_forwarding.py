@@ -11,6 +11,7 @@ component.
 import atexit
 import inspect
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -21,6 +22,7 @@ from scaler.config.components import default_worker_count
 from scaler.config.loader import resolve_command_line
 from scaler.io.address import free_tcp_port
 from scaler.utility import process as proc_util
+from tls_support import OPENSSL, make_pki
 
 AUTH_KEY_ENV = "SCALER_AUTH_KEY"
 
@@ -56,6 +58,27 @@ def _free_address():
 
 
 KEY_IN_FILE = "from-a-file"
+
+
+_PKI = []
+
+
+def _pki():
+    """Certificates made once per run (tls_support.make_pki); the test using them skips without openssl."""
+    if OPENSSL is None:
+        pytest.skip("the openssl command is needed to make test certificates")
+    if not _PKI:
+        directory = tempfile.mkdtemp(prefix="scaler-test-pki-")
+        atexit.register(shutil.rmtree, directory, True)
+        _PKI.append(make_pki(directory))
+    return _PKI[0]
+
+
+def _security_config():
+    from scaler.config.common.security import SecurityConfig
+
+    pki = _pki()
+    return SecurityConfig(tls_cert=pki.cert, tls_key=pki.key, tls_ca=pki.ca)
 
 
 def _key_file():
@@ -102,8 +125,12 @@ FORWARDED = {
     "logging_config_file": (LOGGING_INI, [("scheduler", "logging_config_file", SAME),
                                             ("cluster", "logging_config_file", SAME)]),
     "worker_manager_id": ("combo-7", [("cluster", "worker_manager_id", SAME)]),
-    # upstream's TLS settings: this build has no TLS, and like Client's it is accepted and ignored
-    "security_config": (object(), IGNORED),
+    # upstream's TLS settings (plus tls_ca): the certificate to the scheduler, the CA to both
+    "security_config": (Fresh(_security_config), [("scheduler", "tls_cert", lambda v: v.tls_cert),
+                                                  ("scheduler", "tls_key", lambda v: v.tls_key),
+                                                  ("scheduler", "tls_ca", lambda v: v.tls_ca),
+                                                  ("cluster", "tls_ca", lambda v: v.tls_ca)]),
+    "tls_ca": (Fresh(lambda: _pki().ca), [("scheduler", "tls_ca", SAME), ("cluster", "tls_ca", SAME)]),
     "auth_key": ("s3cret", [("scheduler env", AUTH_KEY_ENV, SAME), ("cluster env", AUTH_KEY_ENV, SAME)]),
     "per_worker_queue_size": (14, [("cluster", "per_worker_task_queue_size", SAME),
                                    ("scheduler", "per_worker_queue_size", SAME)]),
@@ -184,7 +211,7 @@ def test_parameter_reaches_its_component(started, name):
         return
     default = run_combo(started)
     for where, field, expected in targets:
-        expected = value if expected is SAME else expected
+        expected = value if expected is SAME else expected(value) if callable(expected) else expected
         if isinstance(expected, tuple):
             assert isinstance(lookup(built, where, field), tuple)
         assert lookup(built, where, field) == expected, "%s=%r: %s %s" % (name, value, where, field)
@@ -232,6 +259,7 @@ CLUSTER_FORWARDED = {
     "auth_key": ("s3cret", AUTH_KEY_ENV, SAME),
     "object_storage_address": ("tcp://127.0.0.1:9998", "object_storage_address", SAME),
     "auth_key_file": (Fresh(_key_file), AUTH_KEY_ENV, KEY_IN_FILE),
+    "tls_ca": (Fresh(lambda: _pki().ca), "tls_ca", SAME),
 }
 CLUSTER_PARAMETERS = [name for name in inspect.signature(Cluster.__init__).parameters if name != "self"]
 

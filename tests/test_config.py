@@ -411,16 +411,20 @@ def test_bad_cluster_values(table, message):
 
 @pytest.mark.parametrize("table,message", [
     ({"scheduler_address": "tcp://127.0.0.1:70000"},
-     "[scheduler] scheduler_address: expected an address like tcp://HOST:PORT or ipc://PATH; address "
+     "[scheduler] scheduler_address: expected an address like tcp://HOST:PORT, tls://HOST:PORT or ipc://PATH; "
+     "address "
      "'tcp://127.0.0.1:70000': port 70000 is out of range 1-65535"),
     ({"scheduler_address": "127.0.0.1:8516"},
-     "[scheduler] scheduler_address: expected an address like tcp://HOST:PORT or ipc://PATH; address "
-     "'127.0.0.1:8516' has no scheme: expected tcp://HOST:PORT or ipc://PATH"),
+     "[scheduler] scheduler_address: expected an address like tcp://HOST:PORT, tls://HOST:PORT or ipc://PATH; "
+     "address "
+     "'127.0.0.1:8516' has no scheme: expected tcp://HOST:PORT, tls://HOST:PORT or ipc://PATH"),
     ({"scheduler_address": "udp://127.0.0.1:8516"},
-     "[scheduler] scheduler_address: expected an address like tcp://HOST:PORT or ipc://PATH; address "
-     "'udp://127.0.0.1:8516': unsupported scheme 'udp' (supported: tcp, ipc)"),
+     "[scheduler] scheduler_address: expected an address like tcp://HOST:PORT, tls://HOST:PORT or ipc://PATH; "
+     "address "
+     "'udp://127.0.0.1:8516': unsupported scheme 'udp' (supported: tcp, tls, ipc)"),
     ({"scheduler_address": 6378},
-     "[scheduler] scheduler_address: expected an address like tcp://HOST:PORT or ipc://PATH, got 6378"),
+     "[scheduler] scheduler_address: expected an address like tcp://HOST:PORT, tls://HOST:PORT or ipc://PATH, "
+     "got 6378"),
     ({"protected": "maybe"}, "[scheduler] protected: expected true or false, got 'maybe'"),
     ({"client_timeout_seconds": 0}, "[scheduler] client_timeout_seconds: expected a number > 0, got 0"),
     ({"load_balance_seconds": 0}, "[scheduler] load_balance_seconds: expected a number other than 0, got 0"),
@@ -432,8 +436,12 @@ def test_bad_cluster_values(table, message):
      "[scheduler] allocate_policy: expected one of even, even_load, capability, got 'random'"),
     ({"protectd": False}, "[scheduler] protectd: unknown key (did you mean 'protected'?)"),
     ({"tls_cert": "/etc/cert.pem"},
-     "[scheduler] tls_cert: this build has no TLS transport; use --auth-key (or SCALER_AUTH_KEY) to "
-     "authenticate peers"),
+     "[scheduler] tls_key: --tls-cert and --tls-key go together: give both (tls_cert and tls_key in TOML)"),
+    ({"scheduler_address": "tls://127.0.0.1:8516"},
+     "[scheduler] scheduler_address: a tls:// address needs --tls-cert and --tls-key (tls_cert and tls_key in "
+     "TOML): the certificate this side presents"),
+    ({"tls_ca": "/nonexistent/ca.pem"},
+     "[scheduler] tls_ca: cannot read TLS CA file '/nonexistent/ca.pem': No such file or directory"),
     ({"logging_config_file": "/nonexistent/logging.ini"},
      "[scheduler] logging_config_file: expected a path to a logging.config file, got '/nonexistent/logging.ini' "
      "(no such file)"),
@@ -557,9 +565,9 @@ def test_errors_exit_2_with_one_line_per_problem(toml, capsys):
 @pytest.mark.parametrize("command,argv,message", [
     (CLUSTER, ["-n", "eight", "tcp://127.0.0.1:1"], "argument -n/--num-of-workers: expected an integer >= 0, got "
                                                       "'eight'"),
-    (SCHEDULER, ["tcp://127.0.0.1:70000"], "argument ADDRESS: expected an address like tcp://HOST:PORT or "
-                                           "ipc://PATH; address 'tcp://127.0.0.1:70000': port 70000 is out of "
-                                           "range 1-65535"),
+    (SCHEDULER, ["tcp://127.0.0.1:70000"], "argument ADDRESS: expected an address like tcp://HOST:PORT, "
+                                           "tls://HOST:PORT or ipc://PATH; address 'tcp://127.0.0.1:70000': port "
+                                           "70000 is out of range 1-65535"),
     (SCHEDULER, ["tcp://127.0.0.1:1", "-p", "maybe"], "unrecognized arguments: maybe"),
     (SCHEDULER, ["tcp://127.0.0.1:1", "-ct", "0"], "argument -ct/--client-timeout-seconds: expected a number > 0, "
                                                    "got '0'"),

@@ -220,20 +220,25 @@ def test_an_unknown_policy_raises_value_error(policy, make_combo):
                                                                      policy_content="1,combo"))
 
 
-def test_security_config_asking_for_tls_is_refused():
+def test_security_config_checks_its_files_at_once(tmp_path):
+    """SecurityConfig carries real TLS settings now (tests/test_tls.py and test_e2e_tls.py use them):
+    half a pair and files that cannot be loaded are refused when it is built, naming the file."""
     from scaler import Client, SchedulerClusterCombo
     from scaler.config.common.security import SecurityConfig
 
     assert not SecurityConfig().has_credentials()
     with pytest.raises(ValueError, match="together"):
         SecurityConfig(tls_cert="cert.pem")
-    with pytest.raises(ValueError, match="no TLS"):
-        SecurityConfig(tls_cert="cert.pem", tls_key="key.pem")
-    asking = types.SimpleNamespace(tls_cert="cert.pem", tls_key="key.pem")
-    with pytest.raises(ValueError, match="no TLS"):
+    missing = str(tmp_path / "cert.pem")
+    with pytest.raises(ValueError, match="cannot read TLS certificate"):
+        SecurityConfig(tls_cert=missing, tls_key=missing)
+    with pytest.raises(ValueError, match="CA file"):
+        SecurityConfig(tls_ca=missing)
+    asking = types.SimpleNamespace(tls_cert=missing, tls_key=missing, tls_ca=None)
+    with pytest.raises(ValueError, match="cannot read TLS certificate"):
         SchedulerClusterCombo(n_workers=1, security_config=asking)
-    with pytest.raises(ValueError, match="no TLS"):
-        Client("tcp://127.0.0.1:1", security_config=asking)
+    with pytest.raises(ValueError, match="CA file"):
+        Client("tls://127.0.0.1:1", tls_ca=missing)
 
 
 def test_capabilities_names_and_logging():

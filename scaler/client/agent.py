@@ -26,7 +26,7 @@ from ..protocol.messages import (ROLE_CLIENT, STATUS_BUSY, STATUS_CANCELLED, STA
                                  SchedulerShutdown, ShutdownRefused, TaskCancel, TaskOutput, TaskResult)
 from ..utility.exceptions import (AuthenticationError, ClientShutdownException, DisconnectedError, MissingObjects,
                                   ObjectStorageException, ProcessorDiedError, TaskExceptionNotSerializableError,
-                                  SchedulerBusyError, TaskTimeoutError, WorkerDiedError)
+                                  SchedulerBusyError, TaskTimeoutError, TLSError, WorkerDiedError)
 from .future import ScalerFuture
 
 logger = logging.getLogger(__name__)
@@ -71,8 +71,10 @@ class Waiter:
 
 class ClientAgent(Handler):
     def __init__(self, address: str, client_id: bytes, key: Optional[bytes], timeout_seconds: float,
-                 heartbeat_interval_seconds: float, object_storage_address: Optional[str]) -> None:
+                 heartbeat_interval_seconds: float, object_storage_address: Optional[str],
+                 tls_ca: Optional[str] = None) -> None:
         self.address = parse_address(address)
+        self.tls_ca = tls_ca
         self.client_id = client_id
         self.key = key
         self.timeout_seconds = timeout_seconds
@@ -138,11 +140,11 @@ class ClientAgent(Handler):
     def _dial_scheduler(self) -> None:
         try:
             self.scheduler = Connection.dial(self.loop, connectable_host(self.address), _Link(self, True),
-                                             ROLE_CLIENT, self.key)
+                                             ROLE_CLIENT, self.key, tls_ca=self.tls_ca)
         except OSError as exc:
             self._connect_failed(str(exc), retry=True)
 
-    def _connect_failed(self, reason: str, retry: bool) -> None:
+    def _connect_failed(self, reason: str, retry: bool, tls: bool = False) -> None:
         if retry and time.monotonic() < self._connect_deadline:
             self.loop.call_later(CONNECT_RETRY_SECONDS, self._dial_scheduler)
             return
@@ -150,6 +152,8 @@ class ClientAgent(Handler):
         if retry:
             error = ConnectionError("cannot reach the scheduler at %s within %.0fs: %s"
                                     % (self.address, self.timeout_seconds, reason))
+        elif tls:
+            error = TLSError(reason)
         else:
             error = AuthenticationError(reason)
         self._finish(error)
@@ -157,7 +161,7 @@ class ClientAgent(Handler):
     def _dial_storage(self) -> None:
         try:
             self.storage = Connection.dial(self.loop, connectable_host(self.storage_address), _Link(self, False),
-                                           ROLE_CLIENT, self.key)
+                                           ROLE_CLIENT, self.key, tls_ca=self.tls_ca)
         except OSError as exc:
             self._storage_unreachable(str(exc))
 
@@ -184,7 +188,7 @@ class ClientAgent(Handler):
         elif kind is ClientConnectReply:
             self.protected = msg.protected
             storage = parse_address(self.storage_override or msg.object_storage_address)
-            if storage.scheme == "tcp" and storage.host in ("0.0.0.0", "::"):
+            if storage.scheme != "ipc" and storage.host in ("0.0.0.0", "::"):
                 storage = storage._replace(host=self.address.host)
             self.storage_address = storage
             self._dial_storage()
@@ -229,7 +233,7 @@ class ClientAgent(Handler):
             return
         if not conn.opened:
             if getattr(conn, "failure", None):
-                self._connect_failed(conn.failure, retry=False)
+                self._connect_failed(conn.failure, retry=False, tls=conn.tls_failure)
             elif is_scheduler:
                 self._connect_failed(reason, retry=True)
             elif not self.ready._event.is_set():

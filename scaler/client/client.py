@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 SUBMIT_BATCH = 1000  # tasks handed to the I/O thread at once by map
 SCHEDULER_ADDRESS_ENV = "SCALER_SCHEDULER_ADDRESS"
+TLS_CA_ENV = "SCALER_TLS_CA"  # set by a worker for the tasks it runs, when it was given a CA
 _SERIALIZER_TAG = b"serializer"
 
 
@@ -36,22 +37,28 @@ class Client:
 
     ``address`` may be omitted inside a task: the client then joins the scheduler that runs
     the task. ``auth_key`` (else the key in ``auth_key_file``, a file only its owner may read,
-    else the ``SCALER_AUTH_KEY`` environment variable) must match the scheduler's when it has one. Use as a context manager, or call :meth:`disconnect`.
+    else the ``SCALER_AUTH_KEY`` environment variable) must match the scheduler's when it has one.
+    A ``tls://`` scheduler's certificate is verified against ``tls_ca`` (a PEM CA file; else
+    ``security_config.tls_ca``, else ``SCALER_TLS_CA``), or the system's trusted certificates.
+    Use as a context manager, or call :meth:`disconnect`.
     """
 
     def __init__(self, address: Optional[str] = None, profiling: bool = False, timeout_seconds: float = 60,
                  heartbeat_interval_seconds: float = 2, serializer: Optional[Serializer] = None,
                  stream_output: bool = False, object_storage_address: Optional[str] = None,
                  security_config: Any = None, auth_key: Optional[Any] = None,
-                 auth_key_file: Optional[str] = None) -> None:
+                 auth_key_file: Optional[str] = None, tls_ca: Optional[str] = None) -> None:
         if address is None:
             address = os.environ.get(SCHEDULER_ADDRESS_ENV)
             if not address:
                 raise ValueError("No scheduler address provided, and not running inside a worker context: "
                                  "pass Client(address='tcp://HOST:PORT')")
-        if security_config is not None:
-            from ..config.common.security import refuse_tls
-            refuse_tls(security_config, "Client")
+        if tls_ca is None:
+            tls_ca = getattr(security_config, "tls_ca", None) or os.environ.get(TLS_CA_ENV) or None
+        if tls_ca is not None:
+            from ..io.tls import check_ca_file
+            check_ca_file(tls_ca)  # a CA file that cannot be used is a ValueError here, not at the first dial
+        self._tls_ca = tls_ca
         self._address = address
         self._profiling = profiling
         self._timeout_seconds = timeout_seconds
@@ -72,7 +79,7 @@ class Client:
         self._flags = (FLAG_PROFILE if profiling else 0) | (FLAG_STREAM_OUTPUT if stream_output else 0)
         self._stopped = False
         self._agent = ClientAgent(address, self._identity, normalize_key(self._auth_key), timeout_seconds,
-                                  heartbeat_interval_seconds, object_storage_address)
+                                  heartbeat_interval_seconds, object_storage_address, tls_ca)
         self._agent.deserialize = (self._serializer.deserialize if self._packed
                                    else BytesSerializer(self._serializer).deserialize)
         self._agent.forget_object = self._forget_object

@@ -7,6 +7,7 @@ import weakref
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from ..config.components import HARD_PROCESSOR_SUSPEND_REFUSED, default_worker_count
+from ..config.common.security import tls_settings
 from ..config.key_file import resolve_auth_key
 from ..config.policy import DEFAULT_POLICY, parse_policy
 from ..io.address import listen, parse_address
@@ -31,8 +32,12 @@ class Cluster(proc_util.ProcessHandle):
                  worker_io_threads: int = 1, event_loop: str = "builtin", preload: Optional[str] = None,
                  logging_paths: Tuple[str, ...] = ("/dev/stdout",), logging_level: str = "INFO",
                  logging_config_file: Optional[str] = None, auth_key: Optional[str] = None,
-                 object_storage_address: Optional[str] = None, auth_key_file: Optional[str] = None) -> None:
+                 object_storage_address: Optional[str] = None, auth_key_file: Optional[str] = None,
+                 tls_ca: Optional[str] = None) -> None:
         parse_address(address)
+        if tls_ca is not None:
+            from ..io.tls import check_ca_file
+            check_ca_file(tls_ca)
         if hard_processor_suspend:
             raise ValueError(HARD_PROCESSOR_SUSPEND_REFUSED)
         names = tuple(getattr(worker_names, "names", worker_names))  # upstream passes a WorkerNames
@@ -49,7 +54,7 @@ class Cluster(proc_util.ProcessHandle):
             io_threads=worker_io_threads, event_loop=event_loop, preload=preload,
             object_storage_address=object_storage_address,
             logging_paths=tuple(logging_paths), logging_level=logging_level,
-            logging_config_file=logging_config_file))
+            logging_config_file=logging_config_file, tls_ca=tls_ca))
         self._auth_key = resolve_auth_key(auth_key, auth_key_file)
         self._child: Optional[proc_util.Child] = None
 
@@ -93,8 +98,11 @@ class SchedulerClusterCombo:
 
     Every parameter reaches the scheduler or the pool (``tests/test_combo_forwarding.py``
     checks each one) and is checked by the same code as the matching command-line flag
-    (``ValueError`` naming the argument, before any process starts), except ``security_config``: this build has no TLS, so one that asks
-    for TLS is refused with ValueError, and one that does not is ignored. ``scaler_policy``
+    (``ValueError`` naming the argument, before any process starts). ``security_config``
+    (a ``SecurityConfig``) gives the scheduler its TLS certificate and key (without
+    ``address``, the scheduler then listens on ``tls://`` on a free port; object storage
+    and the monitor follow its scheme) and the workers (and the scheduler) the CA to verify
+    it with, ``tls_ca`` (or ``security_config.tls_ca``). ``scaler_policy``
     is the scheduler's policy: upstream's ``PolicyConfig``, a string like
     ``"allocate=even_load; scaling=vanilla"``, or a ``Policy``.
 
@@ -121,7 +129,7 @@ class SchedulerClusterCombo:
                  logging_config_file: Optional[str] = None, worker_manager_id: str = "combo",
                  security_config: Any = None, auth_key: Optional[str] = None,
                  per_worker_queue_size: Optional[int] = None, preload: Optional[str] = None,
-                 auth_key_file: Optional[str] = None) -> None:
+                 auth_key_file: Optional[str] = None, tls_ca: Optional[str] = None) -> None:
         if hard_processor_suspend:
             raise ValueError(HARD_PROCESSOR_SUSPEND_REFUSED)
         if per_worker_queue_size is not None:  # upstream's older name
@@ -130,17 +138,22 @@ class SchedulerClusterCombo:
         if n_workers < 0:
             raise ValueError("n_workers must be >= 0, got %d" % n_workers)
         policy_content = _policy_content(scaler_policy)  # checked before any socket or process exists
-        if security_config is not None:
-            from ..config.common.security import refuse_tls
-            refuse_tls(security_config, "SchedulerClusterCombo")
+        tls = tls_settings(security_config, tls_ca)
+        if tls["tls_cert"] is not None or tls["tls_key"] is not None:
+            from ..io.tls import server_context
+            # a certificate that cannot be loaded is a ValueError before anything starts
+            server_context(tls["tls_cert"], tls["tls_key"])  # type: ignore[arg-type]
+        if tls["tls_ca"] is not None:
+            from ..io.tls import check_ca_file
+            check_ca_file(tls["tls_ca"])
         capabilities = getattr(per_worker_capabilities, "capabilities", per_worker_capabilities) or ""
         self._auth_key = resolve_auth_key(auth_key, auth_key_file)
         self._children = []
         self._stopped = False
 
-        if address is None:
+        if address is None:  # a free port; tls:// when a certificate is given
             sock = _listen_free_port("127.0.0.1")
-            bind = parse_address("tcp://127.0.0.1:%d" % sock.getsockname()[1])
+            bind = parse_address("%s://127.0.0.1:%d" % ("tls" if tls["tls_cert"] else "tcp", sock.getsockname()[1]))
         else:
             bind = parse_address(address)
             sock = listen(bind)
@@ -150,6 +163,8 @@ class SchedulerClusterCombo:
             storage, storage_sock = _bind_beside(bind, object_storage_address, 1, address is None)
             opened.append(storage_sock)
             monitor, monitor_sock = _bind_beside(bind, monitor_address, 2, address is None)
+            opened.append(monitor_sock)
+            _check_tls(tls, (bind, storage, monitor))
         except BaseException:
             for opened_sock in opened:
                 opened_sock.close()
@@ -167,7 +182,7 @@ class SchedulerClusterCombo:
                 object_retention_seconds=object_retention_seconds, load_balance_seconds=load_balance_seconds,
                 load_balance_trigger_times=load_balance_trigger_times, policy_content=policy_content,
                 event_loop=event_loop, io_threads=scheduler_io_threads, logging_paths=tuple(logging_paths),
-                logging_level=logging_level, logging_config_file=logging_config_file))
+                logging_level=logging_level, logging_config_file=logging_config_file, **tls))
             cluster_config = _config("SchedulerClusterCombo", "cluster", dict(
                 scheduler_address=self._address, num_of_workers=n_workers, per_worker_capabilities=capabilities,
                 per_worker_task_queue_size=per_worker_task_queue_size,
@@ -178,7 +193,7 @@ class SchedulerClusterCombo:
                 io_threads=worker_io_threads, event_loop=event_loop, preload=preload,
                 logging_paths=tuple(logging_paths),
                 logging_level=logging_level, logging_config_file=logging_config_file,
-                worker_manager_id=worker_manager_id))
+                worker_manager_id=worker_manager_id, tls_ca=tls["tls_ca"]))
         except BaseException:
             for opened_sock in (sock, storage_sock, monitor_sock):
                 opened_sock.close()
@@ -254,6 +269,17 @@ def _policy_content(policy: Any) -> str:
     text = str(getattr(policy, "policy_content", policy))
     parse_policy(text)
     return text
+
+
+def _check_tls(tls: Dict[str, Optional[str]], listeners: Sequence[Any]) -> None:
+    """tls:// addresses need a certificate, and a certificate needs a tls:// address (as on the command line)."""
+    tls_listeners = [str(address) for address in listeners if address.is_tls]
+    if tls_listeners and tls["tls_cert"] is None:
+        raise ValueError("SchedulerClusterCombo: %s is a tls:// address: give security_config=SecurityConfig("
+                         "tls_cert=..., tls_key=...)" % tls_listeners[0])
+    if tls["tls_cert"] is not None and not tls_listeners:
+        raise ValueError("SchedulerClusterCombo: a TLS certificate is given but no address is tls://: give "
+                         "address='tls://HOST:PORT' (or no address)")
 
 
 def _bind_beside(bind: Any, given: Optional[str], offset: int, free: bool) -> Tuple[Any, socket.socket]:

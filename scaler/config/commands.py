@@ -5,9 +5,9 @@ The options themselves are declared once, on the dataclass fields in ``component
 
 from typing import Dict, List, Tuple
 
-from ..io.address import parse_address
-from .components import (CPUS_MINUS_ONE, ClusterConfig, GuiConfig, ObjectStorageConfig, SchedulerConfig, TopConfig,
-                         WorkerConfig, WorkerManagerConfig, default_worker_count)
+from ..io.address import Address, parse_address
+from .components import (CONNECTING_TLS_OVERRIDES, CPUS_MINUS_ONE, ClusterConfig, GuiConfig, ObjectStorageConfig,
+                         SchedulerConfig, TopConfig, WorkerConfig, WorkerManagerConfig, default_worker_count)
 from .loader import Command, Resolution
 
 VERSION_NOTE = "Every flag can also be set in the TOML file given with --config (key = long flag, - becomes _)."
@@ -17,6 +17,29 @@ def _replace_allocate(policy: str, allocate: str) -> str:
     items = [item.strip() for item in policy.split(";") if item.strip()]
     items = [item for item in items if item.partition("=")[0].strip() != "allocate"]
     return "; ".join(["allocate=%s" % allocate] + items)
+
+
+def _check_listener_tls(resolution: Resolution, listeners: List[Tuple[str, Address]]) -> None:
+    """A command that listens: its ``tls://`` addresses need --tls-cert and --tls-key (which must
+    load), and those are only for ``tls://`` addresses."""
+    values = resolution.values
+    cert, key = values.get("tls_cert"), values.get("tls_key")
+    if (cert is None) != (key is None):
+        raise resolution.error("tls_key" if cert is not None else "tls_cert",
+                               "--tls-cert and --tls-key go together: give both (tls_cert and tls_key in TOML)")
+    tls_names = [name for name, address in listeners if address.is_tls]
+    if tls_names and cert is None:
+        raise resolution.error(tls_names[0], "a tls:// address needs --tls-cert and --tls-key (tls_cert and tls_key "
+                                             "in TOML): the certificate this side presents")
+    if cert is not None and not tls_names:
+        raise resolution.error("tls_cert", "given, but no address is tls://: listen on tls://HOST:PORT to use TLS, "
+                                           "or drop --tls-cert and --tls-key")
+    if cert is not None:
+        from ..io.tls import server_context
+        try:
+            server_context(cert, key)
+        except ValueError as exc:
+            raise resolution.error("tls_cert", str(exc)) from None
 
 
 def _finalize_scheduler(resolution: Resolution) -> None:
@@ -43,12 +66,23 @@ def _finalize_scheduler(resolution: Resolution) -> None:
         other = values.get(name)
         if other is not None and parse_address(other) == address:
             raise resolution.error(name, "must differ from the scheduler address %s" % address_text)
+    listeners: List[Tuple[str, Address]] = [("address", address)]
+    if values.get("object_storage_address") is None:  # hosted here, on port + 1, with the same scheme
+        listeners.append(("address", address.with_port_offset(1)))
+    if values.get("monitor_address") is not None:
+        listeners.append(("monitor_address", parse_address(values["monitor_address"])))
+    else:
+        listeners.append(("address", address))  # port + 2, same scheme
+    _check_listener_tls(resolution, listeners)
 
 
 def _finalize_object_storage(resolution: Resolution) -> None:
     values = resolution.values
     if values["address"]:
+        _check_listener_tls(resolution, [("address", parse_address(values["address"]))])
         return
+    if values.get("tls_cert") is not None or values.get("tls_key") is not None:
+        _check_listener_tls(resolution, [])  # --name/--port: a tcp:// address
     if values["port"] is None:
         if values["name"] is not None:
             raise resolution.error("name", "--name needs --port (or give ADDRESS instead)")
@@ -96,7 +130,8 @@ OBJECT_STORAGE = Command(
     description="Run a standalone object storage server (give its address to the scheduler with "
                 "--object-storage-address).",
     epilog="example:\n  scaler_object_storage_server tcp://127.0.0.1:8517\n\n" + VERSION_NOTE,
-    internal_flags=("lifeline-fd", "config-json", "listen-fd"), finalize=_finalize_object_storage)
+    exclude=("tls_ca",), internal_flags=("lifeline-fd", "config-json", "listen-fd"),
+    finalize=_finalize_object_storage)
 
 CLUSTER = Command(
     prog="scaler_cluster", section="cluster", config_class=ClusterConfig, positional="scheduler_address",
@@ -115,7 +150,8 @@ WORKER_MANAGER_BAREMETAL = Command(
     epilog="examples:\n  scaler_worker_manager baremetal_native tcp://127.0.0.1:8516 --mode fixed -mtc 4\n"
            "  scaler_worker_manager baremetal_native tcp://127.0.0.1:8516 --max-task-concurrency 4\n\n"
            + VERSION_NOTE,
-    exclude=("adapter_web_host", "adapter_web_port"), internal_flags=("lifeline-fd", "config-json"),
+    exclude=("adapter_web_host", "adapter_web_port"), overrides=CONNECTING_TLS_OVERRIDES,
+    internal_flags=("lifeline-fd", "config-json"),
     finalize=_finalize_worker_manager)
 
 _ADAPTER_OVERRIDES = {
@@ -130,7 +166,7 @@ NATIVE_ADAPTER = Command(
     description="Native worker adapter: start workers on this machine when the scheduler's scaling policy asks "
                 "for them (the same as 'scaler_worker_manager baremetal_native --mode dynamic').",
     epilog="example:\n  scaler_worker_adapter_native tcp://127.0.0.1:8516 --max-workers 4\n\n" + VERSION_NOTE,
-    overrides=dict(_ADAPTER_OVERRIDES, max_task_concurrency={
+    overrides=dict(_ADAPTER_OVERRIDES, **CONNECTING_TLS_OVERRIDES, max_task_concurrency={
         "flag": "max-workers", "short": ("-mw",), "aliases": ("max-task-concurrency", "num-of-workers"),
         "default": -1, "default_text": None,
         "help": "most worker processes at once; -1 means no limit"}),
@@ -143,7 +179,7 @@ FIXED_NATIVE_ADAPTER = Command(
     description="Fixed native worker adapter: start a fixed number of workers on this machine at once and keep "
                 "them (the same as 'scaler_worker_manager baremetal_native --mode fixed').",
     epilog="example:\n  scaler_worker_adapter_fixed_native tcp://127.0.0.1:8516 --max-workers 8\n\n" + VERSION_NOTE,
-    overrides=dict(_ADAPTER_OVERRIDES, max_task_concurrency={
+    overrides=dict(_ADAPTER_OVERRIDES, **CONNECTING_TLS_OVERRIDES, max_task_concurrency={
         "flag": "max-workers", "short": ("-mw",), "aliases": ("max-task-concurrency", "num-of-workers"),
         "default": default_worker_count(), "default_text": CPUS_MINUS_ONE, "minimum": 0,
         "help": "number of worker processes to start"}),
@@ -180,7 +216,7 @@ TOP = Command(
     modules=("scaler.top", "scaler.entry_points.top"),
     description="Watch a scheduler in the terminal: its load, task totals and rates, and a table of its workers "
                 "(keys on screen sort the table; q quits).",
-    epilog="example:\n  scaler_top tcp://127.0.0.1:8518\n\n" + VERSION_NOTE)
+    epilog="example:\n  scaler_top tcp://127.0.0.1:8518\n\n" + VERSION_NOTE, overrides=CONNECTING_TLS_OVERRIDES)
 
 GUI = Command(
     prog="scaler_gui", section="gui", config_class=GuiConfig, positional="monitor_address",
@@ -188,7 +224,8 @@ GUI = Command(
     description="Serve a web dashboard of a scheduler (one self-contained page: no external scripts, styles or "
                 "fonts), a JSON snapshot at /api/status and a Server-Sent Events stream at /api/events.",
     epilog="example:\n  scaler_gui tcp://127.0.0.1:8518 --gui-address 127.0.0.1:50001\n\n" + VERSION_NOTE,
-    exclude=("web_host", "web_port"), internal_flags=("lifeline-fd", "config-json", "listen-fd"),
+    exclude=("web_host", "web_port"), overrides=CONNECTING_TLS_OVERRIDES,
+    internal_flags=("lifeline-fd", "config-json", "listen-fd"),
     finalize=_finalize_gui)
 
 WEBUI = Command(
@@ -196,7 +233,8 @@ WEBUI = Command(
     modules=("scaler.entry_points.ui",),
     description="The web dashboard under its older name and flags (the same as scaler_gui).",
     epilog="example:\n  scaler_ui tcp://127.0.0.1:8518 --web-host 127.0.0.1 --web-port 50001\n\n" + VERSION_NOTE,
-    exclude=("gui_address",), internal_flags=("lifeline-fd", "config-json", "listen-fd"), finalize=_finalize_webui)
+    exclude=("gui_address",), overrides=CONNECTING_TLS_OVERRIDES,
+    internal_flags=("lifeline-fd", "config-json", "listen-fd"), finalize=_finalize_webui)
 
 # Internal: one worker, as clusters and worker managers start it (not a documented command).
 # A worker always runs the builtin loop, so its event_loop is fixed: the manager that

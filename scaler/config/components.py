@@ -20,8 +20,6 @@ STREAM_PATHS = ("/dev/stdout", "/dev/stderr", "-")  # logging_paths that are str
 EVENT_LOOPS = ("builtin", "uvloop")
 CPUS_MINUS_ONE = "number of CPUs - 1"
 
-_TLS_HELP = "TLS certificate/key (not available in this build: any value is rejected)"
-_NO_TLS = "this build has no TLS transport; use --auth-key (or SCALER_AUTH_KEY) to authenticate peers"
 
 
 HARD_PROCESSOR_SUSPEND_REFUSED = (
@@ -62,11 +60,32 @@ class SecuritySettings:
 
 
 @dataclasses.dataclass
-class TLSSettings:
-    tls_cert: Optional[str] = option(None, kind="str", short=("-tc",), group="security", metavar="FILE",
-                                     help=_TLS_HELP, unsupported=_NO_TLS)
-    tls_key: Optional[str] = option(None, kind="str", short=("-tk",), group="security", metavar="FILE",
-                                    help=_TLS_HELP, unsupported=_NO_TLS)
+class TLSClientSettings:
+    """What a side that connects to ``tls://`` addresses needs: whom to trust."""
+
+    tls_ca: Optional[str] = option(
+        None, kind="str", group="security", metavar="FILE", default_text="the system's trusted certificates",
+        help="PEM file of the CA certificate(s) that tls:// servers' certificates must be signed by; without it "
+             "the system's trusted certificates are used (SSL_CERT_FILE can point them at a private CA)")
+
+
+@dataclasses.dataclass
+class TLSSettings(TLSClientSettings):
+    """The side that binds ``tls://`` addresses presents a certificate (the connecting side needs none)."""
+
+    tls_cert: Optional[str] = option(
+        None, kind="str", short=("-tc",), group="security", metavar="FILE",
+        help="PEM certificate (chain) presented on the tls:// addresses this process listens on; with --tls-key")
+    tls_key: Optional[str] = option(
+        None, kind="str", short=("-tk",), group="security", metavar="FILE",
+        help="PEM private key of --tls-cert (unencrypted; keep it private to the owner)")
+
+
+CONNECTING_TLS_OVERRIDES = {  # tls_cert/tls_key on commands that only connect (upstream takes them there too)
+    "tls_cert": {"inert": True, "help": "a certificate for this side: a connecting side presents none "
+                                        "(give --tls-ca to say whom to trust)"},
+    "tls_key": {"inert": True, "help": "the key of --tls-cert"},
+}
 
 
 @dataclasses.dataclass
@@ -212,10 +231,11 @@ class WorkerConfig(WorkerSettings, LoggingSettings):
     name: str = internal("")
     manager_id: str = internal("")
     auth_key: Optional[str] = internal(None)
+    tls_ca: Optional[str] = internal(None)
 
 
 @dataclasses.dataclass
-class ClusterConfig(WorkerSettings, LoggingSettings, SecuritySettings):
+class ClusterConfig(WorkerSettings, LoggingSettings, TLSClientSettings, SecuritySettings):
     scheduler_address: str = option(
         "", kind="address", aliases=("address",), metavar="SCHEDULER_ADDRESS",
         help="address of the scheduler the workers join, e.g. tcp://127.0.0.1:8516")

@@ -336,10 +336,18 @@ _TLS = """\
 Security
 --------
 
-All components of one deployment share a secret: ``--auth-key`` / ``auth_key`` or the
-``SCALER_AUTH_KEY`` environment variable. ``--tls-cert`` and ``--tls-key`` are recognised for
-compatibility, but this build has no TLS transport, so any value is rejected rather than silently
-ignored.
+All components of one deployment share a secret: ``--auth-key-file`` / ``auth_key_file`` (a file only
+its owner can read), the ``SCALER_AUTH_KEY`` environment variable, or ``--auth-key`` / ``auth_key``.
+
+TLS: give ``tls://HOST:PORT`` addresses. The scheduler and the object storage server present the
+certificate in ``--tls-cert`` / ``tls_cert`` with its key ``--tls-key`` / ``tls_key`` on their
+``tls://`` addresses (a scheduler's default object storage and monitor addresses take its scheme).
+Every side that connects -- clients, workers, clusters, worker managers, ``scaler_top``,
+``scaler_gui``, and a scheduler using a separate object storage server -- verifies that certificate
+against ``--tls-ca`` / ``tls_ca`` when given, else against the system's trusted certificates, which the
+``SSL_CERT_FILE`` environment variable can point at a private CA. The shared key still authenticates
+both sides inside TLS. On commands that only connect, ``--tls-cert`` and ``--tls-key`` are accepted
+and have no effect.
 
 """
 

@@ -20,7 +20,7 @@ KINDS = (
     "float",      # a number, integer or not
     "bool",       # true/false; on the command line a bare flag means true
     "choice",     # one of ``choices``, case-insensitive
-    "address",    # tcp://HOST:PORT or ipc://PATH
+    "address",    # tcp://HOST:PORT, tls://HOST:PORT or ipc://PATH
     "list",       # one or more strings (TOML array; several values after the flag)
     "names",      # comma-separated names (TOML array or "a,b,c")
     "capabilities",  # "name,name=INT,..." (TOML string or table of integers)

@@ -130,7 +130,7 @@ class Option:
         if kind == "choice":
             return "one of " + ", ".join(spec.choices)
         if kind == "address":
-            return "an address like tcp://HOST:PORT or ipc://PATH"
+            return "an address like tcp://HOST:PORT, tls://HOST:PORT or ipc://PATH"
         if kind == "list":
             return "one or more strings"
         if kind == "log_paths":
@@ -304,7 +304,8 @@ def convert(option: Option, value: Any, from_text: bool) -> Any:
         try:
             parse_address(value)
         except ValueError as exc:
-            raise ValueError("expected an address like tcp://HOST:PORT or ipc://PATH; %s" % exc) from None
+            raise ValueError("expected an address like tcp://HOST:PORT, tls://HOST:PORT or ipc://PATH; %s"
+                             % exc) from None
         return value
     if kind == "policy":
         parse_policy(value)  # its ValueError names the problem and the valid keys
@@ -501,6 +502,12 @@ def finish(resolution: Resolution) -> Any:
         command.finalize(resolution)
     if "auth_key_file" in resolution.options:
         _read_auth_key_file(resolution)
+    if "tls_ca" in resolution.options and resolution.values.get("tls_ca"):
+        from ..io.tls import check_ca_file
+        try:
+            check_ca_file(resolution.values["tls_ca"])
+        except ValueError as exc:
+            raise resolution.error("tls_ca", str(exc)) from None
     if resolution.values.get("hard_processor_suspend"):
         from .components import HARD_PROCESSOR_SUSPEND_REFUSED
         raise resolution.error("hard_processor_suspend", HARD_PROCESSOR_SUSPEND_REFUSED)

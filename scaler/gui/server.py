@@ -98,7 +98,7 @@ class Dashboard:
         self.history = History(config.history_seconds, config.status_report_interval_seconds)
         self.follower = Follower(config.monitor_address, config.auth_key,
                                  timeout=max(5.0, 5 * config.status_report_interval_seconds),
-                                 on_status=self.history.add)
+                                 on_status=self.history.add, tls_ca=config.tls_ca)
         self.stopping = threading.Event()
         self.streams = 0
         self.streams_lock = threading.Lock()

@@ -1,4 +1,8 @@
-"""Parsing and opening ``tcp://host:port`` and ``ipc://path`` addresses."""
+"""Parsing and opening ``tcp://host:port``, ``tls://host:port`` and ``ipc://path`` addresses.
+
+A ``tls://`` address is a TCP address whose connections are wrapped in TLS
+(``scaler.io.tls``); binding and connecting the socket is the same as for ``tcp://``.
+"""
 
 import dataclasses
 import os
@@ -6,7 +10,8 @@ import random
 import socket
 from typing import Optional, Sequence, Tuple
 
-SCHEMES = ("tcp", "ipc")
+SCHEMES = ("tcp", "tls", "ipc")
+TCP_SCHEMES = ("tcp", "tls")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,7 +28,11 @@ class Address:
         if self.scheme == "ipc":
             return "ipc://%s" % self.path
         host = "[%s]" % self.host if ":" in self.host else self.host
-        return "tcp://%s:%d" % (host, self.port)
+        return "%s://%s:%d" % (self.scheme, host, self.port)
+
+    @property
+    def is_tls(self) -> bool:
+        return self.scheme == "tls"
 
     def with_port_offset(self, offset: int) -> "Address":
         """The address ``offset`` ports further on (ipc: a sibling socket path)."""
@@ -40,10 +49,10 @@ def parse_address(text: str) -> Address:
     if not isinstance(text, str):
         raise ValueError("address must be a string like tcp://127.0.0.1:8516, got %r" % (text,))
     if "://" not in text:
-        raise ValueError("address %r has no scheme: expected tcp://HOST:PORT or ipc://PATH" % text)
+        raise ValueError("address %r has no scheme: expected tcp://HOST:PORT, tls://HOST:PORT or ipc://PATH" % text)
     scheme, rest = text.split("://", 1)
     if scheme not in SCHEMES:
-        raise ValueError("address %r: unsupported scheme %r (supported: tcp, ipc)" % (text, scheme))
+        raise ValueError("address %r: unsupported scheme %r (supported: tcp, tls, ipc)" % (text, scheme))
     if scheme == "ipc":
         if not rest:
             raise ValueError("address %r: ipc:// needs a socket path" % text)
@@ -53,7 +62,7 @@ def parse_address(text: str) -> Address:
     else:
         host, sep, port_text = rest.rpartition(":")
     if not sep or not host:
-        raise ValueError("address %r: expected tcp://HOST:PORT" % text)
+        raise ValueError("address %r: expected %s://HOST:PORT" % (text, scheme))
     try:
         port = int(port_text)
     except ValueError:
@@ -62,7 +71,7 @@ def parse_address(text: str) -> Address:
         raise ValueError("address %r: port %d is out of range 1-65535" % (text, port))
     if host == "*":
         host = "0.0.0.0"
-    return Address("tcp", host=host, port=port)
+    return Address(scheme, host=host, port=port)
 
 
 def _family(address: Address) -> int:
@@ -126,7 +135,7 @@ def tune(sock: socket.socket) -> None:
 
 def connectable_host(address: Address) -> Address:
     """A listen address of 0.0.0.0 / :: is reached locally on loopback."""
-    if address.scheme == "tcp" and address.host in ("0.0.0.0", "::", ""):
+    if address.scheme in TCP_SCHEMES and address.host in ("0.0.0.0", "::", ""):
         return address._replace(host="127.0.0.1" if address.host != "::" else "::1")
     return address
 

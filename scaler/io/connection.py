@@ -5,6 +5,17 @@ which checks each frame length against the limit (4 KiB until the handshake is d
 allocating; the rest of a big frame is received straight into the buffer it gives (one copy).
 Writing: frames are queued as lists of buffers and sent with ``sendmsg`` when the loop
 flushes, so big payloads are never concatenated and many small frames share a syscall.
+
+TLS (``tls=`` an ``ssl.SSLContext``; ``tls.py``) runs on the same non-blocking socket: it is
+wrapped with ``do_handshake_on_connect=False`` once connected (the accepting side first
+peeks at the first byte: a peer that does not open with a TLS ClientHello gets a plain
+Rejected frame saying the address requires TLS, then is closed), and ``do_handshake`` is
+retried on readiness until done; then the scaler handshake runs inside TLS. An
+``SSLSocket`` has no ``sendmsg``: writes go out in chunks of up to ``_TLS_CHUNK`` bytes
+(small frames joined, big payloads sliced), and a chunk refused with ``SSLWantWriteError``
+is retried as is. Reads go on until ``SSLWantReadError``: bytes the SSL object has already
+decrypted are invisible to ``select``, so a read that stops early for the budget with
+``pending()`` bytes left comes back on the next loop iteration by itself.
 """
 
 import collections
@@ -18,9 +29,10 @@ import time
 import weakref
 from typing import Any, Deque, List, Optional, Tuple
 
-from ..protocol.codec import FRAME_HEADER, Buffer, _nbytes, Message, ProtocolError, decode, encode_parts
+from ..protocol.codec import FRAME_HEADER, Buffer, _nbytes, Message, ProtocolError, decode, encode, encode_parts
 from ..protocol.framing import BIG_FRAME, FrameReader
 from ..protocol.handshake import HANDSHAKE_FRAME_LIMIT, AcceptorHandshake, ConnectorHandshake
+from ..protocol.messages import Rejected
 from .address import Address, connect_nonblocking, tune
 from .loop import EventLoop
 
@@ -43,7 +55,27 @@ _READ_CHUNK = 256 * 1024
 _READ_BUDGET = 8 * 1024 * 1024  # bytes read per readiness event, so one sender cannot hog the loop
 _IOV_MAX = 512
 
-_CONNECTING, _HANDSHAKE, _OPEN, _CLOSED = range(4)
+_TLS_CHUNK = 256 * 1024  # plaintext bytes handed to one SSL write (16 TLS records)
+_TLS_READ_CHUNK = 64 * 1024  # one TLS record holds at most 16 KiB of plaintext
+
+_CONNECTING, _TLS_SNIFF, _TLS_HANDSHAKE, _HANDSHAKE, _OPEN, _CLOSED = range(6)
+_STARTING = (_CONNECTING, _TLS_SNIFF, _TLS_HANDSHAKE, _HANDSHAKE)
+
+
+class _Never(Exception):
+    """Stands in for the ssl exceptions until TLS is first used (``ssl`` is imported lazily)."""
+
+
+_SSLWantRead: Any = _Never
+_SSLWantWrite: Any = _Never
+_SSLClosed: Any = _Never  # SSLZeroReturnError, SSLEOFError: the peer closed
+
+
+def _load_ssl() -> None:
+    global _SSLWantRead, _SSLWantWrite, _SSLClosed
+    import ssl
+    _SSLWantRead, _SSLWantWrite = ssl.SSLWantReadError, ssl.SSLWantWriteError
+    _SSLClosed = (ssl.SSLZeroReturnError, ssl.SSLEOFError)
 
 
 class Handler:
@@ -60,12 +92,17 @@ class Handler:
 
 
 class Connection:
-    """One peer. ``role`` is our role when dialling; ``allowed_roles`` is set when accepting."""
+    """One peer. ``role`` is our role when dialling; ``allowed_roles`` is set when accepting.
+
+    ``tls``: an ``ssl.SSLContext`` (``tls.server_context`` when accepting, else
+    ``tls.client_context``, with ``server_hostname`` the name the certificate must list).
+    """
 
     def __init__(self, loop: EventLoop, sock: socket.socket, handler: Handler, *, peer: str,
                  auth_key: Optional[bytes] = None, role: int = 0, allowed_roles: Tuple[int, ...] = (),
                  connecting: bool = False, handshake: bool = True,
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, max_write_backlog: int = 0) -> None:
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, max_write_backlog: int = 0, tls: Any = None,
+                 server_hostname: Optional[str] = None) -> None:
         self.loop = loop
         self.sock = sock
         self.handler = handler
@@ -75,6 +112,14 @@ class Connection:
         self.data: Any = None  # owner's per-connection state
         self.opened = False
         self.failure: Optional[str] = None  # why the handshake failed (wrong key, version...), if it did
+        self.tls = tls is not None
+        self.tls_failure = False  # the failure is about TLS (certificate, or TLS on one side only)
+        self._tls_context = tls
+        self._server_hostname = server_hostname
+        self._tls_chunk: Optional[Buffer] = None  # a chunk an SSL write refused: retried as is
+        self._read_wants_write = False  # an SSL read waits for the socket to be writable
+        self._write_wants_read = False  # an SSL write waits for the socket to be readable
+        self._resume_scheduled = False
         self._before_open: List[Message] = []  # sent before the handshake completed
         self._reader = FrameReader(HANDSHAKE_FRAME_LIMIT if handshake else max_frame_bytes)
         self._accepting = bool(allowed_roles)
@@ -91,16 +136,25 @@ class Connection:
         self._close_when_flushed = False
         self._timeout = None
         self._handshake: Any = None
+        if tls is not None:
+            _load_ssl()
+            if not handshake:
+                raise ValueError("TLS needs the handshake")
         if not handshake:
             self._state = _OPEN
         elif allowed_roles:
             self._handshake = AcceptorHandshake(auth_key, allowed_roles)
-            self._state = _HANDSHAKE
+            self._state = _TLS_SNIFF if tls is not None else _HANDSHAKE
         else:
             self._handshake = ConnectorHandshake(role, auth_key)
-            self._state = _CONNECTING if connecting else _HANDSHAKE
+            self._state = _CONNECTING if connecting else (_TLS_HANDSHAKE if tls is not None else _HANDSHAKE)
         if self._state == _CONNECTING:
             self._events = selectors.EVENT_WRITE
+        if self._state == _TLS_HANDSHAKE:  # an already connected socket: wrap it now
+            self._state = _CONNECTING
+            self._timeout = loop.call_later(HANDSHAKE_TIMEOUT_SECONDS, self._handshake_timed_out)
+            self._start_tls()
+            return
         loop.add(sock, self._events, self._on_event)
         if self._handshake is not None:
             self._timeout = loop.call_later(HANDSHAKE_TIMEOUT_SECONDS, self._handshake_timed_out)
@@ -111,7 +165,13 @@ class Connection:
 
     @classmethod
     def dial(cls, loop: EventLoop, address: Address, handler: Handler, role: int,
-             auth_key: Optional[bytes], **kwargs: Any) -> "Connection":
+             auth_key: Optional[bytes], tls_ca: Optional[str] = None, **kwargs: Any) -> "Connection":
+        """Connect to ``address``; a ``tls://`` one is verified against ``tls_ca`` (a CA file)
+        or, without it, the system store (``tls.client_context``)."""
+        if address.is_tls and kwargs.get("tls") is None:
+            from .tls import client_context
+            kwargs["tls"] = client_context(tls_ca)
+            kwargs.setdefault("server_hostname", address.host)
         sock = connect_nonblocking(address)
         tune(sock)
         return cls(loop, sock, handler, peer=str(address), role=role, auth_key=auth_key, connecting=True, **kwargs)
@@ -160,7 +220,10 @@ class Connection:
         self.loop.want_flush(self)
 
     def flush(self) -> None:
-        if self._state in (_CLOSED, _CONNECTING):
+        if self._state in (_CLOSED, _CONNECTING, _TLS_SNIFF, _TLS_HANDSHAKE):
+            return
+        if self.tls:
+            self._flush_tls()
             return
         wbuf = self._wbuf
         sock = self.sock
@@ -192,6 +255,42 @@ class Connection:
         if self._close_when_flushed:
             self.close("closed")
 
+    def _flush_tls(self) -> None:
+        wbuf = self._wbuf
+        sock = self.sock
+        self._write_wants_read = False
+        while True:
+            chunk = self._tls_chunk
+            if chunk is None:
+                if not wbuf:
+                    break
+                chunk = self._tls_chunk = _next_chunk(wbuf)
+            try:
+                sent = sock.send(chunk)
+            except (_SSLWantWrite, BlockingIOError, InterruptedError):
+                self._set_events(selectors.EVENT_WRITE if self._read_paused
+                                 else selectors.EVENT_READ | selectors.EVENT_WRITE)
+                return
+            except _SSLWantRead:
+                self._write_wants_read = True
+                self._set_events(selectors.EVENT_READ)
+                return
+            except OSError as exc:
+                self.close("send failed: %s" % exc)
+                return
+            self.write_backlog -= sent
+            size = _nbytes(chunk)
+            self._tls_chunk = None if sent >= size else memoryview(chunk).cast("B")[sent:]
+            if self._read_paused and self.write_backlog + _PART_OVERHEAD * len(wbuf) < WRITE_LOW_WATER:
+                self._read_paused = False
+                self._set_events(selectors.EVENT_READ | selectors.EVENT_WRITE)
+                if not self._resume_scheduled:  # decrypted bytes may wait in the SSL object
+                    self._resume_scheduled = True
+                    self.loop.call_later(0, self._resume_read)
+        self._set_events(selectors.EVENT_READ)
+        if self._close_when_flushed:
+            self.close("closed")
+
     def _set_events(self, events: int) -> None:
         if events != self._events and self._state != _CLOSED:
             self._events = events
@@ -199,21 +298,165 @@ class Connection:
 
     # --- receiving ---
     def _on_event(self, mask: int) -> None:
-        if self._state == _CONNECTING:
+        state = self._state
+        if state == _CONNECTING:
             error = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if error:
                 self.close("cannot connect to %s: %s" % (self.peer, _strerror(error)))
                 return
+            if self.tls:
+                self._start_tls()
+                return
             self._state = _HANDSHAKE
             self._set_events(selectors.EVENT_READ)
             self._start_handshake()
+            return
+        if state == _TLS_SNIFF:
+            self._sniff()
+            return
+        if state == _TLS_HANDSHAKE:
+            self._tls_step()
+            return
+        if self.tls:
+            if mask & selectors.EVENT_READ or (self._read_wants_write and mask & selectors.EVENT_WRITE):
+                self._read_tls()
+            if self._state != _CLOSED and (mask & selectors.EVENT_WRITE or (
+                    self._write_wants_read and mask & selectors.EVENT_READ)):
+                self.flush()
             return
         if mask & selectors.EVENT_READ:
             self._read()
         if mask & selectors.EVENT_WRITE and self._state != _CLOSED:
             self.flush()
 
+    # --- TLS ---
+    def _sniff(self) -> None:
+        """Accepting on a TLS address: a TLS ClientHello starts with 0x16; anything else is told
+        that this address requires TLS (a plain Rejected frame) and closed."""
+        from .tls import REQUIRES_TLS, TLS_RECORD_HANDSHAKE
+
+        sock = self.sock
+        try:
+            first = sock.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.close("receive failed: %s" % exc)
+            return
+        if not first:
+            self.close("connection closed by %s" % self.peer)
+            return
+        if first[0] == TLS_RECORD_HANDSHAKE:
+            self._start_tls()
+            return
+        try:  # read what it sent, so that closing does not reset the connection before it reads the answer
+            sock.recv(HANDSHAKE_FRAME_LIMIT)
+            sock.send(encode(Rejected(REQUIRES_TLS)))
+        except OSError:
+            pass
+        logger.warning("refused %s: not a TLS connection, on a TLS address", self.peer)
+        self.failure = REQUIRES_TLS
+        self.tls_failure = True
+        self.close(REQUIRES_TLS)
+
+    def _start_tls(self) -> None:
+        """Wrap the connected socket (the wrapper takes over its descriptor) and start the TLS handshake."""
+        raw = self.sock
+        self.loop.remove(raw)
+        try:
+            self.sock = self._tls_context.wrap_socket(raw, server_side=self._accepting, do_handshake_on_connect=False,
+                                                      server_hostname=None if self._accepting
+                                                      else self._server_hostname)
+        except (OSError, ValueError) as exc:
+            self._state = _HANDSHAKE
+            self._tls_failed(exc)
+            return
+        self._state = _TLS_HANDSHAKE
+        self._events = selectors.EVENT_READ | selectors.EVENT_WRITE
+        self.loop.add(self.sock, self._events, self._on_event)
+        self._tls_step()
+
+    def _tls_step(self) -> None:
+        try:
+            self.sock.do_handshake()
+        except _SSLWantRead:
+            self._set_events(selectors.EVENT_READ)
+            return
+        except _SSLWantWrite:
+            self._set_events(selectors.EVENT_READ | selectors.EVENT_WRITE)
+            return
+        except (OSError, ValueError) as exc:
+            self._tls_failed(exc)
+            return
+        self._state = _HANDSHAKE
+        self._set_events(selectors.EVENT_READ)
+        self._start_handshake()
+        self._read_tls()  # the peer's first frames may already sit decrypted in the SSL object
+
+    def _tls_failed(self, exc: BaseException) -> None:
+        from .tls import handshake_failure
+
+        reason = handshake_failure(exc, self.peer, self._accepting)
+        if self._accepting:
+            logger.warning("refused %s: %s", self.peer, reason)
+        self.failure = reason
+        self.tls_failure = True
+        self.close(reason)
+
+    def _resume_read(self) -> None:
+        self._resume_scheduled = False
+        if self._state in (_HANDSHAKE, _OPEN):
+            self._read_tls()
+
+    def _read_tls(self) -> None:
+        budget = _READ_BUDGET
+        sock = self.sock
+        reader = self._reader
+        self._read_wants_write = False
+        while budget > 0 and self._state != _CLOSED and not self._read_paused:
+            try:
+                big = reader.big_buffer()
+                if big is not None:
+                    try:
+                        n = sock.recv_into(big, min(len(big), budget))
+                    finally:
+                        big.release()
+                    reader.big_received(n)
+                else:
+                    data = sock.recv(_TLS_READ_CHUNK)
+                    n = len(data)
+                    reader.feed(data)
+            except _SSLWantRead:
+                return
+            except _SSLWantWrite:
+                self._read_wants_write = True
+                self._set_events(selectors.EVENT_READ | selectors.EVENT_WRITE)
+                return
+            except _SSLClosed:
+                n = 0
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.close("receive failed: %s" % exc)
+                return
+            if not n:
+                self.close("connection closed by %s" % self.peer)
+                return
+            budget -= n
+            self._last_read = time.monotonic()
+            self._deliver_ready()
+            if self._stall_timer is None and reader.partial and self._state != _CLOSED:
+                self._stall_timer = self.loop.call_later(FRAME_STALL_SECONDS, self._check_stall)
+        if (self._state != _CLOSED and not self._resume_scheduled and not self._read_paused
+                and sock.pending()):
+            # Decrypted bytes left in the SSL object: select() will not report them.
+            self._resume_scheduled = True
+            self.loop.call_later(0, self._resume_read)
+
     def _read(self) -> None:
+        if self.tls:
+            self._read_tls()
+            return
         budget = _READ_BUDGET
         sock = self.sock
         reader = self._reader
@@ -277,6 +520,8 @@ class Connection:
         if step.failure is not None:
             if self._accepting:
                 logger.warning("refused %s: %s", self.peer, step.failure)
+            elif isinstance(msg, Rejected) and msg.reason.startswith("this address requires TLS"):
+                self.tls_failure = True
             self._fail(step.failure)
         elif step.done:
             self.peer_role = self._handshake.role
@@ -315,7 +560,7 @@ class Connection:
         self._stall_timer = self.loop.call_later(FRAME_STALL_SECONDS - quiet, self._check_stall)
 
     def _handshake_timed_out(self) -> None:
-        if self._state in (_CONNECTING, _HANDSHAKE):
+        if self._state in _STARTING:
             self.close("handshake with %s timed out" % self.peer)
 
     def close(self, reason: str = "closed") -> None:
@@ -333,6 +578,7 @@ class Connection:
         except OSError:
             pass
         self._wbuf.clear()
+        self._tls_chunk = None
         self._before_open = []
         self._reader.clear()
         self.handler.connection_closed(self, reason)
@@ -340,6 +586,28 @@ class Connection:
 
 def _strerror(code: int) -> str:
     return os.strerror(code)
+
+
+def _next_chunk(wbuf: Deque[Buffer]) -> Buffer:
+    """Take up to ``_TLS_CHUNK`` bytes off the front of ``wbuf``: small buffers joined, a big one sliced."""
+    head = wbuf[0]
+    size = _nbytes(head)
+    if size >= _TLS_CHUNK:
+        view = memoryview(head).cast("B")
+        if size == _TLS_CHUNK:
+            wbuf.popleft()
+            return view
+        wbuf[0] = view[_TLS_CHUNK:]
+        return view[:_TLS_CHUNK]
+    parts = [wbuf.popleft()]
+    total = size
+    while wbuf:
+        size = _nbytes(wbuf[0])
+        if total + size > _TLS_CHUNK:
+            break
+        parts.append(wbuf.popleft())
+        total += size
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 _OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -360,8 +628,10 @@ class Listener:
 
     def __init__(self, loop: EventLoop, sock: socket.socket, handler: Handler, *, address: str,
                  auth_key: Optional[bytes], allowed_roles: Tuple[int, ...],
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, evict_unregistered: bool = False) -> None:
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, evict_unregistered: bool = False,
+                 tls: Any = None) -> None:
         self.loop = loop
+        self.tls = tls  # an ssl.SSLContext (tls.server_context) for a tls:// address
         self.sock = sock
         self.address = address
         self.handler = handler
@@ -397,7 +667,8 @@ class Listener:
             tune(sock)
             peer = "%s:%s" % addr[:2] if isinstance(addr, tuple) else (addr or self.address)
             conn = Connection(self.loop, sock, self.handler, peer=peer, auth_key=self.auth_key,
-                              allowed_roles=self.allowed_roles, max_frame_bytes=self.max_frame_bytes)
+                              allowed_roles=self.allowed_roles, max_frame_bytes=self.max_frame_bytes,
+                              tls=self.tls)
             self._recent.append(weakref.ref(conn))
             if len(self._recent) > 4096:
                 self._prune()

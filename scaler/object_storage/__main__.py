@@ -27,8 +27,14 @@ def run_object_storage(config: ObjectStorageConfig, lifeline_fd: Optional[int] =
     address = parse_address(config.address)
     if sock is None:
         sock = listen(address)
+    tls = None
+    if address.is_tls:
+        from ..io.tls import server_context
+        if not config.tls_cert or not config.tls_key:
+            raise ValueError("%s is a tls:// address: give --tls-cert and --tls-key" % address)
+        tls = server_context(config.tls_cert, config.tls_key)
     server = ObjectStorageServer(loop, sock, str(address), normalize_key(config.auth_key),
-                                 ObjectStore(config.max_bytes))
+                                 ObjectStore(config.max_bytes), tls=tls)
     logger = logging.getLogger(__name__)
     exposure = exposure_warning("object storage server", [address], normalize_key(config.auth_key))
     if exposure:

@@ -5,7 +5,7 @@ one process fewer on the data path) or ``python -m scaler.object_storage`` runs 
 """
 
 import logging
-from typing import Optional
+from typing import Any, Optional
 
 from ..io.connection import DEFAULT_MAX_FRAME_BYTES, Connection, Handler, Listener
 from ..io.loop import EventLoop
@@ -19,12 +19,12 @@ logger = logging.getLogger(__name__)
 
 class ObjectStorageServer(Handler):
     def __init__(self, loop: EventLoop, sock, address: str, auth_key: Optional[bytes], store: ObjectStore,
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, tls: Any = None) -> None:
         self.store = store
         self.address = address
         self.listener = Listener(loop, sock, self, address=address, auth_key=auth_key,
                                  allowed_roles=(ROLE_CLIENT, ROLE_WORKER, ROLE_SCHEDULER),
-                                 max_frame_bytes=max_frame_bytes)
+                                 max_frame_bytes=max_frame_bytes, tls=tls)
 
     def message_received(self, conn: Connection, msg: Message) -> None:
         kind = type(msg)

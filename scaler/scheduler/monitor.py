@@ -77,7 +77,7 @@ class MonitorServer(Handler):
 
     def __init__(self, loop: EventLoop, sock: socket.socket, address: str, auth_key: Optional[bytes],
                  build: Callable[[], Dict[str, Any]], interval: float,
-                 tick: Optional[Callable[[], None]] = None) -> None:
+                 tick: Optional[Callable[[], None]] = None, tls: Any = None) -> None:
         self.loop = loop
         self.address = address
         self.build = build
@@ -88,7 +88,7 @@ class MonitorServer(Handler):
         self._latest: Optional[Message] = None
         self._latest_at = 0.0
         self.listener = Listener(loop, sock, self, address=address, auth_key=auth_key,
-                                 allowed_roles=(ROLE_MONITOR,), max_frame_bytes=SUBSCRIBER_FRAME_LIMIT)
+                                 allowed_roles=(ROLE_MONITOR,), max_frame_bytes=SUBSCRIBER_FRAME_LIMIT, tls=tls)
         self._timer = loop.call_every(interval, self.publish)
 
     def _snapshot(self, fresh: bool = False) -> Message:

@@ -9,7 +9,7 @@ import logging
 import os
 import socket
 import time
-from typing import Dict, FrozenSet, List, Optional
+from typing import Any, Dict, FrozenSet, List, Optional
 
 from .. import __version__
 from ..config.components import SchedulerConfig
@@ -84,13 +84,15 @@ class SchedulerServer(Handler):
         self.store: Optional[ObjectStore] = None
         self.storage_server: Optional[ObjectStorageServer] = None
         self._storage_link: Optional[Connection] = None
+        self._tls: Any = None  # the server context of the tls:// addresses, made once
         if config.object_storage_address is None or storage_sock is not None:
             storage_address = (parse_address(config.object_storage_address) if config.object_storage_address
                                else self.address.with_port_offset(1))
             if storage_sock is None:
                 storage_sock = listen(storage_address)
             self.store = ObjectStore(config.object_storage_max_bytes)
-            self.storage_server = ObjectStorageServer(loop, storage_sock, str(storage_address), key, self.store)
+            self.storage_server = ObjectStorageServer(loop, storage_sock, str(storage_address), key, self.store,
+                                                      tls=self._tls_for(storage_address))
         else:
             storage_address = parse_address(config.object_storage_address)
         self.storage_address = storage_address
@@ -105,7 +107,8 @@ class SchedulerServer(Handler):
                                     max_tasks_waiting=config.max_number_of_tasks_waiting)
         self.managers = ManagerTable(self.state, self.policy, self._schedule_dispatch)
         self.listener = Listener(loop, sock, self, address=config.address, auth_key=key,
-                                 allowed_roles=(ROLE_CLIENT, ROLE_WORKER, ROLE_MANAGER), evict_unregistered=True)
+                                 allowed_roles=(ROLE_CLIENT, ROLE_WORKER, ROLE_MANAGER), evict_unregistered=True,
+                                 tls=self._tls_for(self.address))
         self._dispatch_scheduled = False
         self.stopping = False
         loop.call_every(TIMEOUT_CHECK_SECONDS, self._check_timeouts)
@@ -125,15 +128,28 @@ class SchedulerServer(Handler):
         if monitor_sock is None and bind_monitor:
             monitor_sock = open_monitor_socket(config)
         if monitor_sock is not None:
-            self.monitor_address = str(monitor_address_of(config))
+            monitor_address = monitor_address_of(config)
+            self.monitor_address = str(monitor_address)
             self.monitor = MonitorServer(loop, monitor_sock, self.monitor_address, key, self.status,
-                                         config.status_report_interval_seconds, self._update_rates)
+                                         config.status_report_interval_seconds, self._update_rates,
+                                         tls=self._tls_for(monitor_address))
         exposure = exposure_warning("scheduler", [self.address] + ([storage_address] if self.store is not None
                                                                    else []), key)
         if exposure:
             logger.warning(exposure)
         logger.info("scheduler %s listening on %s, object storage %s%s", __version__, config.address,
                     storage_address, " (in-process)" if self.store is not None else "")
+
+    def _tls_for(self, address: Address) -> Any:
+        """The TLS server context for a listener on ``address`` (None for tcp:// and ipc://)."""
+        if not address.is_tls:
+            return None
+        if self._tls is None:
+            from ..io.tls import server_context
+            if not self.config.tls_cert or not self.config.tls_key:
+                raise ValueError("%s is a tls:// address: give --tls-cert and --tls-key" % address)
+            self._tls = server_context(self.config.tls_cert, self.config.tls_key)
+        return self._tls
 
     # --- monitor ---
     def _update_rates(self) -> None:
@@ -171,7 +187,8 @@ class SchedulerServer(Handler):
             return
         try:
             self._storage_link = Connection.dial(self.loop, connectable_host(self.storage_address),
-                                                 _StorageLink(self), ROLE_SCHEDULER, self._key)
+                                                 _StorageLink(self), ROLE_SCHEDULER, self._key,
+                                                 tls_ca=self.config.tls_ca)
         except OSError as exc:
             logger.warning("cannot reach object storage at %s: %s", self.storage_address, exc)
             self.loop.call_later(1.0, self._link_storage)

@@ -8,7 +8,7 @@ from .screen import View, next_view, render
 
 
 def run(config: Any) -> int:
-    follower = Follower(config.monitor_address, config.auth_key, config.timeout).start()
+    follower = Follower(config.monitor_address, config.auth_key, config.timeout, tls_ca=config.tls_ca).start()
     try:
         curses.wrapper(_loop, config, follower)
     except KeyboardInterrupt:

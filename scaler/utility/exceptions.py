@@ -57,6 +57,12 @@ class AuthenticationError(ConnectionError):
     """The peer could not be authenticated (wrong or missing auth key, or protocol mismatch)."""
 
 
+class TLSError(AuthenticationError):
+    """A ``tls://`` connection could not be set up: the server's certificate could not be
+    verified (unknown CA: give ``tls_ca``; or it does not name the host), or only one side
+    speaks TLS (a ``tcp://`` address for a TLS port, or the other way round)."""
+
+
 class TaskTimeoutError(TimeoutError):
     """A task ran longer than its workers' ``task_timeout_seconds`` and was stopped."""
 

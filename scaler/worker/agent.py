@@ -76,7 +76,8 @@ class WorkerAgent(PipelineEffects):
             return
         try:
             self.scheduler = Connection.dial(self.loop, connectable_host(self.scheduler_address),
-                                             _Link(self, "scheduler"), ROLE_WORKER, self.key)
+                                             _Link(self, "scheduler"), ROLE_WORKER, self.key,
+                                             tls_ca=self.config.tls_ca)
         except OSError as exc:
             logger.debug("cannot connect to scheduler: %s", exc)
             self._scheduler_lost(str(exc))
@@ -85,8 +86,8 @@ class WorkerAgent(PipelineEffects):
         self.registered = False
         if self.stopping:
             return
-        if handshake_failure:  # wrong key, other protocol version...: retrying cannot help
-            logger.error("scheduler refused this worker: %s", handshake_failure)
+        if handshake_failure:  # wrong key, other protocol version, TLS...: retrying cannot help
+            logger.error("cannot join the scheduler: %s", handshake_failure)
             self.stop(2)
             return
         # Whatever we held belongs to a scheduler that no longer knows us.
@@ -118,11 +119,11 @@ class WorkerAgent(PipelineEffects):
         elif kind is WorkerConnectReply:
             self.registered = True
             storage = parse_address(self.config.object_storage_address or msg.object_storage_address)
-            if storage.scheme == "tcp" and storage.host in ("0.0.0.0", "::"):
+            if storage.scheme != "ipc" and storage.host in ("0.0.0.0", "::"):
                 storage = storage._replace(host=self.scheduler_address.host)
             if self.storage is None or self.storage.closed:
                 self.storage = Connection.dial(self.loop, connectable_host(storage), _Link(self, "storage"),
-                                               ROLE_WORKER, self.key)
+                                               ROLE_WORKER, self.key, tls_ca=self.config.tls_ca)
                 self.pipeline.storage_connected()
         elif kind is SchedulerShutdown:
             logger.info("scheduler is shutting down (%s): exiting", msg.reason)
@@ -138,8 +139,12 @@ class WorkerAgent(PipelineEffects):
         elif kind is ObjectPutReply:
             self.pipeline.object_stored(msg.object_id, msg.error)
 
-    def storage_lost(self, reason: str) -> None:
+    def storage_lost(self, reason: str, handshake_failure: Optional[str] = None) -> None:
         if self.stopping:
+            return
+        if handshake_failure:  # wrong key, TLS...: retrying cannot help
+            logger.error("cannot use the object storage: %s", handshake_failure)
+            self.stop(2)
             return
         self.storage_outage.failed(reason)
         self.storage = None
@@ -193,6 +198,8 @@ class WorkerAgent(PipelineEffects):
         if self.config.preload:
             args += ["--preload", self.config.preload]
         extra = {"SCALER_SCHEDULER_ADDRESS": self.config.scheduler_address}  # Client() inside a task joins it
+        if self.config.tls_ca:
+            extra["SCALER_TLS_CA"] = os.path.abspath(self.config.tls_ca)  # and trusts whom this worker trusts
         if self.key is not None:
             try:
                 extra[proc_util.AUTH_KEY_ENV] = self.key.decode("utf-8")
@@ -295,7 +302,7 @@ class _Link(Handler):
                 self.agent._scheduler_lost(reason, getattr(conn, "failure", None))
         elif self.what == "storage":
             if conn is self.agent.storage:
-                self.agent.storage_lost(reason)
+                self.agent.storage_lost(reason, getattr(conn, "failure", None))
         else:
             self.agent.processor_lost(conn, reason)
 

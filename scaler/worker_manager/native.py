@@ -189,7 +189,7 @@ class NativeWorkerManager(Handler):
             return
         try:
             self.conn = Connection.dial(self.loop, connectable_host(self.scheduler_address), self, ROLE_MANAGER,
-                                        self.key)
+                                        self.key, tls_ca=self.config.tls_ca)
         except OSError as exc:
             self.connection_closed(None, str(exc))
 

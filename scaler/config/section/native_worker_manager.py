@@ -45,6 +45,7 @@ class NativeWorkerManagerConfig:
         values = dict(self.worker_manager_config.scaler_fields())
         values.update(self.worker_config.scaler_fields())
         values.update(self.logging_config.scaler_fields())
+        values["tls_ca"] = self.security.tls_ca  # a manager and its workers only connect: the CA is what counts
         values["mode"] = NativeWorkerManagerMode(self.mode).value
         values["worker_type"] = self.worker_type or ""
         from ..commands import WORKER_MANAGER_BAREMETAL
@@ -63,6 +64,7 @@ class NativeWorkerManagerConfig:
             worker_config=WorkerConfig.from_scaler(config),
             logging_config=LoggingConfig(paths=tuple(config.logging_paths), config_file=config.logging_config_file,
                                          level=config.logging_level),
+            security=SecurityConfig(tls_ca=config.tls_ca),
             mode=NativeWorkerManagerMode(config.mode), worker_type=config.worker_type or None)
 
 

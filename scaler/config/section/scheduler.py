@@ -79,5 +79,6 @@ class SchedulerConfig:
             values[name] = None if value is None else str(value)
         values.update(self.logging_config.scaler_fields())
         values.update(self.policy.scaler_fields())
+        values.update(self.security.scaler_fields())
         from ..commands import SCHEDULER
         return build_checked(SCHEDULER, values, "SchedulerConfig")

@@ -49,7 +49,8 @@ def start_webgui(config: WebGUIConfig, stop_event: Optional[threading.Event] = N
     gui = GuiConfig(monitor_address=str(config.monitor_address),
                     gui_address="%s:%d" % (config.gui_address.host, config.gui_address.port),
                     broadcast_interval_seconds=config.broadcast_interval_seconds,
-                    status_report_interval_seconds=config.status_report_interval_seconds)
+                    status_report_interval_seconds=config.status_report_interval_seconds,
+                    tls_ca=config.security.tls_ca)
     gui.auth_key = auth_key_from_env()
     server, thread = serve(gui, listen_http(gui.gui_address))
     try:

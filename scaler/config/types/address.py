@@ -1,4 +1,5 @@
-"""``AddressConfig``: upstream's parsed ``tcp://host:port`` / ``ipc://path``, checked by scaler's parser."""
+"""``AddressConfig``: upstream's parsed ``tcp://host:port`` / ``tls://host:port`` / ``ipc://path``, checked by
+scaler's parser."""
 
 import dataclasses
 import enum
@@ -11,6 +12,7 @@ class SocketType(enum.Enum):
     inproc = "inproc"
     ipc = "ipc"
     tcp = "tcp"
+    tls = "tls"
     ws = "ws"
     wss = "wss"
 
@@ -19,14 +21,14 @@ class SocketType(enum.Enum):
         return {t.value for t in SocketType}
 
 
-_SUPPORTED = (SocketType.tcp, SocketType.ipc)  # what this build's transport speaks (scaler.io.address)
+_SUPPORTED = (SocketType.tcp, SocketType.tls, SocketType.ipc)  # what this build's transport speaks (scaler.io.address)
 
 
 @dataclasses.dataclass
 class AddressConfig:
     """An address: ``type`` (a ``SocketType``), ``host`` (for ipc: the socket path) and ``port``.
 
-    ``str()`` gives the address text. Only ``tcp`` and ``ipc`` are available in this build:
+    ``str()`` gives the address text. Only ``tcp``, ``tls`` and ``ipc`` are available in this build:
     ``inproc``, ``ws`` and ``wss`` (upstream's other transports) are refused with ValueError.
     """
 
@@ -41,7 +43,8 @@ class AddressConfig:
             raise TypeError("Invalid socket type %r, available types are: %s"
                             % (self.type, sorted(SocketType.allowed_types())))
         if self.type not in _SUPPORTED:
-            raise ValueError("socket type %s is not available in this build: use tcp:// or ipc://" % self.type.value)
+            raise ValueError("socket type %s is not available in this build: use tcp://, tls:// or ipc://"
+                             % self.type.value)
         if not isinstance(self.host, str):
             raise TypeError("Host should be string, given %r" % (self.host,))
         if self.type is SocketType.ipc:
@@ -62,11 +65,12 @@ class AddressConfig:
         if isinstance(value, str) and "://" in value and value.split("://", 1)[0] in SocketType.allowed_types():
             scheme = SocketType(value.split("://", 1)[0])
             if scheme not in _SUPPORTED:
-                raise ValueError("socket type %s is not available in this build: use tcp:// or ipc://" % scheme.value)
+                raise ValueError("socket type %s is not available in this build: use tcp://, tls:// or ipc://"
+                                 % scheme.value)
         address = parse_address(value)
         if address.scheme == "ipc":
             return cls(SocketType.ipc, address.path)
-        return cls(SocketType.tcp, address.host, address.port)
+        return cls(SocketType(address.scheme), address.host, address.port)
 
     def __repr__(self) -> str:
         if self.type is SocketType.ipc:

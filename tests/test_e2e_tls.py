@@ -1,0 +1,245 @@
+"""End to end over ``tls://``: real processes, certificates made at test time, 127.0.0.1 only.
+
+- a combo on tls:// runs tasks, a result bigger than 64 KiB, send_object, a map; the monitor
+  is TLS too; the shared key still authenticates on top;
+- the command-line layout (object storage server, scheduler, cluster) on tls://;
+- a client that cannot verify the server's certificate fails at once with a certificate
+  error; a plain tcp:// client on a TLS port and a tls:// client on a plain port fail fast
+  with an error that names the problem.
+"""
+
+import os
+import socket
+import sys
+import time
+
+import pytest
+
+from e2e_support import exit_code_within, free_port_pair, subprocess_env
+from scaler import Client, SchedulerClusterCombo
+from scaler.config.common.security import SecurityConfig
+from scaler.utility.exceptions import AuthenticationError, TLSError
+from tls_support import NEEDS_OPENSSL, make_pki
+
+pytestmark = [NEEDS_OPENSSL, pytest.mark.skipif(not sys.platform.startswith("linux"), reason="e2e tests need Linux")]
+
+TIMEOUT = 60
+FAST = 10  # seconds within which a refused connection must be reported
+KEY = "tls-and-a-key"
+
+
+def add(a, b):
+    return a + b
+
+
+def blob(n):
+    return os.urandom(16) + b"x" * (n - 16)
+
+
+def length(data):
+    return len(data)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_trust(monkeypatch):
+    """The system store must not happen to trust the test CA, nor the test the machine's."""
+    for name in ("SSL_CERT_FILE", "SSL_CERT_DIR", "SCALER_TLS_CA"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="module")
+def tls_combo(pki):
+    combo = SchedulerClusterCombo(n_workers=2, security_config=SecurityConfig(tls_cert=pki.cert, tls_key=pki.key,
+                                                                              tls_ca=pki.ca),
+                                  auth_key=KEY, logging_level="WARNING")
+    try:
+        yield combo
+    finally:
+        combo.shutdown()
+
+
+def test_combo_runs_tasks_big_results_and_objects_over_tls(tls_combo, pki):
+    address = tls_combo.get_address()
+    assert address.startswith("tls://127.0.0.1:")
+    assert tls_combo.object_storage_address.startswith("tls://")
+    assert tls_combo.monitor_address.startswith("tls://")
+    with Client(address, auth_key=KEY, tls_ca=pki.ca, timeout_seconds=TIMEOUT) as client:
+        assert client.submit(add, 1, 2).result(timeout=TIMEOUT) == 3
+        big = client.submit(blob, 3 * 1024 * 1024 + 7).result(timeout=TIMEOUT)  # well over 64 KiB, via storage
+        assert len(big) == 3 * 1024 * 1024 + 7 and big.endswith(b"x" * 1000)
+        assert len(client.submit(blob, 100 * 1024).result(timeout=TIMEOUT)) == 100 * 1024
+        ref = client.send_object(b"y" * (5 * 1024 * 1024))
+        assert client.submit(length, ref).result(timeout=TIMEOUT) == 5 * 1024 * 1024
+        assert client.map(add, range(500), range(500)) == [2 * i for i in range(500)]
+
+
+def nested_sum(n):
+    from scaler import Client
+
+    with Client() as inner:  # joins the worker's scheduler, with its key and its CA (SCALER_TLS_CA)
+        return sum(inner.map(add, range(n), range(n)))
+
+
+def test_a_task_s_own_client_joins_over_tls(tls_combo, pki):
+    with Client(tls_combo.get_address(), auth_key=KEY, tls_ca=pki.ca) as client:
+        assert client.submit(nested_sum, 10).result(timeout=TIMEOUT) == 90
+
+
+def test_security_config_works_for_a_client_too(tls_combo, pki):
+    with Client(tls_combo.get_address(), auth_key=KEY, security_config=SecurityConfig(tls_ca=pki.ca)) as client:
+        assert client.submit(add, 2, 2).result(timeout=TIMEOUT) == 4
+
+
+def test_the_system_store_is_used_and_ssl_cert_file_points_it_at_a_private_ca(tls_combo, pki, monkeypatch):
+    monkeypatch.setenv("SSL_CERT_FILE", pki.ca)
+    with Client(tls_combo.get_address(), auth_key=KEY) as client:
+        assert client.submit(add, 3, 3).result(timeout=TIMEOUT) == 6
+
+
+def test_monitor_over_tls(tls_combo, pki):
+    from scaler import monitor
+
+    status = monitor.snapshot(tls_combo.monitor_address, auth_key=KEY, tls_ca=pki.ca, timeout=TIMEOUT)
+    assert len(status["workers"]) == 2
+    with pytest.raises(monitor.MonitorError, match="certificate verify failed"):
+        monitor.snapshot(tls_combo.monitor_address, auth_key=KEY, timeout=FAST)
+
+
+def test_the_key_still_authenticates_over_tls(tls_combo, pki):
+    with pytest.raises(AuthenticationError) as info:
+        Client(tls_combo.get_address(), tls_ca=pki.ca, timeout_seconds=FAST)
+    assert not isinstance(info.value, TLSError) and "key" in str(info.value)
+
+
+def test_a_client_that_cannot_verify_the_certificate_fails_at_once(tls_combo, pki):
+    for kwargs in ({}, {"tls_ca": pki.other_ca}):
+        started = time.monotonic()
+        with pytest.raises(TLSError) as info:
+            Client(tls_combo.get_address(), auth_key=KEY, timeout_seconds=TIMEOUT, **kwargs)
+        assert time.monotonic() - started < FAST
+        message = str(info.value)
+        assert "certificate verify failed" in message and "tls_ca" in message, message
+
+
+def test_a_plain_client_on_the_tls_port_fails_fast(tls_combo):
+    plain = tls_combo.get_address().replace("tls://", "tcp://")
+    started = time.monotonic()
+    with pytest.raises(TLSError) as info:
+        Client(plain, auth_key=KEY, timeout_seconds=TIMEOUT)
+    assert time.monotonic() - started < FAST
+    assert "requires TLS" in str(info.value) and "tls://" in str(info.value)
+
+
+def test_a_silent_connection_to_the_tls_port_delays_nobody(tls_combo, pki):
+    host, port = tls_combo.get_address()[len("tls://"):].rsplit(":", 1)
+    silent = [socket.create_connection((host, int(port)), timeout=FAST) for _ in range(5)]
+    half = socket.create_connection((host, int(port)), timeout=FAST)
+    half.sendall(b"\x16\x03\x01\x02\x00")  # the start of a ClientHello, and no more
+    try:
+        with Client(tls_combo.get_address(), auth_key=KEY, tls_ca=pki.ca) as client:
+            assert client.submit(add, 4, 4).result(timeout=TIMEOUT) == 8
+    finally:
+        for sock in silent + [half]:
+            sock.close()
+
+
+def test_a_tls_client_on_a_plain_port_fails_fast(shared_combo, pki):
+    started = time.monotonic()
+    with pytest.raises(TLSError) as info:
+        Client(shared_combo.get_address().replace("tcp://", "tls://"), tls_ca=pki.ca, timeout_seconds=TIMEOUT)
+    assert time.monotonic() - started < FAST
+    assert "tcp://" in str(info.value), info.value
+
+
+def test_command_line_layout_over_tls(procs, pki, tmp_path):
+    """A separate object storage server, a scheduler using it, a cluster, all over TLS, from the command line."""
+    port = free_port_pair()
+    scheduler_address = "tls://127.0.0.1:%d" % port
+    storage_address = "tls://127.0.0.1:%d" % (port + 1)
+    key = tmp_path / "key"
+    key.write_text(KEY)
+    os.chmod(str(key), 0o600)
+    toml = tmp_path / "tls.toml"
+    toml.write_text('[object_storage_server]\nbind_address = "%s"\ntls_cert = "%s"\ntls_key = "%s"\n'
+                    'auth_key_file = "%s"\n' % (storage_address, pki.cert, pki.key, key))
+    env = subprocess_env()
+    storage = procs.python(["-m", "scaler.object_storage", "-c", str(toml)], "storage", env=env)
+    scheduler = procs.python(["-m", "scaler.scheduler", scheduler_address, "-osa", storage_address,
+                              "--tls-cert", pki.cert, "--tls-key", pki.key, "--tls-ca", pki.ca,
+                              "--auth-key-file", str(key)], "scheduler", env=env)
+    cluster = procs.python(["-m", "scaler.cluster", scheduler_address, "-n", "1", "--tls-ca", pki.ca,
+                            "--auth-key-file", str(key)], "cluster", env=env)
+    try:
+        with Client(scheduler_address, auth_key=KEY, tls_ca=pki.ca, timeout_seconds=TIMEOUT) as client:
+            assert client.submit(add, 5, 6).result(timeout=TIMEOUT) == 11
+            assert len(client.submit(blob, 200 * 1024).result(timeout=TIMEOUT)) == 200 * 1024
+            ref = client.send_object(b"z" * (2 * 1024 * 1024))
+            assert client.submit(length, ref).result(timeout=TIMEOUT) == 2 * 1024 * 1024
+    except Exception:
+        raise AssertionError("no result:\n--- storage ---\n%s\n--- scheduler ---\n%s\n--- cluster ---\n%s"
+                             % (storage.output.text(), scheduler.output.text(), cluster.output.text()))
+    # a worker that cannot verify the scheduler exits at once, saying why
+    bad = procs.python(["-m", "scaler.cluster", scheduler_address, "-n", "1", "--tls-ca", pki.other_ca,
+                        "--auth-key-file", str(key), "--restart-workers", "false"], "bad cluster", env=env)
+    bad.output.wait_for(r"certificate verify failed", TIMEOUT)
+    for child in (bad, cluster, scheduler, storage):
+        child.popen.send_signal(15)
+    for child in (bad, cluster, scheduler, storage):
+        exit_code_within(child, 30)
+    assert "does not trust this server's certificate" in scheduler.output.text()  # logged by the scheduler
+
+
+@pytest.mark.parametrize("args,words", [
+    (["tls://127.0.0.1:{port}"], "tls:// address needs --tls-cert and --tls-key"),
+    (["tcp://127.0.0.1:{port}", "--tls-cert", "{cert}", "--tls-key", "{key}"], "no address is tls://"),
+    (["tls://127.0.0.1:{port}", "--tls-cert", "{cert}"], "--tls-cert and --tls-key go together"),
+    (["tls://127.0.0.1:{port}", "--tls-cert", "{ca_key}", "--tls-key", "{key}"], "cannot load"),
+])
+def test_tls_configuration_errors_are_one_line(pki, args, words):
+    import subprocess
+
+    from e2e_support import REPO_ROOT
+
+    values = {"port": free_port_pair(), "cert": pki.cert, "key": pki.key,
+              "ca_key": os.path.join(os.path.dirname(pki.ca), "ca.key")}
+    argv = [arg.format(**values) for arg in args]
+    run = subprocess.run([sys.executable, "-m", "scaler.scheduler", *argv], cwd=REPO_ROOT, env=subprocess_env(),
+                         capture_output=True, text=True, timeout=TIMEOUT)
+    assert run.returncode == 2, run.stdout + run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], run.stderr
+
+
+def test_the_launcher_starts_a_tls_stack(procs, pki, tmp_path):
+    from scaler import monitor
+
+    port = free_port_pair()
+    address = "tls://127.0.0.1:%d" % port
+    toml = tmp_path / "stack.toml"
+    toml.write_text('[scheduler]\nbind_address = "%s"\ntls_cert = "%s"\ntls_key = "%s"\n\n'
+                    '[[worker_manager]]\ntype = "baremetal_native"\nscheduler_address = "%s"\nmode = "fixed"\n'
+                    'max_task_concurrency = 1\ntls_ca = "%s"\n' % (address, pki.cert, pki.key, address, pki.ca))
+    launcher = procs.python(["-m", "scaler", str(toml)], "launcher")
+    try:
+        status = monitor.wait_for("tls://127.0.0.1:%d" % (port + 2), lambda s: len(s["workers"]) == 1, TIMEOUT,
+                                  tls_ca=pki.ca)
+        assert status["scheduler"]["address"] == address
+        with Client(address, tls_ca=pki.ca, timeout_seconds=TIMEOUT) as client:
+            assert client.submit(add, 7, 8).result(timeout=TIMEOUT) == 15
+    except Exception:
+        raise AssertionError("no result:\n%s" % launcher.output.text())
+    launcher.popen.send_signal(15)
+    assert exit_code_within(launcher, 60) == 0, launcher.output.text()
+
+
+def test_address_config_speaks_tls():
+    from scaler.config.types.address import AddressConfig, SocketType
+
+    address = AddressConfig.from_string("tls://127.0.0.1:8516")
+    assert (address.type, address.host, address.port) == (SocketType.tls, "127.0.0.1", 8516)
+    assert str(address) == "tls://127.0.0.1:8516"
