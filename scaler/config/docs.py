@@ -347,7 +347,7 @@ Every side that connects -- clients, workers, clusters, worker managers, ``scale
 against ``--tls-ca`` / ``tls_ca`` when given, else against the system's trusted certificates, which the
 ``SSL_CERT_FILE`` environment variable can point at a private CA. The shared key still authenticates
 both sides inside TLS. On commands that only connect, ``--tls-cert`` and ``--tls-key`` are accepted
-and have no effect.
+and have no effect. :doc:`security` says what each setting protects against.
 
 """
 
