@@ -9,6 +9,7 @@
 """
 
 import os
+import shutil
 import socket
 import sys
 import time
@@ -243,3 +244,55 @@ def test_address_config_speaks_tls():
     address = AddressConfig.from_string("tls://127.0.0.1:8516")
     assert (address.type, address.host, address.port) == (SocketType.tls, "127.0.0.1", 8516)
     assert str(address) == "tls://127.0.0.1:8516"
+
+
+def test_the_dashboard_follows_a_tls_monitor(tls_combo, pki, procs):
+    import json
+    import urllib.request
+
+    from scaler.io.address import free_tcp_port
+
+    def status_of(base):
+        request = urllib.request.Request(base + "/api/status", headers={"Authorization": "Bearer %s" % KEY})
+        with urllib.request.urlopen(request, timeout=FAST) as response:
+            return json.loads(response.read())
+
+    env = subprocess_env({"SCALER_AUTH_KEY": KEY})
+    bases = {}
+    for name, extra in (("trusting", ["--tls-ca", pki.ca]), ("distrusting", [])):
+        port = free_tcp_port()
+        gui = procs.python(["-m", "scaler.gui", tls_combo.monitor_address, "--gui-address", "127.0.0.1:%d" % port]
+                           + extra, name, env=env)
+        gui.output.wait_for(r"dashboard of .* on http://", TIMEOUT)
+        bases[name] = "http://127.0.0.1:%d" % port
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        trusting, distrusting = status_of(bases["trusting"]), status_of(bases["distrusting"])
+        if trusting["connected"] and len(trusting["status"]["workers"]) == 2 and \
+                "certificate verify failed" in distrusting["problem"]:
+            break
+        assert time.monotonic() < deadline, (trusting, distrusting)
+        time.sleep(0.1)
+    assert not distrusting["connected"]
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="scaler_top is driven in tmux, which is missing")
+def test_scaler_top_follows_a_tls_monitor(tls_combo, pki):
+    from test_e2e_top import Tmux
+
+    sessions = []
+    try:
+        base = [sys.executable, "-m", "scaler.top", tls_combo.monitor_address, "--auth-key-file"]
+        key = os.path.join(os.path.dirname(pki.ca), "auth.key")
+        with open(key, "w") as f:
+            f.write(KEY)
+        os.chmod(key, 0o600)
+        trusting = Tmux(base + [key, "--tls-ca", pki.ca, "--interval", "0.2"])
+        sessions.append(trusting)
+        distrusting = Tmux(base + [key, "--interval", "0.2"])
+        sessions.append(distrusting)
+        trusting.wait_for(r"Total 1 manager\(s\) with 2 worker\(s\)", TIMEOUT)
+        distrusting.wait_for(r"DISCONNECTED \(.*certificate verify failed", TIMEOUT)
+    finally:
+        for session in sessions:
+            session.kill()
