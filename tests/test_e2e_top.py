@@ -153,6 +153,10 @@ def test_top_says_disconnected_and_reconnects(make_combo, tmux_top):
     # the same name comes back, from a new worker process
     screen = top.wait_for(r"^" + re.escape(name) + r".*")
     deadline = time.monotonic() + TIMEOUT
-    while row(top.screen(), name)[24:].split()[1] == pid:
-        assert time.monotonic() < deadline, top.screen()
+    while True:  # the row may come and go while the old worker's entry is replaced
+        current = top.screen()
+        line = next((text for text in current.splitlines() if text.startswith(name)), None)
+        if line is not None and line[24:].split()[1:2] not in ([pid], []):
+            break
+        assert time.monotonic() < deadline, current
         time.sleep(0.2)
