@@ -18,6 +18,9 @@ from ..utility.metadata.profile_result import ProfileResult
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
+_SLACK = 1 << 20  # an older mark this close above the current RSS costs at most this much accuracy
+
+
 class TaskProfiler:
     def __init__(self) -> None:
         self._clear_refs: Optional[int] = None  # descriptors of this process's /proc files, when available
@@ -33,20 +36,20 @@ class TaskProfiler:
     def measure(self, run: Callable[[], Any]) -> Tuple[Any, ProfileResult]:
         """``run()`` and what it cost."""
         exact = self._reset_peak()
-        rss_before = self._rss() if exact else 0
         peak_before = _lifetime_peak()
-        # getrusage's peak is max(the reset mark, peaks of threads that exited, the peak at
-        # exec). When it reads no more than the current RSS right after the reset, nothing
-        # stale hides behind it and it reads the exact peak after the task in ~1 µs;
-        # otherwise /proc/self/status's VmHWM is parsed (~12 µs).
-        fast = exact and 0 < peak_before <= rss_before
+        # getrusage's peak is max(the reset mark, the peaks of threads that ended, the peak
+        # at exec). When, right after the reset, it reads no more than the current RSS (plus
+        # a little: memory freed in between), no older mark hides behind it and it gives the
+        # task's peak in ~1 µs; otherwise /proc/self/status's VmHWM is parsed (~12 µs).
+        rss_before = self._rss() if exact else 0
+        fast = exact and 0 < peak_before <= rss_before + _SLACK
         cpu_before = time.process_time()
         start = time.perf_counter()
         result = run()
         duration = time.perf_counter() - start
         cpu = time.process_time() - cpu_before
         if fast:
-            growth = max(0, _lifetime_peak() - rss_before)
+            growth = max(0, _lifetime_peak() - peak_before)
         elif exact:
             peak = self._peak_since_reset()
             growth = max(0, peak - rss_before) if peak else 0
