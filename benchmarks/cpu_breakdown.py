@@ -5,7 +5,7 @@ process's user+system CPU time from /proc/<pid>/stat before and after (Linux onl
 Prints microseconds of CPU per task for the client, the scheduler (with its in-process
 object storage), each worker agent and each processor.
 
-    python benchmarks/cpu_breakdown.py [--tasks 20000] [--workers 2]
+    python benchmarks/cpu_breakdown.py [--tasks 20000] [--workers 2] [--profiling]
 """
 
 import argparse
@@ -60,10 +60,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=20000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--profiling", action="store_true", help="a Client(profiling=True): what profiling costs")
     args = parser.parse_args()
     combo = SchedulerClusterCombo(n_workers=args.workers, logging_level="WARNING")
     try:
-        with Client(combo.get_address()) as client:
+        with Client(combo.get_address(), profiling=args.profiling) as client:
             client.map(noop, range(200))  # warm up every worker
             table = processes()
             pids = descendants(os.getpid(), table)

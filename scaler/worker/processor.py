@@ -119,7 +119,7 @@ class Processor:
         previous = task_context.enter(task.task_id, task.priority)
         streams = self._redirect_output(task)
         try:
-            result = self.run(task) if not task.flags & FLAG_PROFILE else self._run_profiled(task)
+            result = self.run(task, self._profiler().begin() if task.flags & FLAG_PROFILE else None)
         finally:
             task_context.restore(previous)
             if streams is not None:
@@ -220,7 +220,9 @@ class Processor:
             self.loaded[object_id] = value
         return value
 
-    def run(self, msg: Any) -> Any:
+    def run(self, msg: Any, profile: Any = None) -> Any:
+        """The task's ``TaskResult``; with a profiler ``begin`` mark, a successful one carries the
+        task's measures in its ``detail``."""
         task_id = msg.task_id
         try:
             call = read_call(msg.call)
@@ -248,17 +250,13 @@ class Processor:
             payload = dumps_result(result) if serializer is self.default_serializer else serializer.serialize(result)
         except BaseException as exc:  # noqa: B902
             return self._failure(task_id, exc)
-        return TaskResult(task_id, STATUS_OK, payload, "")
+        return TaskResult(task_id, STATUS_OK, payload, "" if profile is None else self.profiler.end_detail(profile))
 
-    def _run_profiled(self, msg: Any) -> Any:
-        """``run``, measured; a successful result carries the measures in its ``detail``."""
+    def _profiler(self) -> Any:
         if self.profiler is None:
             from .profiling import TaskProfiler
             self.profiler = TaskProfiler()
-        result, profile = self.profiler.measure(lambda: self.run(msg))
-        if result.status != STATUS_OK:
-            return result
-        return TaskResult(result.task_id, result.status, result.payload, profile.to_detail())
+        return self.profiler
 
     @staticmethod
     def _failure(task_id: bytes, exc: BaseException) -> Any:
