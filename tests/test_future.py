@@ -49,3 +49,65 @@ def test_task_duration_counts_from_submission_to_the_end():
     cancelled = ScalerFuture(b"v" * 16)
     cancelled.cancel()
     assert failed.task_duration() >= 0 and cancelled.task_duration() >= 0
+
+
+def _identity(payload):
+    return payload
+
+
+def test_a_future_nobody_waits_on_never_makes_a_condition():
+    """100 000 tasks in flight are 100 000 futures: each must stay small (no Condition, no
+    instance dict) from submit to its result being read."""
+    future = ScalerFuture(b"t" * 16)
+    future._set_payload(b"x", lambda payload: payload.decode())
+    assert future.done() and not future.cancelled() and not future.running()
+    assert future.result() == "x" and future.result() == "x" and future.exception() is None
+    assert future._cond is None
+    assert not getattr(future, "__dict__", {})
+
+
+def test_result_waits_and_wakes_whichever_side_comes_first():
+    """The I/O thread finishes futures without a Condition unless a waiter made one: a waiter
+    arriving at any moment of that must never miss the wake-up."""
+    for i in range(2000):
+        future = ScalerFuture(b"t" * 16)
+        got = []
+        waiter = threading.Thread(target=lambda: got.append(future.result(timeout=10)))
+        if i % 2:
+            waiter.start()
+            future._set_payload(i, _identity)
+        else:
+            future._set_payload(i, _identity)
+            waiter.start()
+        waiter.join(15)
+        assert got == [i]
+
+
+def test_callbacks_wait_and_as_completed_see_a_future_finished_without_a_condition():
+    futures = [ScalerFuture(bytes([i]) * 16) for i in range(20)]
+    seen = []
+    futures[0].add_done_callback(lambda f: seen.append(f.result()))
+    timer = threading.Timer(0.05, lambda: [f._set_payload(i, _identity) for i, f in enumerate(futures)])
+    timer.start()
+    done, not_done = concurrent.futures.wait(futures, timeout=10)
+    assert len(done) == 20 and not not_done
+    assert sorted(f.result() for f in concurrent.futures.as_completed(futures, timeout=10)) == list(range(20))
+    assert seen == [0]
+    late = []
+    futures[1].add_done_callback(lambda f: late.append(f.result()))  # already done: runs at once
+    assert late == [1]
+    timer.join()
+
+
+def test_a_cancelled_future_refuses_its_result_and_a_finished_one_its_cancel():
+    cancelled = ScalerFuture(b"c" * 16)
+    assert cancelled.cancel()
+    try:
+        cancelled._set_payload(b"late", _identity)
+    except concurrent.futures.InvalidStateError:
+        pass
+    else:
+        raise AssertionError("a cancelled future accepted a result")
+    finished = ScalerFuture(b"f" * 16)
+    finished._set_payload(b"x", _identity)
+    assert finished.cancel() is False and finished.result() == b"x"

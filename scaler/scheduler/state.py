@@ -81,12 +81,15 @@ class WorkerInfo:
 
 
 class ClientInfo:
-    __slots__ = ("client_id", "tasks", "last_seen")
+    __slots__ = ("client_id", "tasks", "last_seen", "functions")
 
     def __init__(self, client_id: bytes, now: float) -> None:
         self.client_id = client_id
         self.tasks: Dict[bytes, None] = {}
         self.last_seen = now
+        # One bytes object per function id, shared by all its tasks (each decoded message
+        # brings its own copy: 65 bytes a queued task). Freed with the client.
+        self.functions: Dict[bytes, bytes] = {}
 
 
 def short_id(peer_id: bytes) -> str:
@@ -182,7 +185,7 @@ class SchedulerState:
         if self.max_tasks_waiting >= 0 and self._too_busy(1):
             self.send(client_id, TaskResult(task_id, STATUS_BUSY, b"", self._busy_reason()))
             return
-        task = Task(task_id, client_id, flags, func_id, call, needs, priority)
+        task = Task(task_id, client_id, flags, client.functions.setdefault(func_id, func_id), call, needs, priority)
         self.submitted_total += 1
         self.tasks[task_id] = task
         client.tasks[task_id] = None
@@ -426,8 +429,10 @@ class SchedulerState:
                     self.send(client_id, TaskResult(task_id, STATUS_REJECTED, b"", problem))
             return False
         tasks = []
+        functions = client.functions
         for i in range(count):
-            task = Task(task_ids[i], client_id, flags[i], func_ids[i], calls[i], _NO_NEEDS, priority,
+            task = Task(task_ids[i], client_id, flags[i], functions.setdefault(func_ids[i], func_ids[i]), calls[i],
+                        _NO_NEEDS, priority,
                         _S.WAITING if deps[i] else _S.QUEUED)
             task.graph = GraphNode(bool(requested[i]))
             tasks.append(task)
