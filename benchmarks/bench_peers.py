@@ -160,10 +160,12 @@ def _tail(text, lines=3, width=300):
     return text[-width:]
 
 
-def ensure_venv(peer, venv_dir, pythons=None, max_attempts=3, pip_timeout=900):
+def ensure_venv(peer, venv_dir, pythons=None, max_attempts=3, pip_timeout=900, venv_options=()):
     """The peer's environment, created and installed on first use. Returns a dict with
     ``status`` "ok" (``python``, ``python_version``, ``versions``, ``venv``) or
-    "not installable" (``reason``, ``attempts``)."""
+    "not installable" (``reason``, ``attempts``). ``venv_options`` are extra
+    ``python -m venv`` options (the tests use ``--without-pip --system-site-packages``
+    to skip ensurepip)."""
     requirements = peer_requirements(peer)
     spec = PEERS[peer]
     attempts = []
@@ -186,7 +188,7 @@ def ensure_venv(peer, venv_dir, pythons=None, max_attempts=3, pip_timeout=900):
         log("%s: creating %s (Python %s) and installing %s" % (peer, venv, version, " ".join(requirements)))
         shutil.rmtree(venv, ignore_errors=True)
         steps = [
-            ("python -m venv", [base, "-m", "venv", venv], 300),
+            ("python -m venv", [base, "-m", "venv"] + list(venv_options) + [venv], 300),
             ("pip install", [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
              + requirements, pip_timeout),
             ("import " + spec["import"], [python, "-c", "import " + spec["import"]], 120),
@@ -334,6 +336,8 @@ def _become_subreaper():
 
 
 def reap_orphans():
+    """Kill and reap every child of ours (orphans of the engines, adopted as subreaper);
+    returns the pids that were still alive."""
     me = os.getpid()
     ended = []
     for entry in os.listdir("/proc"):
@@ -344,12 +348,14 @@ def reap_orphans():
                 stat = fh.read()
         except OSError:
             continue
-        if int(stat[stat.rindex(")") + 2:].split()[1]) == me:
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == me:
             pid = int(entry)
             try:
-                os.kill(pid, signal.SIGKILL)
+                if fields[0] != "Z":  # alive: it escaped the engine's process group
+                    os.kill(pid, signal.SIGKILL)
+                    ended.append(pid)
                 os.waitpid(pid, 0)
-                ended.append(pid)
             except OSError:
                 pass
     return ended
