@@ -5,10 +5,15 @@ process's user+system CPU time from /proc/<pid>/stat before and after (Linux onl
 Prints microseconds of CPU per task for the client, the scheduler (with its in-process
 object storage), each worker agent and each processor.
 
-    python benchmarks/cpu_breakdown.py [--tasks 20000] [--workers 2] [--profiling]
+    python benchmarks/cpu_breakdown.py [--tasks 20000] [--workers 2] [--profiling] [--json]
+
+``--profiling`` maps through a ``Client(profiling=True)`` (what profiling costs, per process);
+``--json`` prints the same figures as one JSON document (``bench_peers.py --cpu-profile``
+runs it that way).
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -61,6 +66,7 @@ def main():
     parser.add_argument("--tasks", type=int, default=20000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--profiling", action="store_true", help="a Client(profiling=True): what profiling costs")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     combo = SchedulerClusterCombo(n_workers=args.workers, logging_level="WARNING")
     try:
@@ -75,18 +81,25 @@ def main():
             after = processes()
     finally:
         combo.shutdown()
-    print("%d no-op tasks, %d workers: %.2f s, %.0f tasks/s" % (args.tasks, args.workers, elapsed,
-                                                               args.tasks / elapsed))
-    print("%-16s %8s %14s" % ("process", "CPU s", "CPU us/task"))
-    total = 0.0
+    rows = []
     for pid in pids:
         if pid not in after:
             continue
         seconds = (after[pid][1] - before[pid]) / TICKS
-        total += seconds
-        print("%-16s %8.2f %14.1f" % (role(after[pid][2]), seconds, seconds * 1e6 / args.tasks))
+        rows.append({"pid": pid, "role": role(after[pid][2]), "cpu_s": seconds,
+                     "cpu_us_per_task": seconds * 1e6 / args.tasks})
+    total = sum(row["cpu_s"] for row in rows)
+    if args.json:
+        print(json.dumps({"tasks": args.tasks, "workers": args.workers, "seconds": elapsed,
+                          "tasks_per_s": args.tasks / elapsed, "processes": rows,
+                          "all": {"role": "all", "cpu_s": total, "cpu_us_per_task": total * 1e6 / args.tasks}}))
+        return
+    print("%d no-op tasks, %d workers: %.2f s, %.0f tasks/s" % (args.tasks, args.workers, elapsed,
+                                                               args.tasks / elapsed))
+    print("%-16s %8s %14s" % ("process", "CPU s", "CPU us/task"))
+    for row in rows:
+        print("%-16s %8.2f %14.1f" % (row["role"], row["cpu_s"], row["cpu_us_per_task"]))
     print("%-16s %8.2f %14.1f" % ("all", total, total * 1e6 / args.tasks))
-
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,191 @@
+"""benchmarks/bench_peers.py: its pure parts (arguments, nearest rank, targets, table, JSON
+shape) on a made-up result set, and the "not installable" path. No engine runs and no
+wall-clock threshold is checked: the benchmark itself runs in CI as ``--quick``."""
+
+import json
+import os
+import sys
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
+sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks", "peers"))
+
+import bench_peers as bp  # noqa: E402
+import peer_harness  # noqa: E402
+
+
+def test_arguments_defaults_and_quick():
+    args = bp.parse_args([])
+    assert args.engines == list(bp.ENGINES) and args.workers == 2 and args.timeout == 300
+    quick = bp.parse_args(["--quick"])
+    assert quick.engines == ["scaler", "ppe", "pool"] and quick.timeout == 60
+    chosen = bp.parse_args(["--quick", "--peers", "pool,dask, scaler", "--workers", "3", "--timeout", "5"])
+    assert chosen.engines == ["scaler", "dask", "pool"]  # table order, whatever the order given
+    assert (chosen.workers, chosen.timeout) == (3, 5)
+
+
+@pytest.mark.parametrize("argv", [["--peers", "scaler,ray"], ["--peers", ","], ["--workers", "0"],
+                                  ["--timeout", "-1"], ["--bogus"]])
+def test_usage_errors_exit_2(argv, capsys):
+    assert bp.main(argv) == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module", [bp, peer_harness])
+def test_nearest_rank(module):
+    values = list(range(1, 101))
+    assert module.nearest_rank(values, 99) == 99
+    assert module.nearest_rank(values, 50) == 50
+    assert module.nearest_rank(values, 100) == 100
+    assert module.nearest_rank([7.0], 99) == 7.0
+    assert module.nearest_rank([1, 2, 3], 99) == 3
+    assert module.nearest_rank(list(range(1, 301)), 99) == 297
+
+
+def test_pool_chunksize_is_multiprocessing_pools():
+    assert bp.pool_chunksize(20000, 2) == 2500
+    assert bp.pool_chunksize(2001, 2) == 251
+    assert bp.pool_chunksize(3, 2) == 1
+
+
+def fake_run():
+    """A made-up full-size result set: scaler meets some targets and misses others;
+    upstream could not be installed; dask timed out on one workload; loky crashed on one
+    and has an n/a."""
+    sizes = dict(bp.FULL_SIZES)
+    engines = list(bp.ENGINES)
+    peers = {e: {"status": "ok", "python_version": "3.11.7", "versions": {}} for e in engines}
+    peers["scaler"]["versions"] = {"scaler": "0.1.0"}
+    peers["upstream"] = {"status": "not installable", "reason": "Python 3.11: pip install failed (exit 1): boom"}
+    peers["dask"]["versions"] = {"dask": "1.0", "distributed": "1.0"}
+    peers["loky"]["versions"] = {"loky": "3.7.0"}
+    results = {w: {} for w in bp.WORKLOADS}
+
+    def put(engine, **per_workload):
+        for workload, entry in per_workload.items():
+            results[workload][engine] = entry
+
+    put("scaler", startup={"seconds": 0.3}, latency={"median_ms": 0.35, "p99_ms": 0.9},
+        map={"tasks_per_s": 31000.0}, short_tasks={"efficiency": 0.9}, object_in={"seconds": 1.2},
+        result_out={"seconds": 0.4, "beyond_build_s": 0.15}, graph={"nodes_per_s": 7000.0},
+        memory={"bytes_per_task": 900.0, "scheduler_bytes_per_task": 140.0})
+    put("ppe", startup={"seconds": 0.01}, latency={"median_ms": 0.3, "p99_ms": 0.5},
+        map={"tasks_per_s": 7000.0, "chunksize": 1}, short_tasks={"efficiency": 0.7}, object_in={"seconds": 6.0},
+        result_out={"seconds": 0.3, "beyond_build_s": 0.2}, graph={"nodes_per_s": 8000.0},
+        memory={"bytes_per_task": 2100.0, "scheduler_na": "no scheduler process"})
+    put("pool", short_tasks={"efficiency": 0.8})
+    put("dask", startup={"seconds": 0.8}, latency={"error": "TIMEOUT after 300 s"},
+        map={"error": "skipped: the engine process was ended before it"})
+    put("loky", startup={"seconds": 0.4}, graph={"na": "no graphs here"}, map={"error": "BenchError: wrong"})
+    imports = {"scaler": {"ms": 35.0}, "ppe": {"ms": 8.0}, "dask": {"error": "RuntimeError: no"}}
+    return sizes, engines, peers, results, imports
+
+
+def test_targets_on_a_fake_run():
+    sizes, _, _, results, imports = fake_run()
+    targets = bp.evaluate_targets(results, imports, sizes)
+    status = {key: value[0] for key, value in targets.items()}
+    assert status == {
+        "latency_median": "PASS",  # 0.35 <= 0.4 and 0.35 <= 1.5 * 0.3
+        "latency_p99": "PASS",
+        "map": "PASS",  # 31 000 >= 30 000 and >= 4 x 7 000
+        "short_tasks": "PASS",  # 90 % >= 85 % and ahead of the Pool's 80 %
+        "object_in": "MISS",  # 1.2 s > 1.0 s
+        "result_beyond": "PASS",
+        "memory": "PASS",
+        "import": "PASS",
+        "startup": "MISS",  # 0.3 s > 0.25 s
+    }
+    assert "(4.4x)" in targets["map"][1]
+
+    results["latency"]["ppe"]["median_ms"] = 0.2  # now 0.35 > 1.5 x 0.2
+    assert bp.evaluate_targets(results, imports, sizes)["latency_median"][0] == "MISS"
+    results["short_tasks"]["pool"]["efficiency"] = 0.95
+    assert bp.evaluate_targets(results, imports, sizes)["short_tasks"][0] == "MISS"
+
+
+def test_size_dependent_targets_are_not_judged_at_quick_sizes():
+    _, _, _, results, imports = fake_run()
+    targets = bp.evaluate_targets(results, imports, dict(bp.QUICK_SIZES))
+    for key in ("object_in", "result_beyond", "memory"):
+        assert targets[key][0] == "n/a" and "full size" in targets[key][1]
+    assert targets["latency_p99"][0] == "PASS"
+
+
+def test_table_shows_every_engine_and_why_a_cell_is_empty():
+    sizes, engines, peers, results, imports = fake_run()
+    targets = bp.evaluate_targets(results, imports, sizes)
+    header, rows, notes = bp.build_table(engines, peers, results, imports, targets, sizes, 2)
+    assert header[1:-1] == ["scaler", "upstream", "Dask", "loky", "PPE", "mp.Pool"]
+    assert all(len(row) == len(header) for row in rows)
+    by_key = dict(zip(["version"] + [key for key, _, _, _ in bp.ROWS], rows))
+    # the peer that could not be installed is in every row, and the reason is printed
+    assert all(row[2] == "not installable" for row in rows)
+    assert "upstream: not installable: Python 3.11: pip install failed (exit 1): boom" in notes
+    assert by_key["version"][1] == "0.1.0 (3.11)" and by_key["version"][3] == "1.0 (3.11)"
+    assert by_key["latency_median"][3] == "TIMEOUT" and by_key["map"][3] == "skipped"
+    assert by_key["map"][4] == "ERROR" and by_key["graph"][4] == "n/a"
+    assert by_key["import"][3] == "ERROR"
+    assert "loky / graph: n/a: no graphs here" in notes
+    assert "Dask / latency_median: TIMEOUT after 300 s" in notes
+    assert by_key["map"][1] == "31,000/s" and by_key["short_tasks"][1] == "90 %"
+    assert by_key["memory"][1] == "900 B" and by_key["memory_scheduler"][5] == "n/a"
+    assert by_key["memory"][-1].endswith("PASS") and by_key["startup"][-1].endswith("MISS")
+    assert "Pool chunksize=2,500" in by_key["map"][0]
+    text = bp.format_table(header, rows)
+    lines = text.splitlines()
+    assert lines[0].startswith("workload") and set(lines[1]) <= {"-", " "}
+    assert len(lines) == len(rows) + 2
+
+
+def test_crashes_decide_the_exit_status_not_misses_or_na():
+    _, _, _, results, _ = fake_run()
+    failed = sorted((w, e) for w, e, _ in bp.crashed(results))
+    assert failed == [("latency", "dask"), ("map", "loky")]  # not the skip, not the n/a
+
+
+def test_json_document_shape():
+    sizes, engines, peers, results, imports = fake_run()
+    targets = bp.evaluate_targets(results, imports, sizes)
+    floor = {"bytes": 1, "copy_s": 0.1, "pickle_dumps_s": 0.1, "pickle_loads_s": 0.1, "tcp_transfer_s": 0.1,
+             "tcp_ping_pong_median_us": 30.0, "tcp_ping_pong_p99_us": 40.0}
+    env = bp.environment_info(bp.parse_args([]), 2)
+    document = bp.build_document(env, sizes, peers, results, imports, floor, targets, None, 12.5)
+    document = json.loads(json.dumps(document))  # serialisable as is
+    assert set(document) == {"environment", "sizes", "peers", "imports", "results", "floor", "targets",
+                             "cpu_profile", "total_seconds"}
+    assert {"python", "cpu_count", "date", "workers", "mode"} <= set(document["environment"])
+    assert document["peers"]["upstream"]["status"] == "not installable"
+    assert document["results"]["memory"]["scaler"]["bytes_per_task"] == 900.0
+    assert document["targets"]["object_in"] == {"status": "MISS", "description": "<= 1 s: MISS"}
+    assert "TCP ping-pong" in bp.format_floor(floor)
+
+
+def test_cpu_profile_formatting():
+    profile = {"tasks": 100, "workers": 2, "seconds": 0.01, "tasks_per_s": 10000.0,
+               "processes": [{"pid": 1, "role": "scheduler", "cpu_s": 0.002, "cpu_us_per_task": 20.0}],
+               "all": {"role": "all", "cpu_s": 0.002, "cpu_us_per_task": 20.0}}
+    text = bp.format_cpu_profile(profile)
+    assert "scheduler" in text and "20.0" in text
+    assert bp.format_cpu_profile({"error": "boom"}).endswith("ERROR: boom")
+
+
+def test_a_missing_interpreter_is_not_installable(tmp_path):
+    info = bp.ensure_venv("loky", str(tmp_path), pythons=[str(tmp_path / "no-python")])
+    assert info["status"] == "not installable"
+    assert "no such interpreter" in info["reason"]
+
+
+def test_a_failing_installation_is_reported_not_raised(tmp_path, monkeypatch):
+    """The internal hook points the peer at a package that does not exist (a local path, so
+    pip fails at once, without the network): the peer is "not installable", with pip's
+    reason, and no half-made environment is left. (The environment borrows the base
+    interpreter's pip instead of running ensurepip, which would cost seconds.)"""
+    monkeypatch.setenv(bp.REQUIREMENTS_HOOK, json.dumps({"loky": [str(tmp_path / "no-such-package")]}))
+    info = bp.ensure_venv("loky", str(tmp_path / "venvs"), pythons=[sys.executable],
+                          venv_options=["--without-pip", "--system-site-packages"])
+    assert info["status"] == "not installable"
+    assert "pip install failed" in info["reason"] and "Python %d.%d" % sys.version_info[:2] in info["reason"]
+    assert not os.path.exists(str(tmp_path / "venvs" / ("loky-%d.%d" % sys.version_info[:2])))
