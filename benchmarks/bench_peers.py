@@ -64,16 +64,18 @@ QUICK_DEFAULT = ("scaler", "ppe", "pool")  # no download
 # How each engine is obtained. "venv": installed into its own environment on first use;
 # "local": the parent's interpreter (scaler from this checkout, the standard library).
 PEERS = {
-    "scaler": {"kind": "local", "runner": "run_scaler.py", "flavour": "scaler", "import": "scaler",
+    "scaler": {"kind": "local", "runner": "run_scaler.py", "flavour": "scaler",
+               "import": "from scaler import Client, SchedulerClusterCombo",
                "repo_on_path": True},
-    "upstream": {"kind": "venv", "runner": "run_scaler.py", "flavour": "upstream", "import": "scaler",
+    "upstream": {"kind": "venv", "runner": "run_scaler.py", "flavour": "upstream",
+                 "import": "from scaler import Client, SchedulerClusterCombo",
                  "requirements": ["opengris-scaler"], "distributions": ["opengris-scaler"]},
-    "dask": {"kind": "venv", "runner": "run_dask.py", "import": "distributed",
+    "dask": {"kind": "venv", "runner": "run_dask.py", "import": "from distributed import Client, LocalCluster",
              "requirements": ["distributed"], "distributions": ["dask", "distributed"]},
-    "loky": {"kind": "venv", "runner": "run_loky.py", "import": "loky",
+    "loky": {"kind": "venv", "runner": "run_loky.py", "import": "from loky import get_reusable_executor",
              "requirements": ["loky"], "distributions": ["loky"]},
-    "ppe": {"kind": "local", "runner": "run_ppe.py", "import": "concurrent.futures"},
-    "pool": {"kind": "local", "runner": "run_pool.py", "import": "multiprocessing.pool"},
+    "ppe": {"kind": "local", "runner": "run_ppe.py", "import": "from concurrent.futures import ProcessPoolExecutor"},
+    "pool": {"kind": "local", "runner": "run_pool.py", "import": "import multiprocessing.pool"},
 }
 # Internal hook (the tests use it): {"peer": ["requirement", ...]} replaces a peer's
 # requirements, e.g. to make an installation fail.
@@ -191,7 +193,7 @@ def ensure_venv(peer, venv_dir, pythons=None, max_attempts=3, pip_timeout=900, v
             ("python -m venv", [base, "-m", "venv"] + list(venv_options) + [venv], 300),
             ("pip install", [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
              + requirements, pip_timeout),
-            ("import " + spec["import"], [python, "-c", "import " + spec["import"]], 120),
+            (spec["import"], [python, "-c", spec["import"]], 120),
         ]
         error = None
         for what, command, timeout in steps:
@@ -294,12 +296,13 @@ def _best_run(command, env, repeats):
     return best
 
 
-def measure_import(python, module, env, repeats=7):
-    """Best of ``repeats`` ``python -c "import module"`` minus best of ``python -c pass``."""
-    _best_run([python, "-c", "import " + module], env, 1)  # bytecode cache written
+def measure_import(python, statement, env, repeats=7):
+    """Best of ``repeats`` ``python -c STATEMENT`` (the import users write, e.g. ``from scaler
+    import Client, SchedulerClusterCombo``) minus best of ``python -c pass``."""
+    _best_run([python, "-c", statement], env, 1)  # bytecode cache written
     base = _best_run([python, "-c", "pass"], env, repeats)
-    full = _best_run([python, "-c", "import " + module], env, repeats)
-    return {"ms": max(0.0, full - base) * 1000.0, "module": module, "interpreter_ms": base * 1000.0,
+    full = _best_run([python, "-c", statement], env, repeats)
+    return {"ms": max(0.0, full - base) * 1000.0, "statement": statement, "interpreter_ms": base * 1000.0,
             "repeats": repeats}
 
 
@@ -727,7 +730,7 @@ def build_table(engines, peers, results, imports, targets, sizes, workers):
                 row.append(_cell(results.get(workload, {}).get(engine), field, fmt, notes, engine, key))
         row.append(targets[key][1] if key in targets else "")
         rows.append(row)
-    notes.append("import time: " + ", ".join("%s: import %s" % (LABELS[e], PEERS[e]["import"]) for e in engines))
+    notes.append("import time: " + ", ".join("%s: %s" % (LABELS[e], PEERS[e]["import"]) for e in engines))
     seen, unique = set(), []
     for note in notes:
         if note not in seen:
