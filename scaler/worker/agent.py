@@ -240,7 +240,7 @@ class WorkerAgent(PipelineEffects):
             conn.send(msg)
 
     def send_result(self, result: Message) -> None:
-        if type(result.payload) is shm.Segment:  # a big result sent inline (no object storage)
+        if type(result) is TaskResult and type(result.payload) is shm.Segment:  # a big result sent inline (no storage)
             result = TaskResult(result.task_id, result.status, result.payload.detach(), result.detail)
         if self.scheduler is not None and self.registered:
             self.scheduler.send(result)
