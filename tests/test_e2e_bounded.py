@@ -184,12 +184,14 @@ def test_out_of_descriptors_the_scheduler_neither_spins_nor_locks_clients_out(pr
 
 
 def test_object_storage_owner_is_the_connection_and_its_objects_go_with_it(shared_combo):
-    from scaler.protocol.messages import ObjectDeleteOwner, ObjectGet, ObjectGetReply, ObjectPut, ObjectPutReply
+    from scaler.protocol.messages import (ObjectDeleteOwner, ObjectGet, ObjectGetReply, ObjectPut, ObjectPutReply,
+                                          ObjectShmOffer)
 
     storage = shared_combo.object_storage_address
     first, second = b"o" * 32, b"p" * 32
     with raw_connect(storage) as sock:
         raw_handshake(sock)
+        assert type(recv_open_message(sock)) is ObjectShmOffer  # every client is offered shared memory first
         sock.sendall(encode(ObjectPut(first, b"Client|someone", b"x" * 1000)))
         assert recv_open_message(sock) == ObjectPutReply(first, "")
         sock.sendall(encode(ObjectPut(second, b"Client|somebody-else", b"y" * 1000)))  # not its own id
@@ -199,6 +201,7 @@ def test_object_storage_owner_is_the_connection_and_its_objects_go_with_it(share
         assert recv_open_message(sock).found
     with raw_connect(storage) as other:  # the first connection is gone: so is what it stored
         raw_handshake(other)
+        assert type(recv_open_message(other)) is ObjectShmOffer
         deadline = time.monotonic() + 10
         while True:
             other.sendall(encode(ObjectGet(first)))

@@ -20,7 +20,7 @@ from scaler.protocol import messages as m
 from scaler.protocol.codec import ProtocolError, decode, encode, encode_parts, frame_length
 
 THRESHOLD = codec.ZERO_COPY_THRESHOLD
-KINDS = ("u8", "u16", "u32", "u64", "i64", "f64", "bool", "bytes", "str", "bytes_list")
+KINDS = ("u8", "u16", "u32", "u64", "i64", "f64", "bool", "bytes", "str", "bytes_list", "chunks")
 GiB = 1024 ** 3
 
 
@@ -57,6 +57,8 @@ VARIANTS = {
                   "bytes": BIG[:THRESHOLD], "str": "a" * THRESHOLD,
                   "bytes_list": [BIG[:THRESHOLD - 1], BIG[:THRESHOLD], BIG[:THRESHOLD + 1]]},
 }
+for _values in VARIANTS.values():
+    _values["chunks"] = _values["bytes"]  # the same on the wire; lists of chunks are tested below
 SMALL_VARIANTS = ("typical", "empty", "max", "min", "inf", "unicode")
 MESSAGES = codec.declared_messages()
 
@@ -96,7 +98,7 @@ def assert_same_fields(decoded, original):
             assert type(got) is int and got == want, (name, got, want)
         elif kind == "str":
             assert type(got) is str and got == want, (name, got[:50], want[:50])
-        elif kind == "bytes":
+        elif kind in ("bytes", "chunks"):
             _check_bytes_value(got, want, name)
         else:
             assert isinstance(got, list) and len(got) == len(want), name
@@ -701,3 +703,26 @@ def test_generated_decoders_agree_with_the_reference_decoder():
                     except ProtocolError as exc:
                         outcomes.append(("ProtocolError", str(exc)))
                 assert outcomes[0] == outcomes[1], (cls.__name__, bytes(bad))
+
+
+# --- "chunks": a payload given as a list of buffers, sent without being joined ---------------
+
+@pytest.mark.parametrize("sizes", [[], [0], [3], [THRESHOLD + 5], [10, 0, THRESHOLD, 1], [1] * 70,
+                                   [THRESHOLD // 2, THRESHOLD // 2]])
+def test_chunk_lists_encode_like_the_joined_bytes(sizes):
+    chunks = [_pattern(n, i) if n else b"" for i, n in enumerate(sizes)]
+    chunks = [memoryview(c) if i % 2 else c for i, c in enumerate(chunks)]  # views and bytes mixed
+    joined = b"".join(chunks)
+    as_list = m.ObjectPut(b"i" * 32, b"owner", list(chunks))
+    as_bytes = m.ObjectPut(b"i" * 32, b"owner", joined)
+    assert encode(as_list) == encode(as_bytes)
+    assert codec._encode_parts_generic(as_list) and b"".join(codec._encode_parts_generic(as_list)) == encode(as_bytes)
+    decoded = decode(payload_of(as_list))
+    assert bytes(decoded.payload) == joined
+
+
+def test_big_chunks_are_sent_as_they_are_not_copied():
+    big = _pattern(3 * THRESHOLD, 9)
+    parts = codec.encode_parts(m.TaskResult(b"t" * 16, m.STATUS_OK, [b"head", big, b"tail"], ""))
+    assert any(part is big for part in parts)  # the caller's own buffer, queued for sendmsg
+    assert not any(len(part) == 0 for part in parts)

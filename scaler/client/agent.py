@@ -8,12 +8,14 @@ thread unless its docstring says otherwise.
 
 import collections
 import logging
+import os
 import sys
 import threading
 import time
 from concurrent.futures import InvalidStateError
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from ..io import shm
 from ..io.address import Address, connectable_host, parse_address
 from ..io.connection import Connection, Handler
 from ..io.loop import EventLoop
@@ -22,8 +24,9 @@ from ..protocol.messages import (ROLE_CLIENT, STATUS_BUSY, STATUS_CANCELLED, STA
                                  STATUS_NOT_SERIALIZABLE, STATUS_OK, STATUS_OK_OBJECT, STATUS_PROCESSOR_DIED,
                                  STATUS_REJECTED, STATUS_TIMED_OUT, STATUS_WORKER_DIED, ClientConnect,
                                  ClientConnectReply, ClientDisconnect, Heartbeat, HeartbeatEcho, ObjectDelete,
-                                 ObjectDeleteOwner, ObjectGet, ObjectGetReply, ObjectPut, ObjectPutReply,
-                                 SchedulerShutdown, ShutdownRefused, TaskCancel, TaskOutput, TaskResult)
+                                 ObjectDeleteOwner, ObjectGet, ObjectGetBytes, ObjectGetReply, ObjectGetShm,
+                                 ObjectPut, ObjectPutReply, ObjectPutShm, ObjectShmAccept, ObjectShmOffer,
+                                 ObjectShmReady, SchedulerShutdown, ShutdownRefused, TaskCancel, TaskOutput, TaskResult)
 from ..utility.exceptions import (AuthenticationError, ClientShutdownException, DisconnectedError, MissingObjects,
                                   ObjectStorageException, ProcessorDiedError, TaskExceptionNotSerializableError,
                                   SchedulerBusyError, TaskTimeoutError, TLSError, WorkerDiedError)
@@ -98,6 +101,14 @@ class ClientAgent(Handler):
         self.failure: Optional[BaseException] = None  # once set, the client is finished
         self.deserialize: Callable[[Any], Any] = lambda payload: payload
         self.last_echo = time.monotonic()
+        # Shared memory with the object storage (scaler/io/shm.py), once it offered and we proved
+        # we are on its host: reads (ObjectGetShm replies) and puts (ObjectPutShm).
+        self.shm_reads = False
+        self.shm_puts = False
+        self.storage_pid = 0
+        self._shm_probe: Optional[shm.Probe] = None
+        self.shm_objects_read = 0  # figures, for tests and curiosity
+        self.shm_objects_put = 0
         self._connect_deadline = 0.0
         self._thread = threading.Thread(target=self._run, name="scaler-client-io", daemon=True)
 
@@ -203,11 +214,48 @@ class ClientAgent(Handler):
 
     def storage_open(self, conn: Connection) -> None:
         self.loop.call_every(self.heartbeat_interval_seconds, self._heartbeat)
+        if not shm.available():
+            self.ready.set()
+        # else ready once the storage's shared memory offer is answered (_shm_offer, ObjectShmReady)
+
+    def _shm_offer(self, conn: Connection, msg: Message) -> None:
+        """Prove we are on the storage's host (read its nonce), and offer a probe of ours."""
+        if shm.available() and msg.token:
+            try:
+                nonce = shm.read_probe(msg.pid, msg.fd, msg.token)
+                self._shm_probe = probe = shm.Probe()
+            except shm.ShmError as exc:
+                logger.debug("object storage at %s: no shared memory (%s)", self.storage_address, exc)
+            else:
+                self.storage_pid = msg.pid
+                conn.send(ObjectShmAccept(nonce, os.getpid(), probe.fd, probe.token, probe.nonce))
+                return
         self.ready.set()
+
+    def shareable(self, payload: Any) -> Any:
+        """``payload`` as a sealed memfd when shared puts are on and it is big (called from the
+        user's thread: the one copy is made there, not on the I/O thread); else as it is."""
+        if not self.shm_puts or payload_nbytes(payload) < shm.SHM_MIN_BYTES:
+            return payload
+        try:
+            return shm.make_sealed(payload if type(payload) is list else [payload])
+        except shm.ShmError as exc:
+            logger.debug("sending an object through the socket: %s", exc)
+            return payload
 
     def storage_message(self, conn: Connection, msg: Message) -> None:
         kind = type(msg)
-        if kind is ObjectPutReply:
+        if kind is ObjectGetShm:
+            self._object_shared(msg)
+        elif kind is ObjectShmOffer:
+            self._shm_offer(conn, msg)
+        elif kind is ObjectShmReady:
+            self.shm_reads, self.shm_puts = msg.reads, msg.puts
+            if self._shm_probe is not None:
+                self._shm_probe.close()  # the storage has read it (or given up)
+                self._shm_probe = None
+            self.ready.set()
+        elif kind is ObjectPutReply:
             error = None
             if msg.error:
                 error = ObjectStorageException(msg.error)
@@ -218,15 +266,39 @@ class ClientAgent(Handler):
             for callback in self.unacked.pop(msg.object_id, ()):
                 callback(error)
         elif kind is ObjectGetReply:
-            future = self.result_fetches.pop(msg.object_id, None)
-            if future is None:
-                return
-            self.storage.send(ObjectDelete([msg.object_id]))  # a result is read once
-            if msg.found:
-                _settle(future, lambda: future._set_payload(msg.payload, self.deserialize))
-            else:
-                _settle(future, lambda: future.set_exception(MissingObjects(
-                    "the result of task %s is gone from object storage" % future.task_id.hex())))
+            self._result_fetched(msg.object_id, msg.found, msg.payload)
+
+    def _object_shared(self, msg: Message) -> None:
+        """A result in the storage's shared memory: map it (one page-table walk, no copy)."""
+        if msg.object_id not in self.result_fetches:
+            return
+        try:
+            fd = shm.open_peer(self.storage_pid, msg.fd, msg.token, msg.offset + msg.size)
+        except shm.ShmError as exc:
+            logger.debug("fetching a result through the socket: %s", exc)
+            self.storage.send(ObjectGetBytes(msg.object_id))
+            return
+        segment = shm.Segment(fd, msg.offset + msg.size, msg.token)
+        try:
+            view = segment.detach()[msg.offset:]
+        except (OSError, ValueError) as exc:
+            segment.close()
+            logger.debug("fetching a result through the socket: %s", exc)
+            self.storage.send(ObjectGetBytes(msg.object_id))
+            return
+        self.shm_objects_read += 1
+        self._result_fetched(msg.object_id, True, view)
+
+    def _result_fetched(self, object_id: bytes, found: bool, payload: Any) -> None:
+        future = self.result_fetches.pop(object_id, None)
+        if future is None:
+            return
+        self.storage.send(ObjectDelete([object_id]))  # a result is read once
+        if found:
+            _settle(future, lambda: future._set_payload(payload, self.deserialize))
+        else:
+            _settle(future, lambda: future.set_exception(MissingObjects(
+                "the result of task %s is gone from object storage" % future.task_id.hex())))
 
     def link_closed(self, conn: Connection, reason: str, is_scheduler: bool) -> None:
         if self.failure is not None:
@@ -303,12 +375,20 @@ class ClientAgent(Handler):
         """Store an object; ``waiter`` (if any) learns the outcome, and so do tasks that need it."""
         self.refused_puts.pop(object_id, None)
         if self.failure is not None:
+            if type(payload) is shm.Segment:
+                payload.close()
             if waiter is not None:
                 waiter.set(error=self.failure)
             return
         callbacks = self.unacked.setdefault(object_id, [])
         if waiter is not None:
             callbacks.append(lambda error: waiter.set(error=error))
+        if type(payload) is shm.Segment:
+            # The storage opens our memfd when it gets this; we keep it open until it answered.
+            callbacks.append(lambda error, segment=payload: segment.close())
+            self.shm_objects_put += 1
+            self.storage.send(ObjectPutShm(object_id, self.client_id, payload.fd, payload.token, payload.size))
+            return
         self.storage.send(ObjectPut(object_id, self.client_id, payload))
 
     def delete_objects(self, object_ids: List[bytes]) -> None:
@@ -416,6 +496,9 @@ class ClientAgent(Handler):
         for conn in (self.scheduler, self.storage):
             if conn is not None:
                 conn.close_after_flush()
+        if self._shm_probe is not None:
+            self._shm_probe.close()
+            self._shm_probe = None
         self.loop.call_later(0.01, self.loop.stop)
 
     def _disconnect(self) -> None:
@@ -431,7 +514,18 @@ class ClientAgent(Handler):
         for conn in (self.scheduler, self.storage):
             if conn is not None:
                 conn.close_after_flush()
+        if self._shm_probe is not None:
+            self._shm_probe.close()
+            self._shm_probe = None
         self.loop.call_later(0.01, self.loop.stop)
+
+
+def payload_nbytes(payload: Any) -> int:
+    if type(payload) is bytes:
+        return len(payload)
+    if type(payload) is list:
+        return sum(memoryview(chunk).nbytes for chunk in payload)
+    return memoryview(payload).nbytes
 
 
 def _settle(future: ScalerFuture, action: Callable[[], Any]) -> None:

@@ -17,7 +17,7 @@ from ..utility.exceptions import ClientQuitException, MissingObjects
 from ..utility import task_context
 from ..utility.graph import GraphPlan, plan_graph, run_node
 from ..utility.process import AUTH_KEY_ENV
-from ..utility.serialization import BytesSerializer, dumps_arguments
+from ..utility.serialization import BytesSerializer, cloudpickle_dump, dump_chunks, dumps_arguments, payload_size
 from .agent import ClientAgent, Waiter
 from .binding import check_call
 from .future import ScalerFuture
@@ -236,6 +236,7 @@ class Client:
             for future in futures.values():
                 future.add_done_callback(ended)
         for object_id, blob in puts:
+            blob = self._agent.shareable(blob)
             self._agent.call(lambda o=object_id, b=blob: self._agent.put(o, b))
         batch = [(future, None) for future in futures.values()]
         self._agent.call(lambda: self._agent.submit(batch, needs, graph=message))
@@ -256,11 +257,15 @@ class Client:
     def send_object(self, obj: Any, name: Optional[str] = None) -> ObjectReference:
         """Store ``obj`` once; pass the returned reference to any number of tasks."""
         self._check_open()
-        payload = self._serializer.serialize(obj)
+        if self._packed:  # the default serializer's pickle, its big buffers not copied (chunks)
+            payload: Any = dump_chunks(obj, cloudpickle_dump)
+        else:
+            payload = self._serializer.serialize(obj)
+        size = payload_size(payload)
         object_id = self._object_id(uuid.uuid4().bytes)
-        self._put(object_id, payload)
+        self._put(object_id, self._agent.shareable(payload))
         label = (name if name is not None else "<%s>" % type(obj).__name__)
-        return ObjectReference(label.encode() if isinstance(label, str) else bytes(label), len(payload), object_id)
+        return ObjectReference(label.encode() if isinstance(label, str) else bytes(label), size, object_id)
 
     def executor(self) -> Any:
         """A ``concurrent.futures.Executor`` on this client (``ScalerExecutor``): code written
@@ -397,6 +402,7 @@ class Client:
     def _send(self, batch: List[Any], puts: List[Tuple[bytes, Any]], needs: List[bytes]) -> None:
         """Hand tasks to the I/O thread, which sends them once every object they need is stored."""
         for object_id, blob in puts:
+            blob = self._agent.shareable(blob)
             self._agent.call(lambda o=object_id, b=blob: self._agent.put(o, b))
         self._agent.call(lambda: self._agent.submit(batch, needs))
 

@@ -799,7 +799,7 @@ class BlockingChannel:
             if reader.receiving_big:
                 return out
             try:
-                data = self.sock.recv(_READ_CHUNK, socket.MSG_DONTWAIT)
+                data = self._recv_chunk(socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 return out
             if not data:
@@ -815,15 +815,22 @@ class BlockingChannel:
                 return msg
             big = reader.big_buffer()
             if big is not None:
-                n = self.sock.recv_into(big)
+                n = self._recv_into(big)
                 big.release()
                 reader.big_received(n)
             else:
-                data = self.sock.recv(_READ_CHUNK)
+                data = self._recv_chunk()
                 n = len(data)
                 reader.feed(data)
             if not n:
                 raise EOFError("channel closed")
+
+    # Overridden by the channel that also receives descriptors (fd_connection.FdChannel).
+    def _recv_chunk(self, flags: int = 0) -> bytes:
+        return self.sock.recv(_READ_CHUNK, flags)
+
+    def _recv_into(self, buf: memoryview) -> int:
+        return self.sock.recv_into(buf)
 
 
 __all__ = ["Connection", "Listener", "Handler", "BlockingChannel", "FRAME_HEADER"]

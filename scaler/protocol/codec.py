@@ -22,7 +22,10 @@ FRAME_HEADER = struct.Struct("<Q")
 ZERO_COPY_THRESHOLD = 64 * 1024
 
 _FIXED_KINDS = {"u8": "B", "u16": "H", "u32": "I", "u64": "Q", "i64": "q", "f64": "d", "bool": "?"}
-_VAR_KINDS = ("bytes", "str", "bytes_list")
+# "chunks": a "bytes" field whose value may also be given as a list of buffers, sent back to
+# back without being joined (a pickle whose big buffers are the caller's own objects); it
+# decodes as "bytes" does, and is the same on the wire.
+_VAR_KINDS = ("bytes", "str", "bytes_list", "chunks")
 _LIST_COUNT = struct.Struct("<I")
 _MAX_LIST_ITEMS = 10_000_000
 
@@ -117,6 +120,9 @@ def _make_encoder(spec: "_Spec") -> Any:
             lines.append("    v%d = _pack_list(msg.%s)" % (i, field_name))
         else:
             lines.append("    v%d = msg.%s" % (i, field_name))
+        if kind == "chunks":
+            lines.append("    if type(v%d) is list:" % i)
+            lines.append("        return _encode_chunked(msg)")
         lines.append("    n%d = len(v%d) if type(v%d) is bytes else _nbytes(v%d)" % (i, i, i, i))
         lengths.append("n%d" % i)
     fixed = "".join(", msg.%s" % n for n, _ in spec.fixed)
@@ -131,7 +137,8 @@ def _make_encoder(spec: "_Spec") -> Any:
     lines.append("        return [b''.join((head%s))]" % (values + "," if len(spec.variable) == 0 else values))
     lines.append("    return [part for part in (head%s) if len(part)]" % (values + "," if not values else values))
     namespace: Dict[str, Any] = {"pack": spec.struct.pack, "struct_error": struct.error, "ProtocolError": ProtocolError,
-                                 "_pack_list": _pack_list, "_nbytes": _nbytes, "frame": FRAME_HEADER.pack}
+                                 "_pack_list": _pack_list, "_nbytes": _nbytes, "frame": FRAME_HEADER.pack,
+                                 "_encode_chunked": _encode_parts_generic}
     exec("\n".join(lines) + "\n", namespace)  # noqa: S102 - built from validated identifiers only
     return namespace["encode"]
 
@@ -181,7 +188,7 @@ def _make_decoder(spec: "_Spec") -> Any:
         lines.append("    end = offset + n%d" % i)
         lines.append("    if end > size:")
         lines.append("        raise ProtocolError(%r)" % ("%s.%s overruns the frame" % (name, field_name)))
-        if kind == "bytes":
+        if kind == "bytes" or kind == "chunks":
             lines.append("    f_%s = view[offset:end].tobytes() if n%d < %d else view[offset:end]"
                          % (field_name, i, ZERO_COPY_THRESHOLD))
         elif kind == "str":
@@ -218,6 +225,11 @@ def _encode_parts_generic(msg: Message) -> List[Buffer]:
             value = value.encode("utf-8")
         elif kind == "bytes_list":
             value = _pack_list(value)
+        if kind == "chunks" and type(value) is list:
+            chunks = [chunk for chunk in value if _nbytes(chunk)]
+            parts.extend(chunks)
+            lengths.append(sum(_nbytes(chunk) for chunk in chunks))
+            continue
         parts.append(value)
         lengths.append(_nbytes(value))
     try:
@@ -279,7 +291,7 @@ def _decode_generic(payload: Buffer) -> Message:
         if end > len(view):
             raise ProtocolError("%s.%s overruns the frame" % (spec.cls.__name__, field_name))
         chunk = view[offset:end]
-        if kind == "bytes":
+        if kind == "bytes" or kind == "chunks":
             value: Any = chunk.tobytes() if n < ZERO_COPY_THRESHOLD else chunk
         elif kind == "str":
             try:

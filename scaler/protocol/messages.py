@@ -10,8 +10,9 @@ from typing import List, Sequence
 from .codec import declare
 
 MAGIC = 0x53434C52  # b"SCLR"
-PROTOCOL_VERSION = 5  # 2: GraphSubmit, WorkerGroupStopped.refusal, STATUS_REJECTED; 3: task priorities;
-#                       4: WorkerStatus, StatusSnapshot (monitoring); 5: TaskOutput (stream_output)
+PROTOCOL_VERSION = 6  # 2: GraphSubmit, WorkerGroupStopped.refusal, STATUS_REJECTED; 3: task priorities;
+#                       4: WorkerStatus, StatusSnapshot (monitoring); 5: TaskOutput (stream_output);
+#                       6: shared memory for big objects (ObjectShm*, ObjectPutShm, ObjectGetShm...)
 
 # Roles a peer announces in its Hello.
 ROLE_CLIENT = 1
@@ -83,7 +84,7 @@ def unpack_indices(blob: bytes) -> List[int]:
     return [i for (i,) in _INDEX.iter_unpack(blob)]
 
 
-TaskResult = declare(16, "TaskResult", [("task_id", "bytes"), ("status", "u8"), ("payload", "bytes"),
+TaskResult = declare(16, "TaskResult", [("task_id", "bytes"), ("status", "u8"), ("payload", "chunks"),
                                         ("detail", "str")])
 # A piece of what a running task wrote (stream 1: stdout, 2: stderr), UTF-8; processor ->
 # agent -> scheduler -> the task's client, in order, before the task's TaskResult.
@@ -128,13 +129,33 @@ WorkerGroupStopped = declare(56, "WorkerGroupStopped", [("group_id", "str"), ("o
                                                         ("reason", "str")])
 
 # --- anyone <-> object storage ---
-ObjectPut = declare(30, "ObjectPut", [("object_id", "bytes"), ("owner_id", "bytes"), ("payload", "bytes")])
+ObjectPut = declare(30, "ObjectPut", [("object_id", "bytes"), ("owner_id", "bytes"), ("payload", "chunks")])
 ObjectPutReply = declare(31, "ObjectPutReply", [("object_id", "bytes"), ("error", "str")])
 ObjectGet = declare(32, "ObjectGet", [("object_id", "bytes")])
 ObjectGetReply = declare(33, "ObjectGetReply", [("object_id", "bytes"), ("found", "bool"), ("payload", "bytes")])
 ObjectDelete = declare(34, "ObjectDelete", [("object_ids", "bytes_list")])
 # Also sent by the scheduler to workers when a client leaves: drop what you cached for it.
 ObjectDeleteOwner = declare(35, "ObjectDeleteOwner", [("owner_id", "bytes")])
+# Shared memory with peers on the storage's host (scaler/io/shm.py). On every new connection
+# the storage sends an offer: its probe memfd /proc/<pid>/fd/<fd> named after ``token``
+# (token "" when it has no shared memory). A peer that can open it answers with the nonce
+# it read there, and with a probe of its own (pid 0 when it has none); the storage reads
+# that one too and says what it could do: shared reads (``ObjectGetShm`` replies) are on
+# once the nonce matched, shared puts (``ObjectPutShm``) if the peer's probe read right.
+ObjectShmOffer = declare(36, "ObjectShmOffer", [("pid", "u32"), ("fd", "u32"), ("token", "str")])
+ObjectShmAccept = declare(37, "ObjectShmAccept", [("nonce", "bytes"), ("pid", "u32"), ("fd", "u32"),
+                                                  ("token", "str"), ("peer_nonce", "bytes")])
+ObjectShmReady = declare(38, "ObjectShmReady", [("reads", "bool"), ("puts", "bool")])
+# The reply to ObjectGet for an object held in a memfd, to a peer whose shared reads are on:
+# open /proc/<storage pid>/fd/<fd> (named after token), the object is ``size`` bytes at ``offset``.
+ObjectGetShm = declare(39, "ObjectGetShm", [("object_id", "bytes"), ("fd", "u32"), ("token", "str"),
+                                            ("offset", "u64"), ("size", "u64")])
+# ObjectGet, but the bytes through the socket (a shared reference could not be opened).
+ObjectGetBytes = declare(46, "ObjectGetBytes", [("object_id", "bytes")])
+# ObjectPut of a sealed memfd of the peer's (/proc/<peer pid>/fd/<fd>), which the storage
+# opens, checks and keeps; the peer keeps its descriptor until the ObjectPutReply.
+ObjectPutShm = declare(47, "ObjectPutShm", [("object_id", "bytes"), ("owner_id", "bytes"), ("fd", "u32"),
+                                            ("token", "str"), ("size", "u64")])
 
 # --- worker agent <-> its processor (a socketpair, same framing) ---
 ProcessorReady = declare(40, "ProcessorReady", [("pid", "u32"), ("error", "str")])
@@ -144,6 +165,12 @@ ProcessorTask = declare(43, "ProcessorTask", [("task_id", "bytes"), ("flags", "u
                                               ("call", "bytes"), ("priority", "i64")])
 # Skip a task already sent but not started (the processor runs its tasks in order).
 ProcessorCancel = declare(44, "ProcessorCancel", [("task_id", "bytes")])
+# ProcessorObject whose payload is a memfd passed with the frame (SCM_RIGHTS): ``size``
+# bytes at ``offset``.
+ProcessorObjectShm = declare(48, "ProcessorObjectShm", [("object_id", "bytes"), ("offset", "u64"), ("size", "u64")])
+# processor -> agent: a TaskResult (STATUS_OK) whose payload is the sealed memfd passed with
+# the frame (SCM_RIGHTS), named after ``token``.
+ProcessorResultShm = declare(49, "ProcessorResultShm", [("task_id", "bytes"), ("token", "str"), ("detail", "str")])
 # processor -> agent: the running task ``task_id`` blocks on tasks it submitted (``waiting``
 # true) or goes on (false). While it waits, the processor runs tasks that outrank it.
 ProcessorWaiting = declare(45, "ProcessorWaiting", [("task_id", "bytes"), ("waiting", "bool")])

@@ -12,10 +12,20 @@ than cloudpickle for small values but pickles functions and classes *by referenc
 
 :class:`BytesSerializer` wraps a user's custom serializer so it is handed ``bytes`` as
 documented, although large payloads arrive as zero-copy ``memoryview`` slices.
+
+**No copy of big buffers when pickling.** ``pickle.dump`` into a file hands every buffer of
+64 KiB or more (``bytes``, ``bytearray``, a NumPy array's data through protocol 5's
+``PickleBuffer``) to the file's ``write`` as the object itself, after the small frames
+before it. :class:`ChunkWriter` keeps those objects instead of copying them, so a pickle
+comes out as a list of chunks ("chunks" fields of the protocol send them back to back with
+``sendmsg``, ``shm.write_all`` writes them into a memfd): the one copy of a 200 MB payload
+is the one into the socket or the shared memory, not an extra ``pickle.dumps`` buffer.
+The buffers are referenced, not copied: they must not change until the payload is sent
+(``send_object`` waits for the store's acknowledgement; a task's result is its own).
 """
 
 import pickle
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
 
 import cloudpickle
 
@@ -41,13 +51,69 @@ def dumps_arguments(pair: Tuple[Sequence[Any], Dict[str, Any]]) -> bytes:
     return cloudpickle.dumps(pair, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def dumps_result(value: Any) -> bytes:
+Payload = Union[bytes, memoryview, List[Any]]  # one buffer, or chunks to send back to back
+_JOIN_BELOW = 64 * 1024  # a pickle smaller than this is joined into one bytes (one small frame)
+
+
+class ChunkWriter:
+    """A write-only file for ``pickle.dump`` that keeps what it is given (see the module doc)."""
+
+    __slots__ = ("chunks", "size")
+
+    def __init__(self) -> None:
+        self.chunks: List[Any] = []
+        self.size = 0
+
+    def write(self, data: Any) -> int:
+        if type(data) is not bytes:
+            data = memoryview(data).cast("B")  # bytearray, PickleBuffer...: a view, not a copy
+        n = len(data)
+        if n:
+            self.chunks.append(data)
+            self.size += n
+        return n
+
+    def payload(self) -> Payload:
+        chunks = self.chunks
+        if len(chunks) == 1:
+            return chunks[0]
+        if self.size < _JOIN_BELOW:
+            return b"".join(chunks)
+        return chunks
+
+
+def dump_chunks(value: Any, dump: Callable[[Any, Any], None]) -> Payload:
+    """``dump(value, file)`` into a :class:`ChunkWriter`: the pickle as chunks."""
+    writer = ChunkWriter()
+    dump(value, writer)
+    return writer.payload()
+
+
+def _pickle_dump(value: Any, file: Any) -> None:
+    pickle.dump(value, file, pickle.HIGHEST_PROTOCOL)
+
+
+def cloudpickle_dump(value: Any, file: Any) -> None:
+    cloudpickle.dump(value, file, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def payload_size(payload: Payload) -> int:
+    """Bytes in a payload (one buffer, or chunks)."""
+    if type(payload) is bytes:
+        return len(payload)
+    if type(payload) is list:
+        return sum(len(chunk) if type(chunk) is bytes else memoryview(chunk).nbytes for chunk in payload)
+    return memoryview(payload).nbytes
+
+
+def dumps_result(value: Any) -> Payload:
     """Serialise a task's result with the default serializer: pickle where it can,
-    cloudpickle where it must (see the module docstring for why this is safe here)."""
+    cloudpickle where it must (see the module docstring for why this is safe here).
+    A big result comes back as chunks, its big buffers not copied."""
     try:
-        return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+        return dump_chunks(value, _pickle_dump)
     except Exception:
-        return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        return dump_chunks(value, cloudpickle_dump)
 
 
 class BytesSerializer:
@@ -65,4 +131,5 @@ class BytesSerializer:
         return self.inner.deserialize(payload if type(payload) is bytes else bytes(payload))
 
 
-__all__ = ["BytesSerializer", "dumps_arguments", "dumps_result", "only_builtin_scalars"]
+__all__ = ["BytesSerializer", "ChunkWriter", "Payload", "cloudpickle_dump", "dump_chunks", "dumps_arguments",
+           "dumps_result", "only_builtin_scalars", "payload_size"]

@@ -14,17 +14,22 @@ import signal
 import socket
 import time
 import uuid
-from typing import Deque, Optional
+from typing import Deque, Dict, Optional
 
 from ..config.components import WorkerConfig
+from ..io import shm
 from ..io.address import connectable_host, parse_address
 from ..io.connection import Connection, Handler
+from ..io.fd_connection import FdConnection
 from ..io.loop import EventLoop
 from ..protocol.codec import Buffer, Message
 from ..protocol.handshake import normalize_key
-from ..protocol.messages import (ROLE_WORKER, HeartbeatEcho, ObjectDeleteOwner, ObjectGet, ObjectGetReply, ObjectPut,
-                                 ObjectPutReply, ProcessorReady, ProcessorWaiting, SchedulerShutdown, TaskOutput, TaskResult, WorkerConnect,
-                                 WorkerConnectReply, WorkerDisconnect, WorkerHeartbeat, WorkerTask, WorkerTaskCancel)
+from ..protocol.messages import (ROLE_WORKER, STATUS_OK, HeartbeatEcho, ObjectDeleteOwner, ObjectGet, ObjectGetBytes,
+                                 ObjectGetReply, ObjectGetShm, ObjectPut, ObjectPutReply, ObjectPutShm, ObjectShmAccept,
+                                 ObjectShmOffer, ObjectShmReady, ProcessorObject, ProcessorObjectShm, ProcessorReady,
+                                 ProcessorResultShm, ProcessorWaiting, SchedulerShutdown, TaskOutput, TaskResult,
+                                 WorkerConnect, WorkerConnectReply, WorkerDisconnect, WorkerHeartbeat, WorkerTask,
+                                 WorkerTaskCancel)
 from ..utility import process as proc_util
 from ..utility.outage import Outage
 from .pipeline import PipelineEffects, TaskPipeline
@@ -52,6 +57,13 @@ class WorkerAgent(PipelineEffects):
 
         self.scheduler: Optional[Connection] = None
         self.storage: Optional[Connection] = None
+        # Shared memory with the object storage (scaler/io/shm.py), once it offered and we proved
+        # we are on its host; results put through a memfd wait here for their acknowledgement.
+        self.shm_reads = False
+        self.shm_puts = False
+        self.storage_pid = 0
+        self._shm_probe: Optional[shm.Probe] = None
+        self._shm_stored: Dict[bytes, shm.Segment] = {}
         self.registered = False
         self.last_contact = time.monotonic()
 
@@ -136,8 +148,45 @@ class WorkerAgent(PipelineEffects):
         kind = type(msg)
         if kind is ObjectGetReply:
             self.pipeline.object_arrived(msg.object_id, msg.found, msg.payload)
+        elif kind is ObjectGetShm:
+            self._object_shared(msg)
         elif kind is ObjectPutReply:
+            segment = self._shm_stored.pop(msg.object_id, None)
+            if segment is not None:
+                segment.close()  # the storage holds its own descriptor now
             self.pipeline.object_stored(msg.object_id, msg.error)
+        elif kind is ObjectShmOffer:
+            self._shm_offer(conn, msg)
+        elif kind is ObjectShmReady:
+            self.shm_reads, self.shm_puts = msg.reads, msg.puts
+            if self._shm_probe is not None:
+                self._shm_probe.close()
+                self._shm_probe = None
+
+    def _shm_offer(self, conn: Connection, msg: Message) -> None:
+        """Prove we are on the storage's host (read its nonce), and offer a probe of ours."""
+        if not msg.token or not isinstance(self.processor_conn, FdConnection):
+            return  # no shared memory there, or none here (SCALER_OBJECT_SHM=0)
+        try:
+            nonce = shm.read_probe(msg.pid, msg.fd, msg.token)
+            self._shm_probe = probe = shm.Probe()
+        except shm.ShmError as exc:
+            logger.info("object storage: no shared memory (%s): objects come through the socket", exc)
+            return
+        self.storage_pid = msg.pid
+        conn.send(ObjectShmAccept(nonce, os.getpid(), probe.fd, probe.token, probe.nonce))
+
+    def _object_shared(self, msg: Message) -> None:
+        """An object in the storage's shared memory: open it now (so it cannot go away before the
+        processor maps it) and let the pipeline pass it on (``to_processor``)."""
+        try:
+            fd = shm.open_peer(self.storage_pid, msg.fd, msg.token, msg.offset + msg.size)
+        except shm.ShmError as exc:
+            logger.debug("fetching %s through the socket: %s", msg.object_id.hex(), exc)
+            if self.storage is not None:
+                self.storage.send(ObjectGetBytes(msg.object_id))
+            return
+        self.pipeline.object_arrived(msg.object_id, True, _SharedObject(fd, msg.offset, msg.size))
 
     def storage_lost(self, reason: str, handshake_failure: Optional[str] = None) -> None:
         if self.stopping:
@@ -148,6 +197,13 @@ class WorkerAgent(PipelineEffects):
             return
         self.storage_outage.failed(reason)
         self.storage = None
+        self.shm_reads = self.shm_puts = False
+        if self._shm_probe is not None:
+            self._shm_probe.close()
+            self._shm_probe = None
+        stored, self._shm_stored = self._shm_stored, {}
+        for segment in stored.values():
+            segment.close()
         # Nothing can be fetched or stored any more: answer what waits on storage, then
         # leave the scheduler, which re-queues the rest elsewhere; we reconnect afresh.
         self.pipeline.storage_lost(reason)
@@ -159,13 +215,33 @@ class WorkerAgent(PipelineEffects):
         self.storage.send(ObjectGet(object_id))
 
     def store_object(self, object_id: bytes, owner_id: bytes, payload: Buffer) -> None:
+        if type(payload) is shm.Segment:  # a result the processor handed over in a memfd
+            if self.shm_puts:
+                self._shm_stored[object_id] = payload
+                self.storage.send(ObjectPutShm(object_id, owner_id, payload.fd, payload.token, payload.size))
+                return
+            payload = payload.detach()  # sent from the mapping, not copied first
         self.storage.send(ObjectPut(object_id, owner_id, payload))
 
     def to_processor(self, msg: Message) -> None:
-        if self.processor_conn is not None:
-            self.processor_conn.send(msg)
+        conn = self.processor_conn
+        payload = getattr(msg, "payload", None)
+        if type(payload) is _SharedObject:
+            fd = payload.take()
+            if isinstance(conn, FdConnection) and conn.send_with_fd(
+                    ProcessorObjectShm(msg.object_id, payload.offset, payload.size), fd):
+                return  # the descriptor is the connection's now
+            segment = shm.Segment(fd, payload.offset + payload.size, "")
+            if conn is None:
+                segment.close()
+                return
+            msg = ProcessorObject(msg.object_id, segment.detach()[payload.offset:])  # through the socket, then
+        if conn is not None:
+            conn.send(msg)
 
     def send_result(self, result: Message) -> None:
+        if type(result) is TaskResult and type(result.payload) is shm.Segment:  # a big result sent inline (no storage)
+            result = TaskResult(result.task_id, result.status, result.payload.detach(), result.detail)
         if self.scheduler is not None and self.registered:
             self.scheduler.send(result)
 
@@ -178,6 +254,17 @@ class WorkerAgent(PipelineEffects):
         kind = type(msg)
         if kind is TaskResult:
             self.pipeline.processor_result(msg)
+        elif kind is ProcessorResultShm:
+            fd = conn.take_fd() if isinstance(conn, FdConnection) else None
+            if fd is None:
+                conn.close("a shared memory result came without its descriptor")
+                return
+            try:
+                size = os.fstat(fd).st_size
+            except OSError:
+                size = 0
+            self.pipeline.processor_result(TaskResult(msg.task_id, STATUS_OK, shm.Segment(fd, size, msg.token),
+                                                      msg.detail))
         elif kind is TaskOutput:
             self.send_result(msg)  # stream_output: on to the scheduler, ahead of the task's result
         elif kind is ProcessorReady:
@@ -212,8 +299,10 @@ class WorkerAgent(PipelineEffects):
         finally:
             child_sock.close()
         parent_sock.setblocking(False)
-        self.processor_conn = Connection(self.loop, parent_sock, _Link(self, "processor"),
-                                         peer="processor", handshake=False)
+        # With shared memory, big objects and results cross the socketpair as memfds (SCM_RIGHTS).
+        kind = FdConnection if shm.available() else Connection
+        self.processor_conn = kind(self.loop, parent_sock, _Link(self, "processor"), peer="processor",
+                                   handshake=False)
 
     def _stop_processor(self) -> None:
         conn, self.processor_conn = self.processor_conn, None
@@ -275,6 +364,35 @@ class WorkerAgent(PipelineEffects):
 
     def shutdown(self) -> None:
         self._stop_processor()
+
+
+class _SharedObject:
+    """An object the agent opened in the storage's shared memory, on its way to the processor:
+    it travels through the pipeline as the payload of a ``ProcessorObject`` and is turned into a
+    ``ProcessorObjectShm`` with its descriptor by ``to_processor``. The descriptor is closed
+    here if the pipeline drops it (task cancelled meanwhile)."""
+
+    __slots__ = ("fd", "offset", "size")
+
+    def __init__(self, fd: int, offset: int, size: int) -> None:
+        self.fd = fd
+        self.offset = offset
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def take(self) -> int:
+        fd, self.fd = self.fd, -1
+        return fd
+
+    def __del__(self) -> None:
+        if self.fd >= 0:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = -1
 
 
 class _Link(Handler):

@@ -25,16 +25,18 @@ from typing import Any, Deque, Dict, List, Optional, Set, Tuple
 
 from ..client.serializer import DefaultSerializer
 from ..config.preload import PreloadError, parse_preload
+from ..io import shm
 from ..io.connection import BlockingChannel
+from ..io.fd_connection import FdChannel
 from ..protocol.call import call_arguments, read_call
 from ..protocol.messages import (FLAG_PROFILE, FLAG_STREAM_OUTPUT, STATUS_CANCELLED, STATUS_FAILED,
                                  STATUS_MISSING_OBJECT, STATUS_NOT_SERIALIZABLE, STATUS_OK, ProcessorCancel, ProcessorDropObjects,
-                                 ProcessorObject, ProcessorReady, ProcessorWaiting,
-                                 ProcessorTask, TaskResult)
+                                 ProcessorObject, ProcessorObjectShm, ProcessorReady, ProcessorResultShm,
+                                 ProcessorWaiting, ProcessorTask, TaskResult)
 from ..utility import task_context
 from ..utility.exceptions import TaskExitError
 from ..utility.process import rss_bytes, watch_lifeline
-from ..utility.serialization import BytesSerializer, dumps_result
+from ..utility.serialization import BytesSerializer, dumps_result, payload_size
 from .task_output import STDERR, STDOUT, TaskOutputStream
 
 logger = logging.getLogger(__name__)
@@ -104,6 +106,24 @@ class Processor:
         elif kind is ProcessorObject:
             self.raw[msg.object_id] = msg.payload
             self.loaded.pop(msg.object_id, None)
+            if len(msg.payload) >= shm.SHM_MIN_BYTES:
+                shm.STATS["socket_objects"] += 1
+        elif kind is ProcessorObjectShm:
+            self.loaded.pop(msg.object_id, None)
+            self.raw.pop(msg.object_id, None)
+            fd = self.channel.take_fd() if isinstance(self.channel, FdChannel) else None
+            if fd is None:
+                logger.error("object %s came without its descriptor", msg.object_id.hex())
+                return  # the task that needs it fails with STATUS_MISSING_OBJECT
+            try:
+                mapping = shm.map_readonly(fd, msg.offset + msg.size)
+            except (OSError, ValueError) as exc:
+                logger.error("cannot map object %s: %s", msg.object_id.hex(), exc)
+                return
+            finally:
+                os.close(fd)
+            self.raw[msg.object_id] = memoryview(mapping)[msg.offset:msg.offset + msg.size]
+            shm.STATS["shm_objects"] += 1
         elif kind is ProcessorCancel:
             self.cancelled.add(msg.task_id)
         elif kind is ProcessorDropObjects:
@@ -124,8 +144,27 @@ class Processor:
             task_context.restore(previous)
             if streams is not None:
                 self._restore_output(streams)
-        self.channel.send(result)
+        self._send_result(result)
         self._housekeeping()
+
+    def _send_result(self, result: Any) -> None:
+        """A big result goes to the agent as a sealed memfd (its one copy), not through the socket."""
+        channel = self.channel
+        if (result.status == STATUS_OK and isinstance(channel, FdChannel)
+                and payload_size(result.payload) >= shm.SHM_MIN_BYTES):
+            payload = result.payload
+            try:
+                segment = shm.make_sealed(payload if type(payload) is list else [payload])
+            except shm.ShmError as exc:
+                logger.debug("sending a result through the socket: %s", exc)
+            else:
+                try:
+                    channel.send_with_fd(ProcessorResultShm(result.task_id, segment.token, result.detail), segment.fd)
+                finally:
+                    segment.close()
+                shm.STATS["shm_results"] += 1
+                return
+        channel.send(result)
 
     def _redirect_output(self, task: Any) -> Optional[Tuple[Any, Any]]:
         """Point ``sys.stdout``/``sys.stderr`` at the task's client (stream_output), or back at
@@ -303,7 +342,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     watch_lifeline(args.lifeline_fd, lambda: os._exit(1))
     logging.basicConfig(level=getattr(logging, args.logging_level.upper(), logging.INFO), stream=sys.stderr,
                         format="[%(levelname)s]%(asctime)s: processor[" + str(os.getpid()) + "]: %(message)s")
-    channel = BlockingChannel(socket.socket(fileno=args.channel_fd))
+    sock = socket.socket(fileno=args.channel_fd)
+    channel = FdChannel(sock) if shm.available() else BlockingChannel(sock)
     if args.preload:
         try:
             run_preload(args.preload)
