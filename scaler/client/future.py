@@ -8,11 +8,13 @@ callback, or ``asyncio.wrap_future``) deserialises them in the caller's thread. 
 import time
 from concurrent.futures import Future
 from concurrent.futures._base import PENDING, RUNNING
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..utility import task_context
 from ..utility.exceptions import DeserializeObjectError
-from ..utility.metadata.profile_result import ProfileResult
+
+if TYPE_CHECKING:  # imported by profiling_info(): it is a dataclass, and dataclasses is not light
+    from ..utility.metadata.profile_result import ProfileResult
 
 _NOT_DECODED = object()
 
@@ -90,13 +92,14 @@ class ScalerFuture(Future):
         with self._condition:
             return self._state == PENDING or self._state == RUNNING
 
-    def profiling_info(self) -> ProfileResult:
+    def profiling_info(self) -> "ProfileResult":
         """What running the task cost (``Client(profiling=True)``): ``duration_s``,
         ``memory_peak``, ``cpu_time_s``. ``ValueError`` before the task is done, and for a task
         that was not profiled."""
         if not self.done():
             raise ValueError("task %s is not done yet: profiling_info() is available once it is"
                              % self._task_id.hex())
+        from ..utility.metadata.profile_result import ProfileResult
         profile = ProfileResult.from_detail(self._profile) if self._profile else None
         if profile is None:
             raise ValueError("task %s has no profiling info: create the client with Client(..., profiling=True)"

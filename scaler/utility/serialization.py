@@ -17,7 +17,8 @@ documented, although large payloads arrive as zero-copy ``memoryview`` slices.
 import pickle
 from typing import Any, Dict, Sequence, Tuple
 
-import cloudpickle
+# cloudpickle (~7 ms to import, with dataclasses and inspect) is imported by the first call
+# that needs it: a process that only moves builtin scalars never loads it.
 
 _PLAIN_TYPES = frozenset((int, float, str, bytes, bool, type(None), complex))
 
@@ -38,6 +39,7 @@ def dumps_arguments(pair: Tuple[Sequence[Any], Dict[str, Any]]) -> bytes:
     """Serialise a call's ``(args, kwargs)`` with the default serializer, fast when plain."""
     if only_builtin_scalars(pair[0], pair[1]):
         return pickle.dumps(pair, pickle.HIGHEST_PROTOCOL)
+    import cloudpickle
     return cloudpickle.dumps(pair, protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -47,6 +49,7 @@ def dumps_result(value: Any) -> bytes:
     try:
         return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
     except Exception:
+        import cloudpickle
         return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
 
