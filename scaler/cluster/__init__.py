@@ -204,15 +204,19 @@ class SchedulerClusterCombo:
             raise
         self._cluster_config = cluster_config
         try:
+            # The pool first: its start-up is the longer chain (pool, then workers, then their
+            # processors: three interpreters in a row), the scheduler's is one. The workers can
+            # dial at once, the sockets being bound already. _children stays in stop order's
+            # reverse: the scheduler first, so that the workers stop before it.
+            self._worker_manager_process = proc_util.spawn_component("cluster", "cluster", cluster_config,
+                                                                     auth_key=self._auth_key)
+            self._children.append(self._worker_manager_process)
             self._scheduler = proc_util.spawn_component(
                 "scheduler", "scheduler", scheduler_config,
                 ["--listen-fd", str(sock.fileno()), "--storage-listen-fd", str(storage_sock.fileno()),
                  "--monitor-listen-fd", str(monitor_sock.fileno())],
                 auth_key=self._auth_key, pass_fds=(sock.fileno(), storage_sock.fileno(), monitor_sock.fileno()))
-            self._children.append(self._scheduler)
-            self._worker_manager_process = proc_util.spawn_component("cluster", "cluster", cluster_config,
-                                                                     auth_key=self._auth_key)
-            self._children.append(self._worker_manager_process)
+            self._children.insert(0, self._scheduler)
         except BaseException:
             self.shutdown()
             raise
