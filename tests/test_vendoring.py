@@ -24,6 +24,7 @@ QUICK_START = r'''
 import importlib.util
 import os
 import sys
+import time
 
 assert importlib.util.find_spec("scaler") is None, "a top-level 'scaler' is importable: the test is not isolated"
 
@@ -74,7 +75,13 @@ if __name__ == "__main__":
             ref = client.send_object(bytes(1000000))
             print(client.submit(len, ref).result(timeout=60))
             print("WORKER-MODULES", client.submit(loaded_scaler_modules).result(timeout=60))
-            for line in descendant_cmdlines():
+            # The second worker's processor may still be starting: the tasks above need one worker.
+            deadline = time.monotonic() + 60
+            children = descendant_cmdlines()
+            while len(children) < 6 and time.monotonic() < deadline:
+                time.sleep(0.05)
+                children = descendant_cmdlines()
+            for line in children:
                 print("CHILD", line)
     finally:
         cluster.shutdown()

@@ -1,21 +1,21 @@
 """``Client``: submit Python functions to a scaler cluster and get futures back."""
 
-import hashlib
 import itertools
 import logging
 import os
 import struct
-import uuid
-from typing import Any, Callable, Dict, Hashable, Iterable, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Hashable, Iterable, List, Mapping, Optional, Tuple
 
-import cloudpickle
+try:
+    from _blake2 import blake2b  # what hashlib.blake2b is; importing hashlib also loads OpenSSL (~2 ms)
+except ImportError:  # pragma: no cover - a Python built without it
+    from hashlib import blake2b
 
 from ..protocol.call import INLINE_LIMIT, build_call, graph_node_call, graph_result_id
 from ..protocol.handshake import normalize_key
 from ..protocol.messages import FLAG_NEEDS_OBJECTS, FLAG_PROFILE, FLAG_STREAM_OUTPUT, GraphSubmit, TaskSubmit, pack_indices
 from ..utility.exceptions import ClientQuitException, MissingObjects
 from ..utility import task_context
-from ..utility.graph import GraphPlan, plan_graph, run_node
 from ..utility.process import AUTH_KEY_ENV
 from ..utility.serialization import BytesSerializer, cloudpickle_dump, dump_chunks, dumps_arguments, payload_size
 from .agent import ClientAgent, Waiter
@@ -23,6 +23,9 @@ from .binding import check_call
 from .future import ScalerFuture
 from .object_reference import ObjectReference
 from .serializer import DefaultSerializer, Serializer
+
+if TYPE_CHECKING:
+    from ..utility.graph import GraphPlan
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +69,7 @@ class Client:
         self._stream_output = stream_output
         self._serializer: Serializer = serializer if serializer is not None else DefaultSerializer()
         self._packed = type(self._serializer) is DefaultSerializer
-        self._identity = ("Client|%s" % uuid.uuid4().hex).encode()
+        self._identity = ("Client|%s" % os.urandom(16).hex()).encode()  # random, as a uuid4's hex
         if auth_key is None and auth_key_file:
             from ..config.key_file import read_key_file
             auth_key = read_key_file(auth_key_file)
@@ -86,6 +89,7 @@ class Client:
         self._agent.start()
         if not self._packed:  # a custom serializer travels to the workers once
             self._serializer_id = self._object_id(_SERIALIZER_TAG)
+            import cloudpickle
             self._put(self._serializer_id, cloudpickle.dumps(self._serializer))
             self._flags |= FLAG_NEEDS_OBJECTS
 
@@ -172,6 +176,7 @@ class Client:
         from worker to worker through object storage and never come back here.
         """
         self._check_open()
+        from ..utility.graph import plan_graph  # graphs only: kept off the import of scaler
         plan = plan_graph(graph, keys)
         rank = _priority(priority)
         futures = self._submit_graph(plan, rank) if plan.nodes else {}
@@ -191,7 +196,8 @@ class Client:
             raise
         return plan.shape(results)
 
-    def _submit_graph(self, plan: GraphPlan, priority: int) -> Dict[Hashable, ScalerFuture]:
+    def _submit_graph(self, plan: "GraphPlan", priority: int) -> Dict[Hashable, ScalerFuture]:
+        from ..utility.graph import run_node
         run_id = self._function_id(run_node)
         nodes = plan.nodes
         index = {node.key: i for i, node in enumerate(nodes)}
@@ -262,7 +268,7 @@ class Client:
         else:
             payload = self._serializer.serialize(obj)
         size = payload_size(payload)
-        object_id = self._object_id(uuid.uuid4().bytes)
+        object_id = self._object_id(os.urandom(16))
         self._put(object_id, self._agent.shareable(payload))
         label = (name if name is not None else "<%s>" % type(obj).__name__)
         return ObjectReference(label.encode() if isinstance(label, str) else bytes(label), size, object_id)
@@ -337,7 +343,7 @@ class Client:
             raise self._agent.failure
 
     def _object_id(self, salt: bytes) -> bytes:
-        return hashlib.blake2b(self._identity + b"\0" + salt, digest_size=32).digest()
+        return blake2b(self._identity + b"\0" + salt, digest_size=32).digest()
 
     def _put(self, object_id: bytes, payload: Any, wait: bool = True) -> None:
         """Store an object. Waiting reports a refusal here, but is skipped on the I/O thread
@@ -366,7 +372,7 @@ class Client:
         if cached is not None and cached[0] is fn:
             return cached[1]
         payload = self._serializer.serialize(fn)
-        object_id = self._object_id(hashlib.blake2b(payload, digest_size=32).digest())
+        object_id = self._object_id(blake2b(payload, digest_size=32).digest())
         if object_id not in self._uploaded:
             self._put(object_id, payload, wait=False)  # the tasks using it wait for the ack
         self._functions[id(fn)] = (fn, object_id)
@@ -392,7 +398,7 @@ class Client:
         return future
 
     def _new_temp_id(self) -> bytes:
-        return self._object_id(uuid.uuid4().bytes)
+        return self._object_id(os.urandom(16))
 
     def _reference_id(self, reference: ObjectReference) -> bytes:
         if reference.object_id not in self._uploaded:

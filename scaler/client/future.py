@@ -9,11 +9,13 @@ import threading
 import time
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING, RUNNING
-from typing import Any, Callable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, List, Optional
 
 from ..utility import task_context
 from ..utility.exceptions import DeserializeObjectError
-from ..utility.metadata.profile_result import ProfileResult
+
+if TYPE_CHECKING:  # imported by profiling_info(): it is a dataclass, and dataclasses is not light
+    from ..utility.metadata.profile_result import ProfileResult
 
 _NOT_DECODED = object()
 _DONE = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
@@ -172,13 +174,14 @@ class ScalerFuture(Future):
         """
         return self._state == PENDING or self._state == RUNNING
 
-    def profiling_info(self) -> ProfileResult:
+    def profiling_info(self) -> "ProfileResult":
         """What running the task cost (``Client(profiling=True)``): ``duration_s``,
         ``memory_peak``, ``cpu_time_s``. ``ValueError`` before the task is done, and for a task
         that was not profiled."""
         if not self.done():
             raise ValueError("task %s is not done yet: profiling_info() is available once it is"
                              % self._task_id.hex())
+        from ..utility.metadata.profile_result import ProfileResult
         profile = ProfileResult.from_detail(self._profile) if self._profile else None
         if profile is None:
             raise ValueError("task %s has no profiling info: create the client with Client(..., profiling=True)"

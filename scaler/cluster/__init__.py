@@ -6,12 +6,11 @@ import socket
 import weakref
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from ..config.components import HARD_PROCESSOR_SUSPEND_REFUSED, default_worker_count
-from ..config.common.security import tls_settings
-from ..config.key_file import resolve_auth_key
-from ..config.policy import DEFAULT_POLICY, parse_policy
 from ..io.address import listen, parse_address
 from ..utility import process as proc_util
+
+# The configuration modules are imported by the constructors, not here: ``from scaler import
+# SchedulerClusterCombo`` stays cheap (it is what every user script starts with).
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +33,8 @@ class Cluster(proc_util.ProcessHandle):
                  logging_config_file: Optional[str] = None, auth_key: Optional[str] = None,
                  object_storage_address: Optional[str] = None, auth_key_file: Optional[str] = None,
                  tls_ca: Optional[str] = None) -> None:
+        from ..config.components import HARD_PROCESSOR_SUSPEND_REFUSED, default_worker_count
+        from ..config.key_file import resolve_auth_key
         parse_address(address)
         if tls_ca is not None:
             from ..io.tls import check_ca_file
@@ -130,6 +131,9 @@ class SchedulerClusterCombo:
                  security_config: Any = None, auth_key: Optional[str] = None,
                  per_worker_queue_size: Optional[int] = None, preload: Optional[str] = None,
                  auth_key_file: Optional[str] = None, tls_ca: Optional[str] = None) -> None:
+        from ..config.common.security import tls_settings
+        from ..config.components import HARD_PROCESSOR_SUSPEND_REFUSED, default_worker_count
+        from ..config.key_file import resolve_auth_key
         if hard_processor_suspend:
             raise ValueError(HARD_PROCESSOR_SUSPEND_REFUSED)
         if per_worker_queue_size is not None:  # upstream's older name
@@ -200,15 +204,19 @@ class SchedulerClusterCombo:
             raise
         self._cluster_config = cluster_config
         try:
+            # The pool first: its start-up is the longer chain (pool, then workers, then their
+            # processors: three interpreters in a row), the scheduler's is one. The workers can
+            # dial at once, the sockets being bound already. _children stays in stop order's
+            # reverse: the scheduler first, so that the workers stop before it.
+            self._worker_manager_process = proc_util.spawn_component("cluster", "cluster", cluster_config,
+                                                                     auth_key=self._auth_key)
+            self._children.append(self._worker_manager_process)
             self._scheduler = proc_util.spawn_component(
                 "scheduler", "scheduler", scheduler_config,
                 ["--listen-fd", str(sock.fileno()), "--storage-listen-fd", str(storage_sock.fileno()),
                  "--monitor-listen-fd", str(monitor_sock.fileno())],
                 auth_key=self._auth_key, pass_fds=(sock.fileno(), storage_sock.fileno(), monitor_sock.fileno()))
-            self._children.append(self._scheduler)
-            self._worker_manager_process = proc_util.spawn_component("cluster", "cluster", cluster_config,
-                                                                     auth_key=self._auth_key)
-            self._children.append(self._worker_manager_process)
+            self._children.insert(0, self._scheduler)
         except BaseException:
             self.shutdown()
             raise
@@ -261,6 +269,7 @@ class SchedulerClusterCombo:
 
 def _policy_content(policy: Any) -> str:
     """``scaler_policy`` as the scheduler's policy string; a bad one raises ValueError before anything starts."""
+    from ..config.policy import DEFAULT_POLICY, parse_policy
     if policy is None:
         return DEFAULT_POLICY
     engine = getattr(policy, "policy_engine_type", "simple")  # upstream's PolicyConfig

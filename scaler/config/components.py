@@ -32,8 +32,13 @@ def default_worker_count() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
+# Every dataclass here has a docstring: without one, dataclasses builds ``__doc__`` from
+# ``inspect.signature`` of the class, which for these many-field classes cost about half of
+# this module's import time (imported by every component process).
 @dataclasses.dataclass
 class LoggingSettings:
+    """Where and how much a component logs."""
+
     logging_level: str = option(
         "INFO", kind="choice", choices=LOGGING_LEVELS, short=("-ll",), group="logging",
         help="log threshold")
@@ -49,6 +54,8 @@ class LoggingSettings:
 
 @dataclasses.dataclass
 class SecuritySettings:
+    """The shared secret peers authenticate with."""
+
     auth_key: Optional[str] = option(
         None, kind="str", group="security", secret=True, default_text="$SCALER_AUTH_KEY",
         help="shared secret that clients, workers and servers must all present (prefer --auth-key-file or the "
@@ -90,6 +97,8 @@ CONNECTING_TLS_OVERRIDES = {  # tls_cert/tls_key on commands that only connect (
 
 @dataclasses.dataclass
 class LoopSettings:
+    """The event loop and its I/O threads."""
+
     event_loop: str = option(
         "builtin", kind="choice", choices=EVENT_LOOPS, short=("-el", "-e"),
         help="accepted for compatibility: this build always runs its own selectors-based event loop; "
@@ -101,6 +110,8 @@ class LoopSettings:
 
 @dataclasses.dataclass
 class SchedulerConfig(LoggingSettings, LoopSettings, TLSSettings, SecuritySettings):
+    """``scaler_scheduler`` / the ``[scheduler]`` section."""
+
     address: str = option(
         "", kind="address", toml_aliases=("scheduler_address", "bind_address"), metavar="ADDRESS",
         help="address to listen on for clients and workers, e.g. tcp://127.0.0.1:8516")
@@ -169,6 +180,8 @@ class SchedulerConfig(LoggingSettings, LoopSettings, TLSSettings, SecuritySettin
 
 @dataclasses.dataclass
 class ObjectStorageConfig(LoggingSettings, TLSSettings, SecuritySettings):
+    """``scaler_object_storage_server`` / the ``[object_storage_server]`` section."""
+
     address: str = option(
         "", kind="address", toml_aliases=("object_storage_address", "bind_address"), metavar="ADDRESS",
         help="address to listen on, e.g. tcp://127.0.0.1:8517 (or give --name and --port)")
@@ -236,6 +249,8 @@ class WorkerConfig(WorkerSettings, LoggingSettings):
 
 @dataclasses.dataclass
 class ClusterConfig(WorkerSettings, LoggingSettings, TLSClientSettings, SecuritySettings):
+    """``scaler_cluster`` / the ``[cluster]`` section: a fixed pool of workers."""
+
     scheduler_address: str = option(
         "", kind="address", aliases=("address",), metavar="SCHEDULER_ADDRESS",
         help="address of the scheduler the workers join, e.g. tcp://127.0.0.1:8516")

@@ -32,6 +32,8 @@ KINDS = (
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
+    """The declaration of one setting: its flag, TOML key, kind, limits and help (docstring: see components.py)."""
+
     help: str
     kind: str
     short: Tuple[str, ...] = ()          # short flags, e.g. ("-n",)

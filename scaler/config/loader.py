@@ -10,21 +10,21 @@ before anything starts; a problem in a file is reported as one line naming the f
 section, the key and what was expected (``ConfigError``), and the command exits with 2.
 """
 
-import argparse
-import configparser
 import dataclasses
-import difflib
 import json
 import math
 import os
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..version import __version__
 from .capabilities import CapabilitiesError, format_capabilities, parse_capabilities
 from .components import STREAM_PATHS
 from .fields import Spec, spec_of
 from .policy import parse_policy
+
+if TYPE_CHECKING:  # argparse is imported by build_parser: a spawned component never builds a parser
+    import argparse
 
 TRUE_WORDS = ("true", "yes", "on", "1")
 FALSE_WORDS = ("false", "no", "off", "0")
@@ -333,6 +333,7 @@ def _check_log_path(path: str) -> None:
 
 
 def _check_logging_config_file(path: str) -> None:
+    import configparser
     if not os.path.isfile(path):
         raise ValueError("expected a path to a logging.config file, got %r (no such file)" % path)
     try:
@@ -407,6 +408,8 @@ class Command:
 
 @dataclasses.dataclass
 class Source:
+    """Where a setting's value came from (named in error messages)."""
+
     kind: str    # "default", "json", "toml", "cli", "command"
     where: str   # "example.toml [scheduler] num_of_workers", "argument --num-of-workers", ...
 
@@ -489,6 +492,7 @@ def values_from_table(resolution: Resolution, table: Any, where: str) -> List[Co
 def unknown_key_message(key: str, keys: Dict[str, Option], command: Command) -> str:
     if key in command.fixed or key in command.exclude:
         return "not used by %s" % command.prog
+    import difflib
     matches = difflib.get_close_matches(key, list(keys), n=1, cutoff=0.6)
     if matches:
         return "unknown key (did you mean '%s'?)" % matches[0]
@@ -632,14 +636,15 @@ def section_of(command: Command, data: Dict[str, Any], path: str) -> Tuple[Any, 
 # command lines
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    def __init__(self, prog: str) -> None:
-        super().__init__(prog, max_help_position=34)
+def _help_formatter(prog: str, **options: Any) -> "argparse.HelpFormatter":
+    import argparse
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=34, **options)
 
 
-def build_parser(command: Command) -> argparse.ArgumentParser:
+def build_parser(command: Command) -> "argparse.ArgumentParser":
+    import argparse
     parser = argparse.ArgumentParser(prog=command.prog, description=command.description,
-                                     epilog=command.epilog or None, formatter_class=_HelpFormatter,
+                                     epilog=command.epilog or None, formatter_class=_help_formatter,
                                      allow_abbrev=False)
     parser.add_argument("--version", action="version", version="%s %s (scaler)" % (command.prog, __version__))
     label = command.section_label + (" entry with type = \"%s\"" % command.array_type if command.array_type else "")
@@ -672,6 +677,7 @@ def _cli_converter(option: Option) -> Callable[[str], Any]:
         try:
             value = convert(option, text, from_text=True)
         except ValueError as exc:
+            import argparse
             raise argparse.ArgumentTypeError(str(exc)) from None
         return value[0] if option.kind in ("list", "log_paths") else value
     converter.__name__ = option.kind  # argparse names it in some messages
@@ -711,11 +717,45 @@ class Loaded:
     monitor_listen_fd: int = -1
 
 
+class _SpawnedArgs:
+    """A spawner's command line, as ``parse_args`` would give it (no -c file, no option flags)."""
+
+    config = None
+
+    def __init__(self, values: Dict[str, Any]) -> None:
+        for name in INTERNAL_FLAGS:
+            setattr(self, name.replace("-", "_"), values.get(name))
+
+
+def _spawned_command_line(command: Command, argv: Sequence[str]) -> Optional[_SpawnedArgs]:
+    """The parse of a command line made only of the command's hidden spawner flags, each once with
+    its value, ``--config-json`` among them (how components start each other), else None.
+
+    Such a line is read without argparse: building the parser of a command with tens of options
+    (and importing argparse) is several ms of every component process's start-up.
+    """
+    if len(argv) % 2:
+        return None
+    values: Dict[str, Any] = {}
+    for flag, text in zip(argv[0::2], argv[1::2]):
+        name = flag[2:] if flag.startswith("--") else ""
+        if name not in command.internal_flags or name in values:
+            return None
+        try:
+            values[name] = INTERNAL_FLAGS[name](text)
+        except ValueError:
+            return None  # argparse says what is wrong
+    return _SpawnedArgs(values) if "config-json" in values else None
+
+
 def resolve_command_line(command: Command, argv: Optional[Sequence[str]] = None,
-                         parser: Optional[argparse.ArgumentParser] = None) -> Loaded:
+                         parser: "Optional[argparse.ArgumentParser]" = None) -> Loaded:
     """Parse argv (and the --config file) into the command's config; raise ConfigError(s)."""
-    parser = parser or build_parser(command)
-    args = parser.parse_args(expand_bool_flags(command, sys.argv[1:] if argv is None else argv))
+    argv = sys.argv[1:] if argv is None else argv
+    args: Any = _spawned_command_line(command, argv)
+    if args is None:
+        parser = parser or build_parser(command)
+        args = parser.parse_args(expand_bool_flags(command, argv))
     resolution = Resolution(command)
     config_json = getattr(args, "config_json", None)
     if config_json:
@@ -754,9 +794,8 @@ def resolve_command_line(command: Command, argv: Optional[Sequence[str]] = None,
 
 def parse_or_exit(command: Command, argv: Optional[Sequence[str]] = None) -> Loaded:
     """``resolve_command_line``, printing problems as '<prog>: error: ...' lines and exiting with 2."""
-    parser = build_parser(command)
     try:
-        return resolve_command_line(command, argv, parser)
+        return resolve_command_line(command, argv)
     except ConfigErrors as exc:
         for error in exc.errors:
             print("%s: error: %s" % (command.prog, error), file=sys.stderr)

@@ -17,6 +17,8 @@ DEFAULT_POLICY = "allocate=even_load; scaling=no"
 
 @dataclasses.dataclass(frozen=True)
 class Policy:
+    """The scheduler's policy: how it allocates tasks and scales worker groups."""
+
     allocate: str = "even_load"
     scaling: str = "no"
     upper_task_ratio: float = 10.0  # scale up while queued tasks per worker exceed this

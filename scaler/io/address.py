@@ -4,9 +4,7 @@ A ``tls://`` address is a TCP address whose connections are wrapped in TLS
 (``scaler.io.tls``); binding and connecting the socket is the same as for ``tcp://``.
 """
 
-import dataclasses
 import os
-import random
 import socket
 from typing import Optional, Sequence, Tuple
 
@@ -14,15 +12,52 @@ SCHEMES = ("tcp", "tls", "ipc")
 TCP_SCHEMES = ("tcp", "tls")
 
 
-@dataclasses.dataclass(frozen=True)
 class Address:
+    """An immutable, hashable address (written out rather than a frozen dataclass: ``dataclasses``
+    imports ``inspect``, a few ms that ``import scaler`` does without)."""
+
+    __slots__ = ("scheme", "host", "port", "path")
     scheme: str
-    host: str = ""
-    port: int = 0
-    path: str = ""
+    host: str
+    port: int
+    path: str
+
+    def __init__(self, scheme: str, host: str = "", port: int = 0, path: str = "") -> None:
+        object.__setattr__(self, "scheme", scheme)
+        object.__setattr__(self, "host", host)
+        object.__setattr__(self, "port", port)
+        object.__setattr__(self, "path", path)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("cannot assign to field %r: an Address is immutable (use _replace)" % name)
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("cannot delete field %r: an Address is immutable" % name)
+
+    def _fields(self) -> Tuple[str, str, int, str]:
+        return (self.scheme, self.host, self.port, self.path)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._fields() == other._fields()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return "Address(scheme=%r, host=%r, port=%r, path=%r)" % self._fields()
+
+    def __reduce__(self) -> Tuple[type, Tuple[str, str, int, str]]:
+        return (Address, self._fields())
 
     def _replace(self, **changes: object) -> "Address":
-        return dataclasses.replace(self, **changes)
+        values = dict(zip(self.__slots__, self._fields()))
+        unknown = set(changes) - set(values)
+        if unknown:
+            raise TypeError("Address has no field %s" % ", ".join(sorted(unknown)))
+        values.update(changes)
+        return Address(**values)  # type: ignore[arg-type]
 
     def __str__(self) -> str:
         if self.scheme == "ipc":
@@ -197,6 +232,7 @@ def free_tcp_port(host: str = "127.0.0.1", count: int = 1) -> int:
     low, _ = _ephemeral_range()
     top = low - count if low > 20000 + count else 65535 - count
     bottom = 20000 if top > 21000 else 1024
+    import random
     for _ in range(500):
         port = random.randint(bottom, top)
         socks = []

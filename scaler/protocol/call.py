@@ -15,10 +15,14 @@ uses them once and does not cache them, and the client deletes them when the tas
 Nothing here (de)serialises: the caller passes the functions that do.
 """
 
-import hashlib
 import itertools
 import struct
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+try:
+    from _blake2 import blake2b  # what hashlib.blake2b is; importing hashlib also loads OpenSSL (~2 ms)
+except ImportError:  # pragma: no cover - a Python built without it
+    from hashlib import blake2b
 
 from .codec import FRAME_HEADER, Buffer, Message, ProtocolError, decode, encode
 from .messages import Call
@@ -121,7 +125,7 @@ def build_call(args: Sequence[Any], kwargs: Mapping[str, Any], serialize: Callab
 def graph_result_id(task_id: bytes) -> bytes:
     """The object id under which a graph node's result is stored (``FLAG_KEEP_RESULT``):
     derived from its task id, so its readers' Calls can name it before it exists."""
-    return hashlib.blake2b(task_id, digest_size=32, person=b"scaler-result").digest()
+    return blake2b(task_id, digest_size=32, person=b"scaler-result").digest()
 
 
 def graph_node_call(serializer_id: bytes, function_id: bytes, template: Buffer, template_is_object: bool,

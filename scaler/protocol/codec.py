@@ -86,7 +86,12 @@ _SPECS: Dict[int, _Spec] = {}
 
 
 def declare(type_id: int, name: str, fields: Sequence[Tuple[str, str]]) -> Type[Message]:
-    """Create a message class with ``__slots__`` and a keyword/positional constructor."""
+    """Create a message class with ``__slots__`` and a keyword/positional constructor.
+
+    The constructor and the encoder are generated code (one plain function call each on the
+    hot path), compiled the first time the class is used: a process pays only for the
+    messages it sends, and importing the message set stays cheap (every process does it).
+    """
     if type_id in _SPECS or not 0 < type_id < 256:
         raise ValueError("message type %d is taken or out of range" % type_id)
     for field_name, kind in fields:
@@ -96,17 +101,29 @@ def declare(type_id: int, name: str, fields: Sequence[Tuple[str, str]]) -> Type[
     for field_name in names:
         if not field_name.isidentifier() or keyword.iskeyword(field_name) or field_name.startswith("_"):
             raise ValueError("%s: %r cannot be a field name" % (name, field_name))
-    # Generated so that building a message costs one plain function call (hot path).
+
+    def first_init(self: Message, *args: Any, **kwargs: Any) -> None:
+        init = cls.__init__ = _make_init(names)
+        init(self, *args, **kwargs)
+
+    def first_encode(msg: Message) -> List[Buffer]:
+        encoder = _make_encoder(spec)
+        cls._encode = staticmethod(encoder)
+        return encoder(msg)
+
+    cls = type(name, (Message,), {"__slots__": names, "__init__": first_init, "TYPE": type_id,
+                                  "FIELDS": tuple(fields), "_encode": staticmethod(first_encode)})
+    spec = _SPECS[type_id] = _Spec(cls)
+    return cls
+
+
+def _make_init(names: Tuple[str, ...]) -> Any:
+    """Generate a message class's ``__init__``: plain positional/keyword parameters, one per field."""
     source = "def __init__(self%s):\n%s" % ("".join(", " + n for n in names),
                                             "".join("    self.%s = %s\n" % (n, n) for n in names) or "    pass\n")
     namespace: Dict[str, Any] = {}
     exec(source, namespace)  # noqa: S102 - the source is built from validated identifiers only
-    __init__ = namespace["__init__"]
-    cls = type(name, (Message,), {"__slots__": names, "__init__": __init__, "TYPE": type_id,
-                                  "FIELDS": tuple(fields)})
-    spec = _SPECS[type_id] = _Spec(cls)
-    cls._encode = staticmethod(_make_encoder(spec))
-    return cls
+    return namespace["__init__"]
 
 
 def _make_encoder(spec: "_Spec") -> Any:

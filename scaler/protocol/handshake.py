@@ -15,8 +15,6 @@ has sent Accepted it decodes nothing but these frames, and they are size-capped.
 Both roles answer every frame with a :class:`Step`, so a connection drives either the same way.
 """
 
-import hashlib
-import hmac
 import os
 from typing import NamedTuple, Optional, Tuple
 
@@ -41,7 +39,14 @@ class Step(NamedTuple):
 
 
 def _mac(key: bytes, label: bytes, *parts: bytes) -> bytes:
+    import hashlib  # only with a key: hashlib loads OpenSSL, a few ms that keyless processes skip
+    import hmac
     return hmac.new(key, label + b"".join(parts), hashlib.sha256).digest()
+
+
+def _same_mac(expected: bytes, given: bytes) -> bool:
+    import hmac
+    return hmac.compare_digest(expected, given)
 
 
 def normalize_key(auth_key: Optional[object]) -> Optional[bytes]:
@@ -96,7 +101,7 @@ class ConnectorHandshake:
             if self.key is None:
                 return Proof(b"")
             expected = _mac(self.key, b"acceptor", self.nonce, msg.nonce)
-            if not hmac.compare_digest(expected, msg.proof):
+            if not _same_mac(expected, msg.proof):
                 raise HandshakeError("authentication failed: the server's proof does not match this auth key "
                                      "(the two sides have different keys)")
             return Proof(_mac(self.key, b"connector", msg.nonce, self.nonce))
@@ -141,7 +146,7 @@ class AcceptorHandshake:
         if isinstance(msg, Proof) and self.peer_nonce and not self.done:
             if self.key is not None:
                 expected = _mac(self.key, b"connector", self.nonce, self.peer_nonce)
-                if not hmac.compare_digest(expected, msg.proof):
+                if not _same_mac(expected, msg.proof):
                     return _refuse("authentication failed: wrong auth key")
             self.done = True
             return Step(Accepted(), None, True)

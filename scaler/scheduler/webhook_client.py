@@ -8,8 +8,6 @@ import json
 import logging
 import queue
 import threading
-import urllib.error
-import urllib.request
 from typing import Any, Callable, Dict, Optional, Tuple
 
 logger = logging.getLogger(__name__)
@@ -20,6 +18,11 @@ RETRY_SECONDS = 5.0
 
 def post_action(url: str, body: Dict[str, Any], timeout: float = REQUEST_TIMEOUT_SECONDS) -> Tuple[int, Dict[str, Any]]:
     """POST a JSON action; return (HTTP status, decoded JSON reply). Raises OSError when unreachable."""
+    # urllib.request pulls in http.client, email and ssl: imported by the first webhook call,
+    # not by every scheduler's start-up.
+    import urllib.error
+    import urllib.request
+
     data = json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST")
     try:

@@ -12,20 +12,20 @@ the command line, the auth key in the environment) and the child's (``run_main``
 and lifeline).
 """
 
-import dataclasses
-import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
-from ..config.components import STREAM_PATHS
 
-if TYPE_CHECKING:  # the loader is imported only by run_main: processors never load it
+# The configuration (its dataclasses), json and the loader are imported where used: this module is
+# imported by every process, and by ``from scaler import SchedulerClusterCombo``.
+if TYPE_CHECKING:
+    import subprocess
+
     from ..config.loader import Command, Loaded
 
 PACKAGE = __name__.rsplit(".", 2)[0]  # "scaler", or "theirpkg._vendor.scaler"
@@ -35,6 +35,12 @@ for _ in PACKAGE.split("."):
     ROOT_DIR = os.path.dirname(ROOT_DIR)
 
 AUTH_KEY_ENV = "SCALER_AUTH_KEY"
+DEVNULL = -3  # subprocess.DEVNULL (the same value on every version), without importing subprocess here
+
+
+def _subprocess() -> Any:
+    import subprocess  # imported by the first spawn: this module is on every process's import path
+    return subprocess
 logger = logging.getLogger(__name__)
 
 
@@ -86,7 +92,7 @@ class Child:
         """Wait until the process ends, or ``timeout`` seconds; never raises on timeout."""
         try:
             self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
+        except _subprocess().TimeoutExpired:
             pass
 
     def terminate(self) -> None:
@@ -107,7 +113,7 @@ class Child:
         self.send_signal(signum)
         try:
             code = self.popen.wait(grace_seconds)
-        except subprocess.TimeoutExpired:
+        except _subprocess().TimeoutExpired:
             logger.warning("%s (pid %d) did not stop within %.0fs: killing it", self.name, self.pid, grace_seconds)
             self.popen.kill()
             code = self.popen.wait()
@@ -145,7 +151,7 @@ class ProcessHandle:
         if self._child is not None:
             try:
                 self._child.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
+            except _subprocess().TimeoutExpired:
                 pass
 
     def terminate(self) -> None:
@@ -218,7 +224,7 @@ class CpuMeter:
 
 
 def spawn(name: str, submodule: str, args: Sequence[str], env: Optional[Dict[str, str]] = None,
-          pass_fds: Sequence[int] = (), stdin: Optional[int] = subprocess.DEVNULL,
+          pass_fds: Sequence[int] = (), stdin: Optional[int] = DEVNULL,
           stdout: Optional[int] = None, stderr: Optional[int] = None, start_new_session: bool = False) -> Child:
     """Start ``python -m <package>.<submodule> --lifeline-fd N args...``.
 
@@ -226,6 +232,8 @@ def spawn(name: str, submodule: str, args: Sequence[str], env: Optional[Dict[str
     ``start_new_session`` keeps a terminal's Ctrl-C from reaching the child directly, so
     its parent decides the order in which children stop.
     """
+    import subprocess
+
     read_end, write_end = os.pipe()
     try:
         popen = subprocess.Popen(
@@ -248,6 +256,9 @@ def spawn_component(name: str, submodule: str, config: Any, args: Sequence[str] 
     the config is parsed) goes in the child's environment (``SCALER_AUTH_KEY``), never on its
     command line, which every user of the machine can read. ``options`` are :func:`spawn`'s (``stdout``, ``start_new_session``...).
     """
+    import dataclasses
+    import json
+
     key = auth_key or getattr(config, "auth_key", None)
     if hasattr(config, "auth_key"):
         config = dataclasses.replace(config, auth_key=None)
@@ -346,6 +357,7 @@ def start_component(config: Any, name: str) -> None:
     if hasattr(config, "auth_key") and not config.auth_key:
         config.auth_key = auth_key_from_env()
     if not getattr(config, "logging_config_file", None):
+        from ..config.components import STREAM_PATHS
         for path in getattr(config, "logging_paths", ()):
             if path not in STREAM_PATHS:
                 directory = os.path.dirname(os.path.abspath(path))

@@ -27,7 +27,8 @@ The buffers are referenced, not copied: they must not change until the payload i
 import pickle
 from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
 
-import cloudpickle
+# cloudpickle (~7 ms to import, with dataclasses and inspect) is imported by the first call
+# that needs it: a process that only moves builtin scalars never loads it.
 
 _PLAIN_TYPES = frozenset((int, float, str, bytes, bool, type(None), complex))
 
@@ -48,6 +49,7 @@ def dumps_arguments(pair: Tuple[Sequence[Any], Dict[str, Any]]) -> bytes:
     """Serialise a call's ``(args, kwargs)`` with the default serializer, fast when plain."""
     if only_builtin_scalars(pair[0], pair[1]):
         return pickle.dumps(pair, pickle.HIGHEST_PROTOCOL)
+    import cloudpickle
     return cloudpickle.dumps(pair, protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -94,6 +96,7 @@ def _pickle_dump(value: Any, file: Any) -> None:
 
 
 def cloudpickle_dump(value: Any, file: Any) -> None:
+    import cloudpickle  # imported by the first value plain pickle cannot take
     cloudpickle.dump(value, file, protocol=pickle.HIGHEST_PROTOCOL)
 
 

@@ -13,7 +13,6 @@ import os
 import signal
 import socket
 import time
-import uuid
 from typing import Deque, Dict, Optional
 
 from ..config.components import WorkerConfig
@@ -47,8 +46,8 @@ class WorkerAgent(PipelineEffects):
         self.config = config
         self.key = normalize_key(config.auth_key or proc_util.auth_key_from_env())
         self.scheduler_address = parse_address(config.scheduler_address)
-        self.worker_id = uuid.uuid4().bytes
-        self.name = config.name or "%s|%s" % (socket.gethostname(), uuid.UUID(bytes=self.worker_id).hex[:8])
+        self.worker_id = os.urandom(16)  # random, as a uuid4 (the uuid module is a few ms to import)
+        self.name = config.name or "%s|%s" % (socket.gethostname(), self.worker_id.hex()[:8])
         self.exit_code = 0
         self.stopping = False
         # Never shorter than a few heartbeats: the echo of one heartbeat must be able to

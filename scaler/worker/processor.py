@@ -6,7 +6,6 @@ function crosses the network once per worker, not once per task. It dies with it
 (lifeline), and the agent replaces it when it dies.
 """
 
-import argparse
 import collections
 import gc
 import importlib
@@ -19,12 +18,9 @@ import sys
 import threading
 import time
 import traceback
-from concurrent import futures
-from multiprocessing.connection import wait as connection_wait
 from typing import Any, Deque, Dict, List, Optional, Set, Tuple
 
 from ..client.serializer import DefaultSerializer
-from ..config.preload import PreloadError, parse_preload
 from ..io import shm
 from ..io.connection import BlockingChannel
 from ..io.fd_connection import FdChannel
@@ -48,6 +44,7 @@ class _MissingObject(Exception):
 
 
 def run_preload(spec: str) -> None:
+    from ..config.preload import PreloadError, parse_preload
     module_name, function, args, kwargs = parse_preload(spec)
     logger.info("preloading: %s with args %r and kwargs %r", spec, args, kwargs)
     module = importlib.import_module(module_name)
@@ -196,12 +193,16 @@ class Processor:
         behind it: a waiting parent never holds the only slot its children need.
         """
         if task_context.task_id is None or threading.current_thread() is not threading.main_thread():
+            from concurrent import futures
             futures.wait([future], timeout)  # a thread of the task's own: it cannot run tasks
             return
         task_id, priority = task_context.task_id, task_context.priority
         deadline = None if timeout is None else time.monotonic() + timeout
         future.add_done_callback(self._wake)
         channel = self.channel
+        # Imported here, not at the top: multiprocessing pulls in tempfile, shutil, bz2, lzma...,
+        # ~10 ms of every processor's start-up for what only nested tasks use.
+        from multiprocessing.connection import wait as connection_wait
         channel.send(ProcessorWaiting(task_id, True))
         try:
             while not future.done():
@@ -329,15 +330,33 @@ def _malloc_trim() -> None:
         pass
 
 
+class _Arguments:
+    """The processor's command line, written by its agent: ``--flag value`` pairs."""
+
+    FLAGS = {"--lifeline-fd": int, "--channel-fd": int, "--preload": str, "--gc-interval": float,
+             "--trim-threshold": int, "--logging-level": str}
+
+    def __init__(self, argv: List[str]) -> None:
+        self.lifeline_fd, self.channel_fd, self.preload = -1, None, None
+        self.gc_interval, self.trim_threshold, self.logging_level = 30.0, 1 << 30, "INFO"
+        if len(argv) % 2:
+            raise SystemExit("scaler processor: expected --flag value pairs, got %r" % (argv,))
+        for flag, text in zip(argv[0::2], argv[1::2]):
+            kind = self.FLAGS.get(flag)
+            if kind is None:
+                raise SystemExit("scaler processor: unknown flag %r (started by a worker agent only)" % flag)
+            try:
+                setattr(self, flag[2:].replace("-", "_"), kind(text))
+            except ValueError:
+                raise SystemExit("scaler processor: %s: bad value %r" % (flag, text)) from None
+        if self.channel_fd is None:
+            raise SystemExit("scaler processor: --channel-fd is required")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="scaler processor (started by a worker agent)")
-    parser.add_argument("--lifeline-fd", type=int, default=-1)
-    parser.add_argument("--channel-fd", type=int, required=True)
-    parser.add_argument("--preload", default=None)
-    parser.add_argument("--gc-interval", type=float, default=30.0)
-    parser.add_argument("--trim-threshold", type=int, default=1 << 30)
-    parser.add_argument("--logging-level", default="INFO")
-    args = parser.parse_args(argv)
+    # Not argparse: a processor is started by its agent only, and importing argparse and
+    # building a parser is a few ms of every processor's start-up.
+    args = _Arguments(sys.argv[1:] if argv is None else list(argv))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the agent decides when we stop
     watch_lifeline(args.lifeline_fd, lambda: os._exit(1))
     logging.basicConfig(level=getattr(logging, args.logging_level.upper(), logging.INFO), stream=sys.stderr,

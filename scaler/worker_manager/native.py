@@ -15,7 +15,6 @@ import signal
 import socket
 import threading
 import time
-import uuid
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence
 
 from ..config.components import WorkerConfig, WorkerManagerConfig
@@ -29,7 +28,6 @@ from ..protocol.messages import (ROLE_MANAGER, HeartbeatEcho, ManagerConnect, Ma
                                  WorkerGroupStopped)
 from ..utility import process as proc_util
 from .errors import GroupError, Refusal
-from .webhook import WebhookServer
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +87,7 @@ class NativeWorkerManager(Handler):
 
     # --- worker groups ---
     def _new_group_id(self) -> str:
-        return "%s|%s" % (self.worker_type, uuid.uuid4().hex)
+        return "%s|%s" % (self.worker_type, os.urandom(16).hex())  # random, as a uuid4's hex
 
     def _worker_config(self, name: str) -> WorkerConfig:
         fields = {f.name for f in dataclasses.fields(WorkerConfig)}
@@ -312,6 +310,7 @@ def run_native_manager(config: WorkerManagerConfig, lifeline_fd: Optional[int] =
     loop = EventLoop()
     manager = NativeWorkerManager(loop, config, worker_names)
     if config.adapter_web_host or config.adapter_web_port:
+        from .webhook import WebhookServer  # http.server, email...: only for managers that serve it
         manager.webhook = WebhookServer(config.adapter_web_host or "127.0.0.1", config.adapter_web_port or 8080,
                                         manager)
         logger.info("webhook API on http://%s:%d/", *manager.webhook.address)

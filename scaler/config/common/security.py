@@ -17,6 +17,8 @@ from ..faces import check_values
 
 @dataclasses.dataclass
 class SecurityConfig:
+    """Upstream's TLS settings: certificate and key to present, CA to trust."""
+
     tls_cert: Optional[str] = None
     tls_key: Optional[str] = None
     tls_ca: Optional[str] = None
