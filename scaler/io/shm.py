@@ -26,7 +26,6 @@ import array
 import fcntl
 import mmap
 import os
-import platform
 import socket
 import stat
 import sys
@@ -52,7 +51,7 @@ def _populate_flag() -> int:
     flag = getattr(mmap, "MAP_POPULATE", None)  # Python >= 3.10
     if flag is not None:
         return flag
-    if sys.platform.startswith("linux") and platform.machine() in ("x86_64", "i686", "i386", "aarch64", "armv7l",
+    if sys.platform.startswith("linux") and os.uname().machine in ("x86_64", "i686", "i386", "aarch64", "armv7l",
                                                                      "ppc64le", "s390x", "riscv64"):
         return 0x8000  # asm-generic value, used by these architectures
     return 0
