@@ -265,8 +265,8 @@ def encode(msg: Message) -> bytes:
     return b"".join(encode_parts(msg))
 
 
-def decode(payload: Buffer) -> Message:
-    """Decode one frame payload (without its length prefix) into a message."""
+def _frame_spec(payload: Buffer) -> Tuple[memoryview, "_Spec"]:
+    """The frame as a flat byte view, and the declaration of its message type."""
     view = memoryview(payload)
     if not view.c_contiguous:
         raise ProtocolError("frame buffer is not contiguous")
@@ -277,6 +277,12 @@ def decode(payload: Buffer) -> Message:
     spec = _SPECS.get(view[0])
     if spec is None:
         raise ProtocolError("unknown message type %d" % view[0])
+    return view, spec
+
+
+def decode(payload: Buffer) -> Message:
+    """Decode one frame payload (without its length prefix) into a message."""
+    view, spec = _frame_spec(payload)
     decoder = spec.decoder
     if decoder is None:
         decoder = spec.decoder = _make_decoder(spec)
@@ -285,16 +291,7 @@ def decode(payload: Buffer) -> Message:
 
 def _decode_generic(payload: Buffer) -> Message:
     """The reference decoder the generated ones must agree with (tests compare them)."""
-    view = memoryview(payload)
-    if not view.c_contiguous:
-        raise ProtocolError("frame buffer is not contiguous")
-    if view.format != "B" or view.ndim != 1:
-        view = view.cast("B")
-    if len(view) == 0:
-        raise ProtocolError("empty frame")
-    spec = _SPECS.get(view[0])
-    if spec is None:
-        raise ProtocolError("unknown message type %d" % view[0])
+    view, spec = _frame_spec(payload)
     if len(view) < spec.struct.size:
         raise ProtocolError("%s: frame too short" % spec.cls.__name__)
     values = spec.struct.unpack_from(view, 0)
