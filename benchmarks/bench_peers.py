@@ -244,9 +244,11 @@ def installed_versions(python, distributions):
 
 def _clean_env():
     """The environment for a peer's interpreter: no PYTHONPATH/PYTHONHOME of ours (this
-    checkout's ``scaler`` must not shadow upstream's)."""
+    checkout's ``scaler`` must not shadow upstream's), and bytecode caches written and used
+    as after any ``pip install`` (with PYTHONDONTWRITEBYTECODE set, every import and every
+    process start would compile its sources each time and measure that instead)."""
     env = dict(os.environ)
-    for name in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV"):
+    for name in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE"):
         env.pop(name, None)
     return env
 
