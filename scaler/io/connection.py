@@ -51,7 +51,7 @@ WRITE_LOW_WATER = 4 * 1024 * 1024
 # What one queued buffer costs beyond its bytes (the bytes object and its deque slot): a
 # flood of tiny replies must count for the memory it really takes.
 _PART_OVERHEAD = 64
-_READ_CHUNK = 256 * 1024
+_READ_CHUNK = 256 * 1024  # what one receive asks for, into a reused buffer (read_buffer)
 _READ_BUDGET = 8 * 1024 * 1024  # bytes read per readiness event, so one sender cannot hog the loop
 _IOV_MAX = 512
 
@@ -60,6 +60,19 @@ _TLS_READ_CHUNK = 64 * 1024  # one TLS record holds at most 16 KiB of plaintext
 
 _CONNECTING, _TLS_SNIFF, _TLS_HANDSHAKE, _HANDSHAKE, _OPEN, _CLOSED = range(6)
 _STARTING = (_CONNECTING, _TLS_SNIFF, _TLS_HANDSHAKE, _HANDSHAKE)
+
+
+def read_buffer(loop: EventLoop) -> memoryview:
+    """The loop's receive buffer, shared by its connections (one thread reads them all).
+
+    ``sock.recv(n)`` allocates ``n`` bytes and shrinks them to what came: for 256 KiB that
+    is an mmap, an mremap and an munmap per receive, which cost a small message's hop more
+    than its parsing did. A reused buffer and one copy into the frame reader cost neither.
+    """
+    buf = loop.read_buffer
+    if buf is None:
+        buf = loop.read_buffer = memoryview(bytearray(_READ_CHUNK))
+    return buf
 
 
 class _Never(Exception):
@@ -423,9 +436,9 @@ class Connection:
                         big.release()
                     reader.big_received(n)
                 else:
-                    data = sock.recv(_TLS_READ_CHUNK)
-                    n = len(data)
-                    reader.feed(data)
+                    scratch = read_buffer(self.loop)
+                    n = sock.recv_into(scratch, _TLS_READ_CHUNK)
+                    reader.feed(scratch[:n])
             except _SSLWantRead:
                 return
             except _SSLWantWrite:
@@ -468,9 +481,9 @@ class Connection:
                     big.release()
                     reader.big_received(n)
                 else:
-                    data = sock.recv(_READ_CHUNK)
-                    n = len(data)
-                    reader.feed(data)
+                    scratch = read_buffer(self.loop)
+                    n = sock.recv_into(scratch)
+                    reader.feed(scratch[:n])
                 if n:
                     budget -= n
                     self._last_read = time.monotonic()
@@ -749,6 +762,7 @@ class BlockingChannel:
         # A task's own threads may send (stream_output) while the processor sends a result:
         # a frame goes out whole or not at all.
         self._send_lock = threading.Lock()
+        self._scratch: Optional[memoryview] = None  # the receive buffer (see read_buffer)
 
     @property
     def max_frame_bytes(self) -> int:
@@ -799,7 +813,7 @@ class BlockingChannel:
             if reader.receiving_big:
                 return out
             try:
-                data = self._recv_chunk(socket.MSG_DONTWAIT)
+                data = self._recv_some(socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 return out
             if not data:
@@ -819,15 +833,24 @@ class BlockingChannel:
                 big.release()
                 reader.big_received(n)
             else:
-                data = self._recv_chunk()
+                data = self._recv_some()
                 n = len(data)
                 reader.feed(data)
             if not n:
                 raise EOFError("channel closed")
 
+    def _buffer(self) -> memoryview:
+        buf = self._scratch
+        if buf is None:
+            buf = self._scratch = memoryview(bytearray(_READ_CHUNK))
+        return buf
+
     # Overridden by the channel that also receives descriptors (fd_connection.FdChannel).
-    def _recv_chunk(self, flags: int = 0) -> bytes:
-        return self.sock.recv(_READ_CHUNK, flags)
+    def _recv_some(self, flags: int = 0) -> memoryview:
+        """Receive what is there (up to ``_READ_CHUNK``) into the reused buffer; valid until
+        the next call."""
+        buf = self._buffer()
+        return buf[:self.sock.recv_into(buf, 0, flags)]
 
     def _recv_into(self, buf: memoryview) -> int:
         return self.sock.recv_into(buf)

@@ -16,7 +16,7 @@ import time
 from typing import Deque, Optional
 
 from ..protocol.codec import Message, encode_parts
-from .connection import _READ_BUDGET, _READ_CHUNK, BlockingChannel, Connection
+from .connection import _READ_BUDGET, _READ_CHUNK, BlockingChannel, Connection, read_buffer
 from .shm import ANC_BUFSIZE, MAX_FDS_PER_SEND, ShmError, fd_rights, received_fds
 
 logger = logging.getLogger(__name__)
@@ -88,10 +88,11 @@ class FdConnection(Connection):
                     self.received_fds.extend(received_fds(ancdata, flags))
                     reader.big_received(n)
                 else:
-                    data, ancdata, flags, _ = sock.recvmsg(_READ_CHUNK, ANC_BUFSIZE)
-                    self.received_fds.extend(received_fds(ancdata, flags))
-                    n = len(data)
-                    reader.feed(data)
+                    scratch = read_buffer(self.loop)
+                    n, ancdata, flags, _ = sock.recvmsg_into([scratch], ANC_BUFSIZE)
+                    if ancdata or flags:
+                        self.received_fds.extend(received_fds(ancdata, flags))
+                    reader.feed(scratch[:n])
                 if n:
                     budget -= n
                     self._last_read = time.monotonic()
@@ -137,14 +138,17 @@ class FdChannel(BlockingChannel):
     def take_fd(self) -> Optional[int]:
         return self.received_fds.popleft() if self.received_fds else None
 
-    def _recv_chunk(self, flags: int = 0) -> bytes:
-        data, ancdata, msg_flags, _ = self.sock.recvmsg(_READ_CHUNK, ANC_BUFSIZE, flags)
-        self.received_fds.extend(received_fds(ancdata, msg_flags))
-        return data
+    def _recv_some(self, flags: int = 0) -> memoryview:
+        buf = self._buffer()
+        n, ancdata, msg_flags, _ = self.sock.recvmsg_into([buf], ANC_BUFSIZE, flags)
+        if ancdata or msg_flags:
+            self.received_fds.extend(received_fds(ancdata, msg_flags))
+        return buf[:n]
 
     def _recv_into(self, buf: memoryview) -> int:
         n, ancdata, msg_flags, _ = self.sock.recvmsg_into([buf], ANC_BUFSIZE)
-        self.received_fds.extend(received_fds(ancdata, msg_flags))
+        if ancdata or msg_flags:
+            self.received_fds.extend(received_fds(ancdata, msg_flags))
         return n
 
     def close_fds(self) -> None:

@@ -45,6 +45,7 @@ class EventLoop:
         self.selector.register(self._wake_reader, selectors.EVENT_READ, self._on_wake)
         self._running = False
         self.closed = False
+        self.read_buffer: Optional[memoryview] = None  # connection.read_buffer: one receive buffer per loop
 
     # --- registration ---
     def add(self, fileobj: Any, events: int, callback: Callable[[int], Any]) -> None:

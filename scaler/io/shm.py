@@ -250,6 +250,9 @@ def fd_rights(fds: Sequence[int]) -> List[Any]:
     return [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
 
 
+_MSG_CTRUNC = int(getattr(socket, "MSG_CTRUNC", 0))  # a plain int: an IntFlag's ``&`` costs microseconds
+
+
 def received_fds(ancdata: Sequence[Any], flags: int) -> List[int]:
     """The descriptors a ``recvmsg`` brought; raises ShmError (after closing them) if some were lost."""
     fds: List[int] = []
@@ -258,7 +261,7 @@ def received_fds(ancdata: Sequence[Any], flags: int) -> List[int]:
             arr = array.array("i")
             arr.frombytes(data[:len(data) - len(data) % arr.itemsize])
             fds.extend(arr)
-    if flags & getattr(socket, "MSG_CTRUNC", 0):
+    if flags & _MSG_CTRUNC:
         for fd in fds:
             try:
                 os.close(fd)
