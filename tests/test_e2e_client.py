@@ -517,3 +517,67 @@ def test_disconnect_while_an_argument_is_stored_settles_the_future(make_combo):
         future.result(timeout=0)
     with Client(combo.get_address()) as fresh:
         assert fresh.submit(add, 1, 2).result(timeout=TIMEOUT) == 3
+
+
+# --- the submitting thread writes a task itself when nothing is ahead of it ---------------
+
+def test_submits_written_by_the_callers_thread_race_nothing(shared_combo):
+    """submit() writes the task from the caller's thread when the I/O thread holds nothing
+    for the scheduler (ClientAgent.submit_now). Eight threads submitting at once, between
+    maps, cancels and send_object that go through the I/O thread: every result is right,
+    each task runs once, and the direct path was really taken."""
+    with Client(shared_combo.get_address()) as client:
+        client.submit(square, 1).result(TIMEOUT)  # the function is stored: later submits can go direct
+        errors = []
+
+        def run(tag):
+            try:
+                for i in range(150):
+                    if i % 50 == 7:
+                        ref = client.send_object(bytes(range(tag % 200, tag % 200 + 8)))
+                        assert client.submit(describe_object, ref).result(TIMEOUT)[1] == 8
+                    if i % 40 == 3:
+                        assert client.map(square, range(5)) == [0, 1, 4, 9, 16]
+                    if i % 30 == 11:
+                        doomed = client.submit(add, tag, -tag)
+                        doomed.cancel()
+                    assert client.submit(square, tag + i).result(TIMEOUT) == (tag + i) ** 2
+            except BaseException as exc:  # noqa: B902 - reported by the main thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(tag * 1000,)) for tag in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(TIMEOUT * 4)
+        assert not any(thread.is_alive() for thread in threads)
+        assert not errors, errors
+        assert client._agent.direct_submits > 100, client._agent.direct_submits
+
+
+def test_a_direct_submit_when_the_scheduler_is_gone_fails_its_future(make_combo):
+    """The caller's thread must never write into a connection the I/O thread has closed, nor
+    register a future after everything pending was failed: each later submit raises or its
+    future fails, none hangs."""
+    combo = make_combo(n_workers=1)
+    client = Client(combo.get_address(), timeout_seconds=10)
+    try:
+        assert client.submit(square, 3).result(TIMEOUT) == 9  # stores the function (through the I/O thread)
+        assert client.submit(square, 4).result(TIMEOUT) == 16
+        assert client._agent.direct_submits >= 1
+        combo.shutdown()
+        outcomes = []
+        for i in range(200):
+            try:
+                future = client.submit(square, i)
+            except Exception as exc:  # the client already knows it is finished
+                outcomes.append(type(exc).__name__)
+                continue
+            try:
+                outcomes.append(future.result(TIMEOUT))
+            except Exception as exc:
+                outcomes.append(type(exc).__name__)
+        assert not any(isinstance(outcome, int) and outcome != i * i for i, outcome in enumerate(outcomes))
+        assert any(not isinstance(outcome, int) for outcome in outcomes)
+    finally:
+        client.disconnect()

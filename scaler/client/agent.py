@@ -19,7 +19,7 @@ from ..io import shm
 from ..io.address import Address, connectable_host, parse_address
 from ..io.connection import Connection, Handler
 from ..io.loop import EventLoop
-from ..protocol.codec import Message
+from ..protocol.codec import Message, encode_parts
 from ..protocol.messages import (ROLE_CLIENT, STATUS_BUSY, STATUS_CANCELLED, STATUS_FAILED, STATUS_MISSING_OBJECT,
                                  STATUS_NOT_SERIALIZABLE, STATUS_OK, STATUS_OK_OBJECT, STATUS_PROCESSOR_DIED,
                                  STATUS_REJECTED, STATUS_TIMED_OUT, STATUS_WORKER_DIED, ClientConnect,
@@ -110,6 +110,12 @@ class ClientAgent(Handler):
         self.shm_objects_read = 0  # figures, for tests and curiosity
         self.shm_objects_put = 0
         self._connect_deadline = 0.0
+        # submit_now: the user's thread writes a task to the scheduler itself when nothing it
+        # handed over is still on its way (_calls_pending), under the scheduler connection's
+        # write lock, which also guards failing everything (_finish) against a late register.
+        self.send_lock = threading.RLock()
+        self._calls_pending = 0
+        self.direct_submits = 0  # batches the user's thread wrote itself (a figure, for tests)
         self._thread = threading.Thread(target=self._run, name="scaler-client-io", daemon=True)
 
     # --- called from the user's thread ---
@@ -125,8 +131,45 @@ class ClientAgent(Handler):
             raise self.failure
         if threading.current_thread() is self._thread:
             fn()
-        else:
-            self.loop.call_soon_threadsafe(fn)
+            return
+        with self.send_lock:
+            self._calls_pending += 1
+        self.loop.call_soon_threadsafe(lambda: self._run_call(fn))
+
+    def _run_call(self, fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        finally:
+            with self.send_lock:
+                self._calls_pending -= 1
+
+    def submit_now(self, batch: List[Tuple[ScalerFuture, Message]], needs: Sequence[bytes]) -> bool:
+        """From the user's thread: write ``batch`` to the scheduler at once, skipping a wake-up
+        of the I/O thread, when that keeps every ordering ``submit`` keeps: nothing handed
+        over earlier is still on its way, every object the tasks need is acknowledged, and the
+        connection has nothing queued. Returns False, having done nothing, otherwise."""
+        conn = self.scheduler
+        if conn is None or self.failure is not None or self.on_io_thread():
+            return False
+        unacked, refused = self.unacked, self.refused_puts
+        for object_id in needs:
+            if object_id in unacked or object_id in refused:
+                return False
+        parts: List[Any] = []
+        for _, msg in batch:
+            parts.extend(encode_parts(msg))
+        with self.send_lock:
+            if self._calls_pending or self.failure is not None:
+                return False
+            futures = self.futures
+            for future, _ in batch:
+                futures[future.task_id] = future  # before it leaves: the result may come back at once
+            if conn.send_from_thread(parts):
+                self.direct_submits += 1
+                return True
+            for future, _ in batch:
+                futures.pop(future.task_id, None)
+            return False
 
     def on_io_thread(self) -> bool:
         return threading.current_thread() is self._thread
@@ -150,8 +193,10 @@ class ClientAgent(Handler):
 
     def _dial_scheduler(self) -> None:
         try:
-            self.scheduler = Connection.dial(self.loop, connectable_host(self.address), _Link(self, True),
-                                             ROLE_CLIENT, self.key, tls_ca=self.tls_ca)
+            conn = Connection.dial(self.loop, connectable_host(self.address), _Link(self, True),
+                                   ROLE_CLIENT, self.key, tls_ca=self.tls_ca)
+            conn.write_lock = self.send_lock
+            self.scheduler = conn
         except OSError as exc:
             self._connect_failed(str(exc), retry=True)
 
@@ -488,9 +533,10 @@ class ClientAgent(Handler):
 
     def _finish(self, error: BaseException) -> None:
         """The client cannot go on: fail everything pending, close, stop the thread."""
-        if self.failure is None:
-            self.failure = error
-        self._fail_all(error)
+        with self.send_lock:  # no submit_now registers a future between these two
+            if self.failure is None:
+                self.failure = error
+            self._fail_all(error)
         if not self.ready._event.is_set():
             self.ready.set(error=error)
         for conn in (self.scheduler, self.storage):
@@ -504,7 +550,8 @@ class ClientAgent(Handler):
     def _disconnect(self) -> None:
         if self.failure is None:
             from ..utility.exceptions import ClientQuitException
-            self.failure = ClientQuitException("client is already stopped.")
+            with self.send_lock:
+                self.failure = ClientQuitException("client is already stopped.")
             for future in list(self.futures.values()) + list(self.held.values()):
                 future._cancel_here()  # the scheduler cancels them itself when we leave
             self.held.clear()

@@ -407,10 +407,13 @@ class Client:
 
     def _send(self, batch: List[Any], puts: List[Tuple[bytes, Any]], needs: List[bytes]) -> None:
         """Hand tasks to the I/O thread, which sends them once every object they need is stored."""
+        agent = self._agent
+        if not puts and len(batch) <= _SUBMIT_NOW_MAX and agent.submit_now(batch, needs):
+            return
         for object_id, blob in puts:
-            blob = self._agent.shareable(blob)
-            self._agent.call(lambda o=object_id, b=blob: self._agent.put(o, b))
-        self._agent.call(lambda: self._agent.submit(batch, needs))
+            blob = agent.shareable(blob)
+            agent.call(lambda o=object_id, b=blob: agent.put(o, b))
+        agent.call(lambda: agent.submit(batch, needs))
 
     def _cancel_task(self, task_id: bytes) -> None:
         if not self._stopped and self._agent.failure is None:
@@ -418,6 +421,10 @@ class Client:
 
 
 _COUNTER = struct.Struct("<Q")
+# A batch up to this size is written by the submitting thread itself when it can be
+# (ClientAgent.submit_now); a bigger one (a map) goes through the I/O thread, so building
+# the next batch overlaps with sending this one.
+_SUBMIT_NOW_MAX = 64
 def _results(futures: List[ScalerFuture], progress: bool = False) -> List[Any]:
     try:
         if progress:

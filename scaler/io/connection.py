@@ -138,6 +138,9 @@ class Connection:
         self._accepting = bool(allowed_roles)
         self._wbuf: Deque[Buffer] = collections.deque()
         self.write_backlog = 0
+        # Set (to a threading.RLock) when another thread may write to this connection
+        # directly (send_from_thread): the loop's writes and closing then take it too.
+        self.write_lock: Any = None
         # > 0: a peer with more than this waiting to be sent (it stopped reading while we keep
         # producing for it, e.g. results) is dropped. 0: no cap (replies are bounded by the
         # read pause above WRITE_HIGH_WATER).
@@ -233,6 +236,47 @@ class Connection:
         self.loop.want_flush(self)
 
     def flush(self) -> None:
+        lock = self.write_lock
+        if lock is None:
+            self._flush()
+        else:
+            with lock:
+                self._flush()
+
+    def send_from_thread(self, parts: List[Buffer]) -> bool:
+        """Write ``parts`` (whole encoded frames) now, from a thread other than the loop's.
+
+        Only when the connection is open, plain (not TLS) and has nothing queued ahead of
+        them; returns False, having written nothing, otherwise (queue them through the loop
+        instead). The caller holds ``write_lock``. Saves a wake-up of the loop's thread for
+        a message that could leave at once (a client's single ``submit``).
+        """
+        if (self._state != _OPEN or self.tls or self._wbuf or self._close_when_flushed or self._read_paused
+                or len(parts) > _IOV_MAX):
+            return False
+        try:
+            sent = self.sock.sendmsg(parts)
+        except OSError:  # would block, or failed: the loop finds out and closes
+            return False
+        rest: List[Buffer] = []
+        for part in parts:
+            size = _nbytes(part)
+            if sent >= size:
+                sent -= size
+                continue
+            rest.append(memoryview(part).cast("B")[sent:] if sent else part)
+            sent = 0
+        if rest:  # the kernel took part of it: the loop writes the rest, before anything else
+            self._wbuf.extendleft(reversed(rest))
+            waiting = sum(_nbytes(part) for part in rest)
+            self.loop.call_soon_threadsafe(lambda: self._queued_by_thread(waiting))
+        return True
+
+    def _queued_by_thread(self, nbytes: int) -> None:
+        self.write_backlog += nbytes
+        self.loop.want_flush(self)
+
+    def _flush(self) -> None:
         if self._state in (_CLOSED, _CONNECTING, _TLS_SNIFF, _TLS_HANDSHAKE):
             return
         if self.tls:
@@ -586,10 +630,16 @@ class Connection:
             self._stall_timer.cancel()
             self._stall_timer = None
         self.loop.remove(self.sock)
+        lock = self.write_lock
+        if lock is not None:
+            lock.acquire()  # not while another thread writes (its descriptor must not be reused under it)
         try:
             self.sock.close()
         except OSError:
             pass
+        finally:
+            if lock is not None:
+                lock.release()
         self._wbuf.clear()
         self._tls_chunk = None
         self._before_open = []
