@@ -83,3 +83,22 @@ def test_a_task_that_allocates_nothing_reports_no_growth():
     _, profile = profiler.measure(lambda: sum(range(1000)))
     assert profile.memory_peak < MiB
     assert profile.duration_s > 0 and profile.cpu_time_s >= 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the exact peak reads /proc")
+def test_growth_between_tasks_is_not_charged_to_the_next_one(monkeypatch):
+    """The processor reads the fault count once per task (at its end) and reuses it for the
+    next task's start; what it allocates itself in between (an object received) calls
+    invalidate(), and that growth must not show up as the next task's peak."""
+    import scaler.worker.profiling as profiling
+    monkeypatch.setattr(profiling, "_REARM_NS", 10 ** 12)  # only a fault or invalidate() re-arms here
+    profiler = TaskProfiler()
+    profiler.measure(lambda: None)
+    profiler.measure(lambda: None)
+    received = _touch(8 * MiB)  # the processor's own growth, between two tasks
+    profiler.invalidate()
+    _, after = profiler.measure(lambda: None)
+    assert after.memory_peak < 1 * MiB, after
+    _, grown = profiler.measure(lambda: len(_touch(16 * MiB)))  # and a real peak still shows
+    assert 12 * MiB <= grown.memory_peak <= 40 * MiB, grown
+    del received

@@ -101,11 +101,15 @@ class Processor:
         if kind is ProcessorTask:
             self.pending.append(msg)
         elif kind is ProcessorObject:
+            if self.profiler is not None:
+                self.profiler.invalidate()  # its bytes are the processor's growth, not the next task's
             self.raw[msg.object_id] = msg.payload
             self.loaded.pop(msg.object_id, None)
             if len(msg.payload) >= shm.SHM_MIN_BYTES:
                 shm.STATS["socket_objects"] += 1
         elif kind is ProcessorObjectShm:
+            if self.profiler is not None:
+                self.profiler.invalidate()
             self.loaded.pop(msg.object_id, None)
             self.raw.pop(msg.object_id, None)
             fd = self.channel.take_fd() if isinstance(self.channel, FdChannel) else None

@@ -1,17 +1,22 @@
 """Measuring one task in the processor, for clients created with ``profiling=True``.
 
 See ``scaler.utility.metadata.profile_result`` for what each number means. Only tasks whose
-``FLAG_PROFILE`` is set pay for it: two ``getrusage`` calls (CPU time, page faults and the
-kernel's peak RSS in one call each) and two clock reads, about 2 µs.
+``FLAG_PROFILE`` is set pay for it: the process's CPU clock and the wall clock at both ends
+(``time.process_time_ns``, ``time.perf_counter_ns``) and one ``getrusage`` at the end (page
+faults and the kernel's peak RSS). ``getrusage`` builds a 16-field result and costs about
+twice a clock read in a busy processor, so the start of a task reuses the fault count read
+at the end of the previous one: between tasks the processor allocates nothing that faults,
+except when it receives an object, and then it calls :meth:`TaskProfiler.invalidate`.
 
 The peak needs more, but only after a task that grew memory. Resident memory grows only
 through page faults, so a task during which the process took none grew by exactly 0 bytes.
 For the others, the kernel's peak-RSS mark was reset beforehand (a one-byte write to
 ``/proc/self/clear_refs``) and the RSS read then (``/proc/self/statm``); together, ~4 µs more
-in a busy processor. That *arming* is done before a task when the previous one faulted or
-when it is more than 1 ms old, so in a stream of tiny tasks that allocate nothing new most
-pay only the 2 µs. The price: memory given back to the system in the last millisecond before
-a task (by earlier tasks) can hide that much of the task's own peak.
+in a busy processor. That *arming* is done before a task when the previous one faulted, when
+the processor received an object, or when it is more than 1 ms old, so in a stream of tiny
+tasks that allocate nothing new most pay only the clocks. The price: memory given back to
+the system in the last millisecond before a task (by earlier tasks) can hide that much of
+the task's own peak.
 """
 
 import os
@@ -31,7 +36,7 @@ try:
 except ImportError:  # Windows: wall-clock time and process_time only
     _resource = None  # type: ignore[assignment]
 
-Mark = Tuple[int, int, int, int]  # CPU µs, page faults, lifetime peak bytes, perf_counter_ns at the start
+Mark = Tuple[int, int, int, int]  # process_time_ns, page faults, lifetime peak bytes (no /proc), perf_counter_ns at the start
 
 
 class TaskProfiler:
@@ -48,6 +53,7 @@ class TaskProfiler:
         self._armed_at = 0  # perf_counter_ns of the last reset of the kernel's peak mark; 0: none to trust
         self._rss_armed = 0  # the RSS read right after that reset
         self._hidden = False  # getrusage's peak holds an older mark than the reset (an exited thread's)
+        self._faults = 0  # page faults at the last getrusage (the end of the last task, or _arm)
 
     def measure(self, run: Callable[[], Any]) -> Tuple[Any, ProfileResult]:
         """``run()`` and what it cost."""
@@ -59,24 +65,35 @@ class TaskProfiler:
 
     def begin(self) -> Mark:
         """Taken right before a task; ``end_detail`` turns it into the task's figures."""
-        if _resource is None:
-            return time.process_time_ns() // 1000, 0, 0, time.perf_counter_ns()
         if self._clear_refs is not None and time.perf_counter_ns() - self._armed_at > _REARM_NS:
             self._arm()
-        usage = _resource.getrusage(_resource.RUSAGE_SELF)
-        return (round((usage.ru_utime + usage.ru_stime) * 1e6), usage.ru_minflt + usage.ru_majflt,
-                usage.ru_maxrss * _MAXRSS_UNIT, time.perf_counter_ns())
+        if self._clear_refs is None:  # no /proc: getrusage at both ends (or no memory figure at all)
+            if _resource is None:
+                return time.process_time_ns(), 0, 0, time.perf_counter_ns()
+            usage = _resource.getrusage(_resource.RUSAGE_SELF)
+            return (time.process_time_ns(), usage.ru_minflt + usage.ru_majflt, usage.ru_maxrss * _MAXRSS_UNIT,
+                    time.perf_counter_ns())
+        # The fault count read at the end of the previous task (or by _arm) stands for now: the
+        # processor's own work in between allocates nothing new, and what does (an object
+        # received) calls invalidate(), so the next task re-arms.
+        return time.process_time_ns(), self._faults, 0, time.perf_counter_ns()
+
+    def invalidate(self) -> None:
+        """The processor grew (it received an object): re-arm before the next task, so that
+        growth is not counted as the task's."""
+        self._armed_at = 0
 
     def end_detail(self, mark: Mark) -> str:
         """What the task cost since ``begin``, as the text its result's ``detail`` carries
         (``ProfileResult.from_detail`` reads it): integers, which format 4× faster than floats."""
         end = time.perf_counter_ns()
         cpu_before, faults_before, peak_before, start = mark
+        cpu = (time.process_time_ns() - cpu_before) // 1000
         if _resource is None:
-            return format_detail(end - start, 0, time.process_time_ns() // 1000 - cpu_before)
+            return format_detail(end - start, 0, cpu)
         usage = _resource.getrusage(_resource.RUSAGE_SELF)
-        cpu = round((usage.ru_utime + usage.ru_stime) * 1e6) - cpu_before
-        if usage.ru_minflt + usage.ru_majflt == faults_before:
+        faults = self._faults = usage.ru_minflt + usage.ru_majflt
+        if faults == faults_before:
             growth = 0  # no page came in: the resident set never rose above where it started
         elif self._armed_at:
             peak = self._peak_since_reset() if self._hidden else usage.ru_maxrss * _MAXRSS_UNIT
@@ -99,7 +116,9 @@ class TaskProfiler:
         # exec). When, right after the reset, it reads no more than the RSS (plus a little:
         # memory freed in between), it gives the task's peak; otherwise /proc/self/status's
         # VmHWM is parsed after a task that faulted (~12 µs).
-        peak = _resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss * _MAXRSS_UNIT
+        usage = _resource.getrusage(_resource.RUSAGE_SELF)
+        peak = usage.ru_maxrss * _MAXRSS_UNIT
+        self._faults = usage.ru_minflt + usage.ru_majflt
         self._hidden = not 0 < peak <= rss + _SLACK
         self._rss_armed = rss
         self._armed_at = time.perf_counter_ns()

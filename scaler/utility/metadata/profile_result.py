@@ -5,7 +5,7 @@ arguments until the result is serialised:
 
 - ``duration_s``: wall-clock seconds (``time.perf_counter``);
 - ``cpu_time_s``: CPU seconds of the processor, user + system, all threads
-  (``resource.getrusage``; ``time.process_time`` where that is missing);
+  (``time.process_time``);
 - ``memory_peak``: bytes by which the processor's peak resident memory during the task
   exceeded its resident memory when the task started. On Linux the kernel's peak (VmHWM) is
   reset before each profiled task, so this is the true peak, not a sample; elsewhere it is the
@@ -13,7 +13,7 @@ arguments until the result is serialised:
   peak stays below an earlier task's.
 
 Upstream samples memory once a second from the worker agent; this is exact and costs about
-4 µs per profiled task (``scaler.worker.profiling``). The three numbers travel back in the result
+3 µs per profiled task (``scaler.worker.profiling``). The three numbers travel back in the result
 message's ``detail`` text (``to_detail`` / ``from_detail``), which successful results do not
 otherwise use.
 """
