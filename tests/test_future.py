@@ -111,3 +111,52 @@ def test_a_cancelled_future_refuses_its_result_and_a_finished_one_its_cancel():
     finished = ScalerFuture(b"f" * 16)
     finished._set_payload(b"x", _identity)
     assert finished.cancel() is False and finished.result() == b"x"
+
+
+def test_wait_all_returns_once_every_future_is_done_whichever_way_each_ends():
+    """wait_all (what Client.map waits on) counts futures finished by the I/O thread's two
+    paths (with and without a Condition) and by cancel, done before or during the wait."""
+    from scaler.client.future import wait_all
+
+    futures = [ScalerFuture(b"%016d" % i) for i in range(3000)]
+    futures[0]._set_payload(b"early", bytes)  # done before the wait
+    futures[1].add_done_callback(lambda f: None)  # has a Condition: finished through set_result
+    seen = []
+
+    def finish():
+        for future in futures[1:]:
+            future._set_payload(b"x", bytes)
+            seen.append(future)
+
+    threading.Timer(0.02, finish).start()
+    wait_all(futures, slice_seconds=0.05)
+    assert len(seen) == 2999 and all(f.done() for f in futures)
+    assert futures[1].result() == b"x" and futures[0].result() == b"early"
+
+
+def test_wait_all_wakes_as_soon_as_one_future_fails_or_is_cancelled():
+    from scaler.client.future import wait_all
+
+    for end in (lambda f: f.set_exception(ValueError("boom")), lambda f: f.cancel()):
+        futures = [ScalerFuture(b"%016d" % i) for i in range(10)]
+        threading.Timer(0.02, end, args=(futures[7],)).start()
+        wait_all(futures, slice_seconds=0.05)  # the others never end: it must not wait for them
+        assert futures[7].done() and not futures[0].done()
+
+
+def test_wait_all_does_not_miss_a_future_that_ends_while_it_registers():
+    """Futures ending concurrently with the registration are counted exactly once (a miss
+    would wait forever: the test would time out in its thread)."""
+    from scaler.client.future import wait_all
+
+    for _ in range(20):
+        futures = [ScalerFuture(b"%016d" % i) for i in range(5000)]
+        for future in futures[::3]:
+            future.add_done_callback(lambda f: None)  # a third with a Condition
+        finisher = threading.Thread(target=lambda: [f._set_payload(b"v", bytes) for f in futures])
+        waiter = threading.Thread(target=wait_all, args=(futures,), kwargs={"slice_seconds": 0.05})
+        finisher.start()
+        waiter.start()
+        waiter.join(10)
+        finisher.join(10)
+        assert not waiter.is_alive()

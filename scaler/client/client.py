@@ -20,7 +20,7 @@ from ..utility.process import AUTH_KEY_ENV
 from ..utility.serialization import BytesSerializer, cloudpickle_dump, dump_chunks, dumps_arguments, payload_size
 from .agent import ClientAgent, Waiter
 from .binding import check_call
-from .future import ScalerFuture
+from .future import ScalerFuture, wait_all
 from .object_reference import ObjectReference
 from .serializer import DefaultSerializer, Serializer
 
@@ -430,6 +430,8 @@ def _results(futures: List[ScalerFuture], progress: bool = False) -> List[Any]:
         if progress:
             from .progress import progress as draw_progress
             draw_progress(futures)
+        elif task_context.wait_hook is None:  # (inside a task, result() runs sub-tasks while it waits)
+            wait_all(futures)
         return [future.result() for future in futures]
     except BaseException:
         for future in futures:

@@ -36,7 +36,8 @@ class ScalerFuture(Future):
     All fields are slots, so no instance dict is made either."""
 
     __slots__ = ("_state", "_result", "_exception", "_cond", "_waiter_list", "_callback_list", "_task_id",
-                 "_canceller", "_payload", "_deserialize", "_temp_objects", "_profile", "_started_at", "_ended_at")
+                 "_canceller", "_payload", "_deserialize", "_temp_objects", "_profile", "_started_at", "_ended_at",
+                 "_group")
 
     def __init__(self, task_id: bytes, canceller: Optional[Callable[[bytes], None]] = None) -> None:
         # Future.__init__ is not called on purpose: see the class docstring.
@@ -54,6 +55,7 @@ class ScalerFuture(Future):
         self._profile = ""  # the result's ProfileResult text, when the client profiles its tasks
         self._started_at = time.monotonic()
         self._ended_at: Optional[float] = None
+        self._group: Optional[Countdown] = None  # a map waiting for it among others (wait_all)
 
     @property  # type: ignore[override]
     def _condition(self) -> threading.Condition:
@@ -102,8 +104,21 @@ class ScalerFuture(Future):
                 self._ended_at = time.monotonic()
                 self._result = _NOT_DECODED
                 self._state = FINISHED
+                group, self._group = self._group, None
+                if group is not None and group.one_done(False):
+                    group.event.set()
                 return
         self.set_result(_NOT_DECODED)
+
+    def _invoke_callbacks(self) -> None:
+        # Every other way to the end (set_result, set_exception, cancel) comes through here,
+        # after the state changed: tell a waiting map first. Under _LOCK, always: wait_all
+        # reads the state and sets _group under it, so one of the two counts this future.
+        with _LOCK:
+            group, self._group = self._group, None
+            if group is not None and group.one_done(self._exception is not None or self._state != FINISHED):
+                group.event.set()
+        super()._invoke_callbacks()  # type: ignore[misc]
 
     def set_result(self, result: Any) -> None:
         self._ended_at = time.monotonic()
@@ -224,6 +239,45 @@ class ScalerFuture(Future):
 
     def __repr__(self) -> str:
         return "<ScalerFuture %s %s>" % (self._task_id.hex()[:12], self._state)
+
+
+class Countdown:
+    """Wakes one thread once ``remaining`` futures are done, or as soon as one fails: what
+    ``Client.map`` waits on, instead of waking for every result in turn."""
+
+    __slots__ = ("remaining", "event")
+
+    def __init__(self, remaining: int) -> None:
+        self.remaining = remaining
+        self.event = threading.Event()
+
+    def one_done(self, failed: bool) -> bool:
+        """Count one future as ended (``_LOCK`` held); True when the waiter should wake."""
+        self.remaining -= 1
+        return failed or self.remaining <= 0
+
+
+def wait_all(futures: List[ScalerFuture], slice_seconds: float = 1.0) -> None:
+    """Return once every one of ``futures`` is done, or one of them failed or was cancelled.
+
+    One wake-up for the whole list: ``[f.result() for f in futures]`` alone would wake this
+    thread for each result that ends while it waits (and contend with the I/O thread for
+    the GIL each time), which on a stream of short tasks costs as much as the tasks' own
+    messages. Waits in slices so that Ctrl-C is seen."""
+    group = Countdown(len(futures))
+    failed = False
+    for start in range(0, len(futures), 1024):
+        with _LOCK:  # against _set_payload/_invoke_callbacks claiming the group concurrently
+            for future in futures[start:start + 1024]:
+                state = future._state
+                if state == PENDING or state == RUNNING:
+                    future._group = group
+                elif group.one_done(state != FINISHED or future._exception is not None):
+                    failed = True
+    if failed or group.remaining <= 0:
+        return
+    while not group.event.wait(slice_seconds):
+        pass
 
 
 def _wait_in_task(future: Future, timeout: Optional[float]) -> Optional[float]:
