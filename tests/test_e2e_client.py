@@ -581,3 +581,29 @@ def test_a_direct_submit_when_the_scheduler_is_gone_fails_its_future(make_combo)
         assert any(not isinstance(outcome, int) for outcome in outcomes)
     finally:
         client.disconnect()
+
+
+# --- a worker that runs out of tasks takes over part of another's queue at once ----------
+
+def sleep_then_pid(seconds):
+    import time as _time
+    _time.sleep(seconds)
+    return os.getpid()
+
+
+def test_a_worker_that_runs_dry_takes_queued_tasks_from_a_busy_one_at_once(make_combo):
+    """Both workers get half of a batch; one half is slow. When the fast worker has nothing
+    left, the scheduler balances right then (not at its periodic timer, set to 10 minutes
+    here): part of the slow worker's queue moves, so the slow tasks end on both workers."""
+    combo = make_combo(n_workers=2, load_balance_seconds=600)
+    with Client(combo.get_address()) as client:
+        pids = set()
+        for _ in range(200):  # both workers connected and ready, so the batch below is shared out at once
+            pids.update(client.map(sleep_then_pid, [0.01, 0.01]))
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2, "two workers never both ran a task"
+        durations = [0.15, 0.005] * 16  # the least-loaded assignment alternates: one worker gets every slow one
+        results = client.map(sleep_then_pid, durations)
+        slow_on = [pid for pid, seconds in zip(results, durations) if seconds == 0.15]
+        assert len(set(slow_on)) == 2, "the slow tasks all ran on one worker: %s" % slow_on

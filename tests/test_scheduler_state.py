@@ -141,6 +141,21 @@ def test_balance_takes_back_queued_tasks_for_an_idle_worker():
     assert h.state.balance() == 0  # nobody is idle any more
 
 
+def test_a_worker_running_out_of_tasks_is_flagged_for_balancing():
+    """The server balances when a worker goes idle (went_idle), not only on its timer."""
+    h = Harness()
+    h.state.client_connected(b"c", h.now)
+    a = h.worker("a")
+    ids = h.submit(b"c", 2)
+    h.state.dispatch()
+    h.take()
+    assert not h.state.went_idle
+    h.state.task_result(a, TaskResult(ids[0], STATUS_OK, b"r", ""))
+    assert not h.state.went_idle  # one task left on it
+    h.state.task_result(a, TaskResult(ids[1], STATUS_OK, b"r", ""))
+    assert h.state.went_idle
+
+
 def test_a_client_cancel_wins_over_a_balancing_move():
     h = Harness()
     h.state.client_connected(b"c", h.now)

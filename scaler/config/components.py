@@ -169,7 +169,7 @@ class SchedulerConfig(LoggingSettings, LoopSettings, TLSSettings, SecuritySettin
     load_balance_seconds: float = option(
         1, kind="float", short=("-ls",), nonzero=True,
         help="period of task balancing between workers (an idle worker takes back queued tasks from "
-             "busy ones; also done when a worker joins); negative disables it, 0 is rejected")
+             "busy ones; also done when a worker joins or runs out of tasks); negative disables it, 0 is rejected")
     load_balance_trigger_times: int = option(
         2, kind="int", short=("-lbt",), above=0, inert=True,
         help="identical balancing advices needed before tasks move")

@@ -240,8 +240,13 @@ class SchedulerServer(Handler):
         elif type(peer) is _WorkerPeer:
             worker_id = peer.peer_id
             if kind is TaskResult:
-                self.state.task_result(worker_id, msg)
+                state = self.state
+                state.task_result(worker_id, msg)
                 self._schedule_dispatch()
+                if state.went_idle:
+                    state.went_idle = False
+                    if self.config.load_balance_seconds > 0:  # after the dispatch, which may feed it first
+                        self.loop.call_soon(state.balance)
             elif kind is TaskOutput:
                 self.state.task_output(worker_id, msg)
             elif kind is WorkerHeartbeat:

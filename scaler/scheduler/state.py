@@ -131,6 +131,9 @@ class SchedulerState:
         self.finished_total = 0
         self.failed_total = 0
         self.cancelled_total = 0
+        # A worker ran out of tasks since the server last looked: it balances then (balance()),
+        # not at its next timer tick, so the tail of a batch is shared out at once.
+        self.went_idle = False
 
     # --- clients ---
     def client_connected(self, client_id: bytes, now: float) -> None:
@@ -290,6 +293,7 @@ class SchedulerState:
             worker.done += 1
         if worker is not None and worker.tasks.pop(msg.task_id, 0) is None and not worker.tasks:
             worker.idle_since = self.clock()
+            self.went_idle = True
         task = self.tasks.get(msg.task_id)
         if task is None or task.worker_id != worker_id:
             # The client left or cancelled meanwhile: nobody wants this result.
