@@ -847,11 +847,12 @@ class BlockingChannel:
             if small:
                 self.sock.sendall(b"".join(small))
 
-    def recv_ready(self) -> List[Message]:
+    def recv_ready(self, poll: bool = True) -> List[Message]:
         """The messages already complete in the socket buffer; never blocks.
 
         Stops at an incomplete big frame: ``recv()`` then receives the rest of it straight
-        into its own buffer, blocking, rather than this loop polling for it.
+        into its own buffer, blocking, rather than this loop polling for it. Without
+        ``poll``, only what an earlier receive already brought (no system call).
         """
         reader = self._reader
         out: List[Message] = []
@@ -860,7 +861,7 @@ class BlockingChannel:
             if msg is not None:
                 out.append(msg)
                 continue
-            if reader.receiving_big:
+            if reader.receiving_big or not poll:
                 return out
             try:
                 data = self._recv_some(socket.MSG_DONTWAIT)

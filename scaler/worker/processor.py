@@ -79,15 +79,18 @@ class Processor:
 
         Before each task, whatever the agent has sent meanwhile is read without blocking,
         so a cancel for a task still waiting here is seen before that task would start.
+        (Right after a blocking receive, only what it brought: asking the socket again at
+        once costs a system call and an exception per task and finds nothing.)
         """
         channel = self.channel
         pending = self.pending
         task_context.wait_hook = self.wait_for
         try:
             while True:
-                if not pending:
+                woke = not pending
+                if woke:
                     self._handle(channel.recv())
-                for msg in channel.recv_ready():
+                for msg in channel.recv_ready(poll=not woke):
                     self._handle(msg)
                 if pending:
                     self._run_one(pending.popleft())
