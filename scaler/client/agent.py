@@ -1,9 +1,10 @@
 """The client's I/O thread: owns the sockets to the scheduler and to object storage.
 
-The user's thread never touches a socket: it hands work over with
-``loop.call_soon_threadsafe`` (a deque plus one wake-up byte) and waits on futures or
-:class:`Waiter` objects. Everything in this module after ``start()`` runs on the I/O
-thread unless its docstring says otherwise.
+The user's thread hands work over with ``loop.call_soon_threadsafe`` (a deque plus one
+wake-up byte) and waits on futures or :class:`Waiter` objects; the one socket write it
+makes itself is a submit with nothing ahead of it (:meth:`ClientAgent.submit_now`).
+Everything in this module after ``start()`` runs on the I/O thread unless its docstring
+says otherwise.
 """
 
 import collections

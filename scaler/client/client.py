@@ -4,6 +4,7 @@ import itertools
 import logging
 import os
 import struct
+import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Hashable, Iterable, List, Mapping, Optional, Tuple
 
 try:
@@ -80,6 +81,7 @@ class Client:
         self._task_ids = itertools.count()
         self._task_prefix = os.urandom(8)  # task id = prefix + counter: unique without a syscall each
         self._flags = (FLAG_PROFILE if profiling else 0) | (FLAG_STREAM_OUTPUT if stream_output else 0)
+        self._canceller = self._cancel_task  # one bound method for every future (not ~64 bytes each)
         self._stopped = False
         self._agent = ClientAgent(address, self._identity, normalize_key(self._auth_key), timeout_seconds,
                                   heartbeat_interval_seconds, object_storage_address, tls_ca)
@@ -151,13 +153,15 @@ class Client:
         batch: List[Any] = []
         puts: List[Tuple[bytes, Any]] = []
         needs = self._base_needs(func_id)
+        started_at = time.monotonic()  # one float for the batch's futures
         for args in iterable:
             if not isinstance(args, (tuple, list)):
                 raise TypeError("starmap items must be tuples or lists of arguments, got %r" % type(args).__name__)
-            futures.append(self._task(func_id, tuple(args), {}, caps, batch, puts, needs, rank))
+            futures.append(self._task(func_id, tuple(args), {}, caps, batch, puts, needs, rank, started_at))
             if len(batch) >= SUBMIT_BATCH:
                 self._send(batch, puts, needs)
                 batch, puts, needs = [], [], self._base_needs(func_id)
+                started_at = time.monotonic()
         if batch:
             self._send(batch, puts, needs)
         return futures
@@ -229,7 +233,7 @@ class Client:
             wanted.append(node.key in requested)
         flags = bytes([self._flags | FLAG_NEEDS_OBJECTS]) * len(nodes)
         message = GraphSubmit(task_ids, flags, [run_id] * len(nodes), calls, deps, bytes(wanted), priority)
-        futures = {key: ScalerFuture(task_ids[index[key]], self._cancel_task) for key in plan.requested
+        futures = {key: ScalerFuture(task_ids[index[key]], self._canceller) for key in plan.requested
                    if key in index}
         if temps:  # large templates: deleted once every requested result is in (all nodes have ended)
             remaining = [len(futures)]
@@ -382,13 +386,14 @@ class Client:
         return [func_id, self._serializer_id] if self._serializer_id else [func_id]
 
     def _task(self, func_id: bytes, args: Tuple[Any, ...], kwargs: Dict[str, Any], capabilities: str,
-              batch: List[Any], puts: List[Tuple[bytes, Any]], needs: List[bytes], priority: int) -> ScalerFuture:
+              batch: List[Any], puts: List[Tuple[bytes, Any]], needs: List[bytes], priority: int,
+              started_at: Optional[float] = None) -> ScalerFuture:
         built = build_call(args, kwargs, self._serializer.serialize, self._new_temp_id, self._serializer_id,
                            ObjectReference, self._reference_id, dumps_arguments if self._packed else None,
                            INLINE_LIMIT)
         flags = self._flags | FLAG_NEEDS_OBJECTS if built.needs_objects else self._flags
         task_id = self._task_prefix + _COUNTER.pack(next(self._task_ids))
-        future = ScalerFuture(task_id, self._cancel_task)
+        future = ScalerFuture(task_id, self._canceller, started_at)
         if built.objects:
             needs.extend(built.objects)
             if built.temp:
