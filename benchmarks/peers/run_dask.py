@@ -14,6 +14,9 @@ class DaskEngine(harness.Engine):
     def __init__(self):
         self.cluster = self.client = None
 
+    def load(self):
+        from distributed import Client, LocalCluster  # noqa: F401
+
     def start(self, workers):
         from distributed import Client, LocalCluster
 

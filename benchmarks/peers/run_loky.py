@@ -11,6 +11,9 @@ class LokyEngine(harness.Engine):
     def __init__(self):
         self.executor = None
 
+    def load(self):
+        import loky  # noqa: F401
+
     def start(self, workers):
         import loky
 

@@ -15,6 +15,9 @@ class ScalerEngine(harness.Engine):
         self.upstream = flavour == "upstream"
         self.combo = self.client = None
 
+    def load(self):
+        from scaler import Client, SchedulerClusterCombo  # noqa: F401
+
     def start(self, workers):
         from scaler import Client, SchedulerClusterCombo
 
