@@ -156,6 +156,25 @@ def test_a_worker_running_out_of_tasks_is_flagged_for_balancing():
     assert h.state.went_idle
 
 
+def test_balancing_again_before_the_worker_answered_asks_for_nothing_more():
+    """Tasks already asked back count as gone: a second balance (two workers going idle in
+    one read) must not ask the busy worker for more than its excess."""
+    h = Harness()
+    h.state.client_connected(b"c", h.now)
+    a = h.worker("a")
+    ids = h.submit(b"c", 4)
+    h.state.dispatch()
+    h.take()
+    h.worker("b")
+    h.worker("c")
+    first = h.state.balance()
+    assert first == 2  # 4 tasks over 3 workers: a keeps ceil(4/3) = 2
+    assert h.state.balance() == 0 and h.state.balance() == 0
+    assert len(h.take(WorkerTaskCancel)) == 2
+    h.state.check_invariants()
+    del a, ids
+
+
 def test_a_client_cancel_wins_over_a_balancing_move():
     h = Harness()
     h.state.client_connected(b"c", h.now)

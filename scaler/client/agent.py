@@ -152,16 +152,18 @@ class ClientAgent(Handler):
         conn = self.scheduler
         if conn is None or self.failure is not None or self.on_io_thread():
             return False
-        unacked, refused = self.unacked, self.refused_puts
-        for object_id in needs:
-            if object_id in unacked or object_id in refused:
-                return False
         parts: List[Any] = []
         for _, msg in batch:
             parts.extend(encode_parts(msg))
         with self.send_lock:
             if self._calls_pending or self.failure is not None:
                 return False
+            # Only now, with no hand-over pending: a put handed over just before (the
+            # function's, on its first submit) may have reached unacked meanwhile.
+            unacked, refused = self.unacked, self.refused_puts
+            for object_id in needs:
+                if object_id in unacked or object_id in refused:
+                    return False
             futures = self.futures
             for future, _ in batch:
                 futures[future.task_id] = future  # before it leaves: the result may come back at once
@@ -186,7 +188,11 @@ class ClientAgent(Handler):
             self.loop.run()
         except BaseException as exc:  # a bug here must not leave futures hanging forever
             logger.exception("client I/O thread failed")
-            self._fail_all(DisconnectedError("client I/O thread failed: %r" % exc))
+            error = DisconnectedError("client I/O thread failed: %r" % exc)
+            with self.send_lock:  # no submit_now registers a future after this
+                if self.failure is None:
+                    self.failure = error
+            self._fail_all(error)
         finally:
             self.loop.close()
             if not self.ready._event.is_set():
@@ -534,10 +540,10 @@ class ClientAgent(Handler):
 
     def _finish(self, error: BaseException) -> None:
         """The client cannot go on: fail everything pending, close, stop the thread."""
-        with self.send_lock:  # no submit_now registers a future between these two
+        with self.send_lock:  # once set, no submit_now registers a future: _fail_all sees them all
             if self.failure is None:
                 self.failure = error
-            self._fail_all(error)
+        self._fail_all(error)  # outside the lock: it runs the futures' done-callbacks
         if not self.ready._event.is_set():
             self.ready.set(error=error)
         for conn in (self.scheduler, self.storage):

@@ -141,6 +141,7 @@ class Connection:
         # Set (to a threading.RLock) when another thread may write to this connection
         # directly (send_from_thread): the loop's writes and closing then take it too.
         self.write_lock: Any = None
+        self._flushing_locked = False
         # > 0: a peer with more than this waiting to be sent (it stopped reading while we keep
         # producing for it, e.g. results) is dropped. 0: no cap (replies are bounded by the
         # read pause above WRITE_HIGH_WATER).
@@ -241,7 +242,11 @@ class Connection:
             self._flush()
         else:
             with lock:
-                self._flush()
+                self._flushing_locked = True
+                try:
+                    self._flush()
+                finally:
+                    self._flushing_locked = False
 
     def send_from_thread(self, parts: List[Buffer]) -> bool:
         """Write ``parts`` (whole encoded frames) now, from a thread other than the loop's.
@@ -622,6 +627,11 @@ class Connection:
 
     def close(self, reason: str = "closed") -> None:
         if self._state == _CLOSED:
+            return
+        if self._flushing_locked:
+            # A write failed under write_lock: close right after, not while other threads
+            # wait on the lock (the owner's close handler may run callbacks that want theirs).
+            self.loop.call_soon(lambda: self.close(reason))
             return
         self._state = _CLOSED
         if self._timeout is not None:

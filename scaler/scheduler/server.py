@@ -110,6 +110,7 @@ class SchedulerServer(Handler):
                                  allowed_roles=(ROLE_CLIENT, ROLE_WORKER, ROLE_MANAGER), evict_unregistered=True,
                                  tls=self._tls_for(self.address))
         self._dispatch_scheduled = False
+        self._balance_scheduled = False
         self.stopping = False
         loop.call_every(TIMEOUT_CHECK_SECONDS, self._check_timeouts)
         loop.call_every(SCALING_INTERVAL_SECONDS, lambda: self.managers.tick(time.monotonic()))
@@ -208,6 +209,10 @@ class SchedulerServer(Handler):
         self._dispatch_scheduled = False
         self.state.dispatch()
 
+    def _balance_now(self) -> None:
+        self._balance_scheduled = False
+        self.state.balance()
+
     def message_received(self, conn: Connection, msg: Message) -> None:
         peer = conn.data
         kind = type(msg)
@@ -245,8 +250,9 @@ class SchedulerServer(Handler):
                 self._schedule_dispatch()
                 if state.went_idle:
                     state.went_idle = False
-                    if self.config.load_balance_seconds > 0:  # after the dispatch, which may feed it first
-                        self.loop.call_soon(state.balance)
+                    if self.config.load_balance_seconds > 0 and not self._balance_scheduled:
+                        self._balance_scheduled = True  # once per loop iteration, after the dispatch
+                        self.loop.call_soon(self._balance_now)
             elif kind is TaskOutput:
                 self.state.task_output(worker_id, msg)
             elif kind is WorkerHeartbeat:

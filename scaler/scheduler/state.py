@@ -594,8 +594,12 @@ class SchedulerState:
         idle_names = [w.names for w in idle]
         target = -(-sum(len(w.tasks) for w in workers) // len(workers))  # ceil(mean)
         asked = 0
+        tasks = self.tasks
         for worker in workers:
-            excess = len(worker.tasks) - target
+            # Tasks already asked back count as gone: a balance that runs again before the
+            # worker answered must not ask for them a second time over.
+            moving = sum(1 for task_id in worker.tasks if tasks[task_id].state is _S.MOVING)
+            excess = len(worker.tasks) - moving - target
             if excess <= 0:
                 continue
             for task_id in reversed(list(worker.tasks)):

@@ -143,7 +143,13 @@ class Processor:
         previous = task_context.enter(task.task_id, task.priority)
         streams = self._redirect_output(task)
         try:
-            result = self.run(task, self._profiler().begin() if task.flags & FLAG_PROFILE else None)
+            if task.flags & FLAG_PROFILE:
+                mark = self._profiler().begin()
+            else:
+                mark = None
+                if self.profiler is not None:
+                    self.profiler.invalidate()  # whatever this task grows is not the next profiled one's
+            result = self.run(task, mark)
         finally:
             task_context.restore(previous)
             if streams is not None:

@@ -6,7 +6,8 @@ See ``scaler.utility.metadata.profile_result`` for what each number means. Only 
 faults and the kernel's peak RSS). ``getrusage`` builds a 16-field result and costs about
 twice a clock read in a busy processor, so the start of a task reuses the fault count read
 at the end of the previous one: between tasks the processor allocates nothing that faults,
-except when it receives an object, and then it calls :meth:`TaskProfiler.invalidate`.
+except when it receives an object or runs a task that is not profiled, and then it calls
+:meth:`TaskProfiler.invalidate`.
 
 The peak needs more, but only after a task that grew memory. Resident memory grows only
 through page faults, so a task during which the process took none grew by exactly 0 bytes.
@@ -79,8 +80,9 @@ class TaskProfiler:
         return time.process_time_ns(), self._faults, 0, time.perf_counter_ns()
 
     def invalidate(self) -> None:
-        """The processor grew (it received an object): re-arm before the next task, so that
-        growth is not counted as the task's."""
+        """The processor may have grown since the last task (it received an object, or ran a
+        task that is not profiled): re-arm before the next task, so that growth is not
+        counted as the task's."""
         self._armed_at = 0
 
     def end_detail(self, mark: Mark) -> str:
