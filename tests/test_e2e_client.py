@@ -607,3 +607,18 @@ def test_a_worker_that_runs_dry_takes_queued_tasks_from_a_busy_one_at_once(make_
         results = client.map(sleep_then_pid, durations)
         slow_on = [pid for pid, seconds in zip(results, durations) if seconds == 0.15]
         assert len(set(slow_on)) == 2, "the slow tasks all ran on one worker: %s" % slow_on
+
+
+def test_a_new_function_submitted_twice_at_once_never_reaches_a_worker_before_it_is_stored(shared_combo):
+    """The first submit of a function stores it (through the I/O thread); a second submit
+    right behind may be written by the caller's thread, but only once that store is
+    acknowledged: no task of these ever fails with MissingObjects."""
+    with Client(shared_combo.get_address()) as client:
+        futures = []
+        for i in range(300):
+            def fresh(x, _i=i, _pad=b"p" * (i * 37 % 5000)):  # a new function (and pickle) each time
+                return x + _i
+            futures.append((client.submit(fresh, 1), i + 1))
+            futures.append((client.submit(fresh, 2), i + 2))
+        for future, expected in futures:
+            assert future.result(TIMEOUT) == expected
