@@ -77,6 +77,25 @@ def test_combo_runs_tasks_big_results_and_objects_over_tls(tls_combo, pki):
         ref = client.send_object(b"y" * (5 * 1024 * 1024))
         assert client.submit(length, ref).result(timeout=TIMEOUT) == 5 * 1024 * 1024
         assert client.map(add, range(500), range(500)) == [2 * i for i in range(500)]
+        # Many single submits in a row, from two threads: over TLS the SSL object is the I/O
+        # thread's alone, so none of them may take the caller's-thread write (submit_now).
+        import threading
+        errors = []
+
+        def submits(base):
+            try:
+                for i in range(200):
+                    assert client.submit(add, base, i).result(timeout=TIMEOUT) == base + i
+            except BaseException as exc:  # noqa: B902 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=submits, args=(base,)) for base in (0, 10000)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(TIMEOUT)
+        assert not errors and not any(thread.is_alive() for thread in threads), errors
+        assert client._agent.direct_submits == 0
 
 
 def nested_sum(n):
