@@ -376,3 +376,32 @@ def test_peer_close_is_reported(loop):
     assert connector.closed == "bye"
     run_until(loop, lambda: a.closed)
     assert acceptor.closed == "connection closed by connector"
+
+
+def test_writes_from_another_thread_survive_a_full_socket_in_order(loop):
+    """send_from_thread (a client's submit written by the caller's thread): when the peer
+    does not read, a write is cut short; the rest goes first when the loop flushes, later
+    frames queue behind it, and the peer gets every frame whole and in order."""
+    import threading
+
+    from scaler.protocol.codec import encode_parts
+
+    a, acceptor, c, connector = open_pair(loop)
+    c.write_lock = threading.RLock()
+    sent, direct, partial = [], 0, 0
+    with c.write_lock:  # the loop is not running: nobody reads, the socket fills up
+        for i in range(200):
+            msg = m.TaskSubmit(b"t%05d" % i, 0, b"f" * 32, pattern(50000, i), "", 0)
+            if c.send_from_thread(encode_parts(msg)):
+                direct += 1
+                partial += bool(c._wbuf)
+            else:
+                c.send(msg)  # queued behind what is waiting, as the client falls back
+            sent.append(msg)
+    # The socket filled (some frames went to the queue); a write cut short leaves its rest
+    # first in the queue, so every later one queues behind it (0 only if the socket filled
+    # exactly at a frame's end).
+    assert 1 <= direct < len(sent) and partial <= 1, (direct, partial)
+    run_until(loop, lambda: len(acceptor.messages) == len(sent) and not c._wbuf)
+    assert acceptor.messages == sent
+    assert c.write_backlog == 0
