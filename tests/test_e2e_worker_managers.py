@@ -248,11 +248,15 @@ def post(port: int, body, path: str = "/"):
         return error.code, json.loads(error.read().decode())
 
 
-def wait_webhook(port: int, timeout: float = TIMEOUT) -> dict:
-    """Poll GET /status until the webhook answers; return the status."""
+def wait_webhook(port: int, timeout: float = TIMEOUT, process: Optional[Spawned] = None) -> dict:
+    """Poll GET /status until the webhook answers; return the status. With ``process`` (the
+    adapter serving it), fail at once if it exits first, and show its output either way."""
     result: List[dict] = []
 
     def check() -> bool:
+        if process is not None and process.popen.poll() is not None:
+            raise AssertionError("the adapter exited (%s) before its webhook on port %d answered; output:\n%s"
+                                 % (process.popen.returncode, port, process.output.text()))
         try:
             status, body = http_call(port, "GET", "/status", timeout=2)
         except OSError:
@@ -260,7 +264,12 @@ def wait_webhook(port: int, timeout: float = TIMEOUT) -> dict:
         result.append(body)
         return status == 200
 
-    wait_until(check, timeout, "the webhook on port %d to answer" % port, interval=0.05)
+    try:
+        wait_until(check, timeout, "the webhook on port %d to answer" % port, interval=0.05)
+    except AssertionError as exc:
+        if process is None or "exited" in str(exc):
+            raise
+        raise AssertionError("%s; the adapter's output:\n%s" % (exc, process.output.text())) from None
     return result[-1]
 
 
@@ -636,7 +645,7 @@ def test_failing_preload_makes_a_dynamic_adapter_refuse_groups(family, preload_e
     adapter = family.command(["-m", "scaler.entry_points.worker_adapter_native", address_of(port), "--max-workers",
                               "3", "--adapter-web-host", "127.0.0.1", "--adapter-web-port", str(web), "--preload",
                               "scaler_preload_probe:fail('no database')"], "adapter", env=preload_env)
-    wait_webhook(web)
+    wait_webhook(web, process=adapter)
     code, started = post(web, {"action": "start_worker_group"})
     assert code == 200, started
     adapter.output.wait_for(r"exited: its preload failed .*not restarting it", TIMEOUT)
