@@ -150,8 +150,8 @@ class ClientAgent(Handler):
         over earlier is still on its way, every object the tasks need is acknowledged, and the
         connection has nothing queued. Returns False, having done nothing, otherwise."""
         conn = self.scheduler
-        if conn is None or self.failure is not None or self.on_io_thread():
-            return False
+        if conn is None or self.failure is not None or self._calls_pending or self.on_io_thread():
+            return False  # (_calls_pending read unlocked as a hint: no frames encoded for nothing)
         parts: List[Any] = []
         for _, msg in batch:
             parts.extend(encode_parts(msg))
