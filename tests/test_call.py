@@ -10,9 +10,11 @@ import pickle
 import cloudpickle
 import pytest
 
+import scaler.protocol.call as call_module
+
 from scaler.protocol.call import (ARG_INLINE, ARG_OBJECT, ARG_PACKED, ARG_PACKED_TEMP, ARG_TEMP, build_call,
                                   call_arguments, call_objects, packed_call, read_call)
-from scaler.protocol.codec import ProtocolError, encode
+from scaler.protocol.codec import ProtocolError, decode, encode
 from scaler.protocol.messages import Call, TaskResult
 from scaler.utility.serialization import BytesSerializer, dumps_arguments, dumps_result, only_builtin_scalars
 
@@ -140,6 +142,50 @@ def test_keyword_names_may_be_any_unicode():
 def test_read_call_refuses_what_is_not_a_well_formed_call(blob):
     with pytest.raises(ProtocolError):
         read_call(blob)
+
+
+@pytest.mark.parametrize("serializer_id, blob", [(b"", b""), (b"s" * 32, b"x" * 10), (b"", BIG),
+                                                  (b"s", b"\x00" * (65536 - 1))])
+@pytest.mark.parametrize("wrap", [bytes, bytearray, memoryview])
+def test_read_call_of_a_packed_call_is_what_the_generic_decoder_reads(serializer_id, blob, wrap):
+    """read_call reads packed_call's layout without the generic decoder: same fields, same
+    types (bytes below the zero-copy threshold, a view of the frame from it on)."""
+    data = wrap(packed_call(serializer_id, blob))
+    fast, generic = read_call(data), decode(data)
+    assert fast == generic
+    assert [type(v) for v in fast.values] == [type(v) for v in generic.values]
+    assert type(fast.serializer_id) is type(generic.serializer_id) is bytes
+
+
+def _packed_with(offset, byte):
+    data = bytearray(packed_call(b"s" * 4, b"payload"))
+    data[offset] = byte
+    return bytes(data)
+
+
+def _outcome(blob):
+    try:
+        return read_call(blob)
+    except ProtocolError:
+        return ProtocolError
+
+
+@pytest.mark.parametrize("blob", [
+    _packed_with(37, ARG_INLINE),  # the kind byte: an inline value in packed clothing
+    _packed_with(37, 9),  # an unknown kind
+    _packed_with(38, 2),  # the names list claims two names
+    _packed_with(42, 1),  # the one name is not empty
+    _packed_with(50, 2),  # the values list claims two values
+    _packed_with(54, 8),  # the value's length disagrees with its field's
+    packed_call(b"", b"payload")[:-1],  # one byte short
+    packed_call(b"", b"payload") + b"\x00",  # one byte long
+])
+def test_a_near_packed_call_reads_as_the_generic_decoder_reads_it(blob, monkeypatch):
+    """Anything but the exact packed layout falls through to the generic decoder, which reads
+    what is well formed and refuses the rest, as it did before the fast path existed."""
+    fast = _outcome(blob)
+    monkeypatch.setattr(call_module, "_read_packed_call", lambda _blob: None)
+    assert fast == _outcome(blob)
 
 
 def test_call_objects_reads_large_ids_as_bytes():

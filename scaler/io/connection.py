@@ -22,6 +22,7 @@ import collections
 import errno
 import logging
 import os
+import select
 import selectors
 import socket
 import threading
@@ -823,6 +824,13 @@ class BlockingChannel:
         # a frame goes out whole or not at all.
         self._send_lock = threading.Lock()
         self._scratch: Optional[memoryview] = None  # the receive buffer (see read_buffer)
+        # recv_ready asks this first whether anything came: poll(0) costs a quarter of a
+        # non-blocking receive that finds nothing (which raises), and the processor asks
+        # before each task it holds.
+        self._poller: Any = None
+        if hasattr(select, "poll"):
+            self._poller = select.poll()
+            self._poller.register(sock, select.POLLIN)
 
     @property
     def max_frame_bytes(self) -> int:
@@ -872,6 +880,8 @@ class BlockingChannel:
                 out.append(msg)
                 continue
             if reader.receiving_big or not poll:
+                return out
+            if self._poller is not None and not self._poller.poll(0):
                 return out
             try:
                 data = self._recv_some(socket.MSG_DONTWAIT)
