@@ -20,7 +20,7 @@ from ..io import shm
 from ..io.address import Address, connectable_host, parse_address
 from ..io.connection import Connection, Handler
 from ..io.loop import EventLoop
-from ..protocol.codec import Message, encode_parts
+from ..protocol.codec import Message, encode_frames
 from ..protocol.messages import (ROLE_CLIENT, STATUS_BUSY, STATUS_CANCELLED, STATUS_FAILED, STATUS_MISSING_OBJECT,
                                  STATUS_NOT_SERIALIZABLE, STATUS_OK, STATUS_OK_OBJECT, STATUS_PROCESSOR_DIED,
                                  STATUS_REJECTED, STATUS_TIMED_OUT, STATUS_WORKER_DIED, ClientConnect,
@@ -152,9 +152,7 @@ class ClientAgent(Handler):
         conn = self.scheduler
         if conn is None or self.failure is not None or self._calls_pending or self.on_io_thread():
             return False  # (_calls_pending read unlocked as a hint: no frames encoded for nothing)
-        parts: List[Any] = []
-        for _, msg in batch:
-            parts.extend(encode_parts(msg))
+        parts = encode_frames([msg for _, msg in batch])
         with self.send_lock:
             if self._calls_pending or self.failure is not None:
                 return False

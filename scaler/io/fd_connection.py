@@ -37,6 +37,7 @@ class FdConnection(Connection):
         self._wfds: Deque[int] = collections.deque()  # to send, with the next bytes that go
         self.received_fds: Deque[int] = collections.deque()
         super().__init__(*args, **kwargs)
+        self.batching = False  # a descriptor goes with the frame of the message that takes it
 
     def send_with_fd(self, msg: Message, fd: int) -> bool:
         """Queue ``msg`` with ``fd``, whose ownership passes to the connection (it is closed once

@@ -9,7 +9,9 @@ here ever unpickles.
 Frame on the wire: ``<Q length><payload>``; the payload's first byte is the message type.
 """
 
+import itertools
 import keyword
+import operator
 import struct
 from typing import Any, Dict, List, Sequence, Tuple, Type, Union
 
@@ -28,6 +30,12 @@ _FIXED_KINDS = {"u8": "B", "u16": "H", "u32": "I", "u64": "Q", "i64": "q", "f64"
 _VAR_KINDS = ("bytes", "str", "bytes_list", "chunks")
 _LIST_COUNT = struct.Struct("<I")
 _MAX_LIST_ITEMS = 10_000_000
+
+# A batch frame carries several small messages of one batchable type, column by column (see
+# encode_batch). Its type byte is not a message type: decode() refuses it, decode_batch reads it.
+BATCH_TYPE = 90
+BATCH_ITEM_LIMIT = 16 * 1024  # a message with a longer variable field travels in a frame of its own
+_BATCH_HEAD = struct.Struct("<BBI")  # BATCH_TYPE, the messages' type, how many
 
 
 class ProtocolError(Exception):
@@ -70,9 +78,10 @@ def _same(a: Any, b: Any) -> bool:
 
 
 class _Spec:
-    __slots__ = ("cls", "struct", "fixed", "variable", "nfixed", "decoder")
+    __slots__ = ("cls", "struct", "fixed", "variable", "nfixed", "decoder", "batchable", "columns", "order",
+                 "item_min")
 
-    def __init__(self, cls: Type[Message]) -> None:
+    def __init__(self, cls: Type[Message], batchable: bool = False) -> None:
         self.cls = cls
         self.fixed = [(n, k) for n, k in cls.FIELDS if k in _FIXED_KINDS]
         self.variable = [(n, k) for n, k in cls.FIELDS if k in _VAR_KINDS]
@@ -80,24 +89,35 @@ class _Spec:
         fmt = "<B" + "".join(_FIXED_KINDS[k] for _, k in self.fixed) + "Q" * len(self.variable)
         self.struct = struct.Struct(fmt)
         self.decoder: Any = None  # generated on this type's first decode (keeps imports cheap)
+        # Batches (see encode_batch): a message's fields read in column order, fixed ones
+        # first; ``order`` puts decoded columns back in declaration order.
+        self.batchable = batchable
+        names = [n for n, _ in self.fixed] + [n for n, _ in self.variable]
+        self.columns = operator.attrgetter(*names) if len(names) > 1 else None
+        self.order = [names.index(n) for n, _ in cls.FIELDS]
+        self.item_min = struct.calcsize("<" + "".join(_FIXED_KINDS[k] for _, k in self.fixed)) + 8 * len(self.variable)
 
 
 _SPECS: Dict[int, _Spec] = {}
 
 
-def declare(type_id: int, name: str, fields: Sequence[Tuple[str, str]]) -> Type[Message]:
+def declare(type_id: int, name: str, fields: Sequence[Tuple[str, str]], batchable: bool = False) -> Type[Message]:
     """Create a message class with ``__slots__`` and a keyword/positional constructor.
 
     The constructor and the encoder are generated code (one plain function call each on the
     hot path), compiled the first time the class is used: a process pays only for the
     messages it sends, and importing the message set stays cheap (every process does it).
+    ``batchable``: several of these may travel as one batch frame (see :func:`encode_batch`);
+    only for messages of fixed, ``bytes``, ``str`` and ``chunks`` fields.
     """
-    if type_id in _SPECS or not 0 < type_id < 256:
+    if type_id in _SPECS or type_id == BATCH_TYPE or not 0 < type_id < 256:
         raise ValueError("message type %d is taken or out of range" % type_id)
     for field_name, kind in fields:
         if kind not in _FIXED_KINDS and kind not in _VAR_KINDS:
             raise ValueError("%s.%s: unknown field kind %r" % (name, field_name, kind))
     names = tuple(n for n, _ in fields)
+    if batchable and any(kind == "bytes_list" for _, kind in fields):
+        raise ValueError("%s: a message with a bytes_list field cannot be batched" % name)
     for field_name in names:
         if not field_name.isidentifier() or keyword.iskeyword(field_name) or field_name.startswith("_"):
             raise ValueError("%s: %r cannot be a field name" % (name, field_name))
@@ -113,7 +133,9 @@ def declare(type_id: int, name: str, fields: Sequence[Tuple[str, str]]) -> Type[
 
     cls = type(name, (Message,), {"__slots__": names, "__init__": first_init, "TYPE": type_id,
                                   "FIELDS": tuple(fields), "_encode": staticmethod(first_encode)})
-    spec = _SPECS[type_id] = _Spec(cls)
+    spec = _SPECS[type_id] = _Spec(cls, batchable)
+    if batchable:
+        _BATCH_SIZE[cls] = _make_batch_size(spec)
     return cls
 
 
@@ -321,6 +343,146 @@ def _decode_generic(payload: Buffer) -> Message:
     return msg
 
 
+# --- batches ---
+#
+# Payload of a batch frame: BATCH_TYPE, the messages' type (u8), their count (u32); then one
+# column per fixed field (count values each, little-endian, no padding); then the lengths
+# of the variable fields, field by field (count u64 each); then their bytes, field by field.
+# A batch holds at least two messages; one goes as an ordinary frame.
+
+_BATCH_SIZE: Dict[type, Any] = {}  # batchable message class -> its batch_size function
+
+
+def _make_batch_size(spec: "_Spec") -> Any:
+    """Generate ``batch_size(msg)``: the length of ``msg``'s variable fields + 1 if it may
+    join a batch (each is ``bytes`` or ``str`` and at most BATCH_ITEM_LIMIT long), else 0."""
+    lines = ["def batch_size(msg):", "    size = 1"]
+    for field_name, kind in spec.variable:
+        lines.append("    v = msg.%s" % field_name)
+        lines.append("    n = len(v)")
+        if kind == "str":  # (characters: its UTF-8 is at most 4x as long)
+            lines.append("    if n > %d:" % BATCH_ITEM_LIMIT)
+        else:
+            lines.append("    if type(v) is not bytes or n > %d:" % BATCH_ITEM_LIMIT)
+        lines.append("        return 0")
+        lines.append("    size += n")
+    lines.append("    return size")
+    namespace: Dict[str, Any] = {}
+    exec("\n".join(lines) + "\n", namespace)  # noqa: S102 - built from validated identifiers only
+    return namespace["batch_size"]
+
+
+def batch_size(msg: Message) -> int:
+    """About the bytes ``msg`` adds to a batch (+1), or 0 when it must travel in a frame of its
+    own (its type is not batchable, or a variable field is long or not ``bytes`` or ``str``)."""
+    size = _BATCH_SIZE.get(type(msg))
+    return 0 if size is None else size(msg)
+
+
+def encode_batch(msgs: Sequence[Message]) -> List[Buffer]:
+    """Encode two or more messages of one batchable type, each accepted by :func:`batch_size`,
+    as one frame: what a run of small frames costs per message to frame, decode, deliver
+    and queue is paid once per batch instead."""
+    spec = _SPECS[msgs[0].TYPE]
+    count = len(msgs)
+    if count < 2 or not spec.batchable:
+        raise ValueError("a batch holds two or more messages of a batchable type")
+    if spec.columns is None:
+        columns: List[Any] = [[getattr(m, spec.cls.FIELDS[0][0]) for m in msgs]]
+    else:
+        columns = list(zip(*map(spec.columns, msgs)))
+    parts: List[Any] = [_BATCH_HEAD.pack(BATCH_TYPE, spec.cls.TYPE, count)]
+    try:
+        for (field_name, kind), column in zip(spec.fixed, columns):
+            parts.append(struct.pack("<%d%s" % (count, _FIXED_KINDS[kind]), *column))
+    except struct.error as exc:
+        raise ProtocolError("cannot encode %s: %s" % (spec.cls.__name__, exc)) from None
+    lengths: List[int] = []
+    data: List[Any] = []
+    for (field_name, kind), column in zip(spec.variable, columns[spec.nfixed:]):
+        if kind == "str":
+            column = [text.encode("utf-8") for text in column]
+        lengths.extend(map(len, column))
+        data.extend(column)
+    parts.append(struct.pack("<%dQ" % len(lengths), *lengths))
+    total = sum(map(len, parts)) + sum(lengths)
+    return [b"".join([FRAME_HEADER.pack(total), *parts, *data])]
+
+
+def encode_frames(msgs: Sequence[Message]) -> List[Buffer]:
+    """``msgs`` as frames to write back to back, in order, runs of small messages of one
+    batchable type batched."""
+    out: List[Buffer] = []
+    run: List[Message] = []
+    for msg in msgs:
+        if batch_size(msg) and (not run or type(run[0]) is type(msg)):
+            run.append(msg)
+            continue
+        _flush_run(run, out)
+        if batch_size(msg):
+            run = [msg]
+        else:
+            run = []
+            out.extend(encode_parts(msg))
+    _flush_run(run, out)
+    return out
+
+
+def _flush_run(run: List[Message], out: List[Buffer]) -> None:
+    if len(run) == 1:
+        out.extend(encode_parts(run[0]))
+    elif run:
+        out.extend(encode_batch(run))
+
+
+def is_batch(frame: Buffer) -> bool:
+    """The frame payload is a batch (read it with :func:`decode_batch`, not :func:`decode`)."""
+    return len(frame) > 0 and frame[0] == BATCH_TYPE
+
+
+def decode_batch(payload: Buffer) -> List[Message]:
+    """The messages of a batch frame's payload; raises :class:`ProtocolError` for anything
+    malformed. Every count and length is checked against the frame before it is used."""
+    view = memoryview(payload)
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    size = len(view)
+    if size < _BATCH_HEAD.size or view[0] != BATCH_TYPE:
+        raise ProtocolError("not a batch frame")
+    _, type_id, count = _BATCH_HEAD.unpack_from(view, 0)
+    spec = _SPECS.get(type_id)
+    if spec is None or not spec.batchable:
+        raise ProtocolError("a batch of message type %d, which is not batchable" % type_id)
+    name = spec.cls.__name__
+    if count < 2 or _BATCH_HEAD.size + count * spec.item_min > size:
+        raise ProtocolError("batch of %s announces %d messages in %d bytes" % (name, count, size))
+    pos = _BATCH_HEAD.size
+    columns: List[Any] = []
+    for field_name, kind in spec.fixed:
+        column_format = "<%d%s" % (count, _FIXED_KINDS[kind])
+        columns.append(struct.unpack_from(column_format, view, pos))
+        pos += struct.calcsize(column_format)
+    nvar = len(spec.variable)
+    lengths = struct.unpack_from("<%dQ" % (count * nvar), view, pos)
+    pos += 8 * count * nvar
+    if sum(lengths) != size - pos:
+        raise ProtocolError("batch of %s: its fields do not add up to the frame" % name)
+    data = bytes(view[pos:])  # one copy; slices of bytes are bytes
+    end = 0
+    for index, (field_name, kind) in enumerate(spec.variable):
+        ends = list(itertools.accumulate(lengths[index * count:(index + 1) * count], initial=end))
+        column = [data[a:b] for a, b in zip(ends, ends[1:])]
+        end = ends[-1]
+        if kind == "str":
+            try:
+                column = [str(item, "utf-8") if item else "" for item in column]
+            except UnicodeDecodeError:
+                raise ProtocolError("batch of %s: %s is not UTF-8" % (name, field_name)) from None
+        columns.append(column)
+    cls = spec.cls
+    return [cls(*row) for row in zip(*[columns[i] for i in spec.order])]
+
+
 def declared_messages() -> List[Type[Message]]:
     return [spec.cls for _, spec in sorted(_SPECS.items())]
 
@@ -338,4 +500,5 @@ def frame_length(header: Buffer, limit: int, offset: int = 0) -> int:
 
 
 __all__ = ["Message", "ProtocolError", "declare", "encode", "encode_parts", "decode", "declared_messages",
-           "frame_length", "FRAME_HEADER"]
+           "frame_length", "FRAME_HEADER", "BATCH_TYPE", "BATCH_ITEM_LIMIT", "batch_size", "encode_batch",
+           "encode_frames", "decode_batch", "is_batch"]

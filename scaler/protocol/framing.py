@@ -9,10 +9,11 @@ are committed only as bytes arrive, and the I/O layer receives the rest straight
 (``big_buffer``, ``big_received``): one copy from the kernel, no reassembly.
 """
 
+import collections
 import mmap
-from typing import Optional
+from typing import Deque, Optional
 
-from .codec import FRAME_HEADER, Buffer, Message, decode, frame_length
+from .codec import BATCH_TYPE, FRAME_HEADER, Buffer, Message, decode, decode_batch, frame_length
 
 BIG_FRAME = 1024 * 1024  # below this, reassembling in the shared buffer costs less than a mapping
 
@@ -24,7 +25,7 @@ _MAP = {"flags": mmap.MAP_PRIVATE} if hasattr(mmap, "MAP_PRIVATE") else {}
 class FrameReader:
     """Bytes in, frame payloads out. ``limit`` may change between frames (handshake, then open)."""
 
-    __slots__ = ("limit", "_buf", "_pos", "_big", "_filled")
+    __slots__ = ("limit", "_buf", "_pos", "_big", "_filled", "_batch")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -32,6 +33,7 @@ class FrameReader:
         self._pos = 0  # where the first frame not yet taken out starts in _buf
         self._big: Optional[mmap.mmap] = None
         self._filled = 0  # bytes of _big received so far
+        self._batch: Optional[Deque[Message]] = None  # next_message: the rest of a batch frame
 
     def feed(self, data: Buffer) -> None:
         """Take bytes read from the stream (into the big frame first, if one is pending)."""
@@ -97,9 +99,18 @@ class FrameReader:
         return None
 
     def next_message(self) -> Optional[Message]:
-        """``next_frame`` decoded; raises ProtocolError for a malformed one."""
+        """``next_frame`` decoded (a batch frame: its messages one by one); raises
+        ProtocolError for a malformed one."""
+        batch = self._batch
+        if batch:
+            return batch.popleft()
         frame = self.next_frame()
-        return None if frame is None else decode(frame)
+        if frame is None:
+            return None
+        if frame[0] == BATCH_TYPE:
+            batch = self._batch = collections.deque(decode_batch(frame))
+            return batch.popleft()
+        return decode(frame)
 
     def clear(self) -> None:
         """Drop everything buffered (the stream is gone)."""
@@ -107,6 +118,7 @@ class FrameReader:
         self._pos = 0
         self._big = None
         self._filled = 0
+        self._batch = None
 
 
 __all__ = ["BIG_FRAME", "FrameReader"]

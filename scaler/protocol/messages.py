@@ -10,9 +10,10 @@ from typing import List, Sequence
 from .codec import declare
 
 MAGIC = 0x53434C52  # b"SCLR"
-PROTOCOL_VERSION = 6  # 2: GraphSubmit, WorkerGroupStopped.refusal, STATUS_REJECTED; 3: task priorities;
+PROTOCOL_VERSION = 7  # 2: GraphSubmit, WorkerGroupStopped.refusal, STATUS_REJECTED; 3: task priorities;
 #                       4: WorkerStatus, StatusSnapshot (monitoring); 5: TaskOutput (stream_output);
-#                       6: shared memory for big objects (ObjectShm*, ObjectPutShm, ObjectGetShm...)
+#                       6: shared memory for big objects (ObjectShm*, ObjectPutShm, ObjectGetShm...);
+#                       7: batch frames (codec.encode_batch) of TaskSubmit, WorkerTask, TaskResult
 
 # Roles a peer announces in its Hello.
 ROLE_CLIENT = 1
@@ -62,7 +63,7 @@ ClientConnectReply = declare(11, "ClientConnectReply", [("object_storage_address
 Heartbeat = declare(12, "Heartbeat", [("sent_at", "f64")])
 HeartbeatEcho = declare(13, "HeartbeatEcho", [("sent_at", "f64")])
 TaskSubmit = declare(14, "TaskSubmit", [("task_id", "bytes"), ("flags", "u8"), ("func_id", "bytes"),
-                                        ("call", "bytes"), ("capabilities", "str"), ("priority", "i64")])
+                                        ("call", "bytes"), ("capabilities", "str"), ("priority", "i64")], batchable=True)
 TaskCancel = declare(15, "TaskCancel", [("task_id", "bytes")])
 # A whole task graph in one frame. Per node: its id, flags byte, function, call, the
 # indices (packed little-endian u32) of the nodes whose results it takes, and whether the
@@ -85,7 +86,7 @@ def unpack_indices(blob: bytes) -> List[int]:
 
 
 TaskResult = declare(16, "TaskResult", [("task_id", "bytes"), ("status", "u8"), ("payload", "chunks"),
-                                        ("detail", "str")])
+                                        ("detail", "str")], batchable=True)
 # A piece of what a running task wrote (stream 1: stdout, 2: stderr), UTF-8; processor ->
 # agent -> scheduler -> the task's client, in order, before the task's TaskResult.
 TaskOutput = declare(28, "TaskOutput", [("task_id", "bytes"), ("stream", "u8"), ("data", "bytes")])
@@ -100,7 +101,7 @@ WorkerConnectReply = declare(21, "WorkerConnectReply", [("object_storage_address
 WorkerHeartbeat = declare(22, "WorkerHeartbeat", [("sent_at", "f64"), ("queued", "u32"), ("rss", "u64"),
                                                   ("cpu", "f64")])
 WorkerTask = declare(23, "WorkerTask", [("task_id", "bytes"), ("client_id", "bytes"), ("flags", "u8"),
-                                        ("func_id", "bytes"), ("call", "bytes"), ("priority", "i64")])
+                                        ("func_id", "bytes"), ("call", "bytes"), ("priority", "i64")], batchable=True)
 # force: also stop it if running (restarts the processor); otherwise only take it back if not started.
 WorkerTaskCancel = declare(24, "WorkerTaskCancel", [("task_id", "bytes"), ("force", "bool")])
 WorkerDisconnect = declare(25, "WorkerDisconnect", [("reason", "str")])
