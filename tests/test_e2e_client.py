@@ -622,3 +622,18 @@ def test_a_new_function_submitted_twice_at_once_never_reaches_a_worker_before_it
             futures.append((client.submit(fresh, 2), i + 2))
         for future, expected in futures:
             assert future.result(TIMEOUT) == expected
+
+
+def test_a_result_held_for_the_ones_after_it_is_not_held_behind_a_slow_task(make_combo):
+    """A worker with more tasks on hand holds a finished result briefly, to send it with the
+    next ones (WorkerAgent.send_result); a slow task after it must not hold it back: it
+    arrives within milliseconds, while the slow task still runs."""
+    combo = make_combo(n_workers=1)
+    with Client(combo.get_address()) as client:
+        assert client.submit(add, 0, 0).result(TIMEOUT) == 0  # the worker is up and has the function
+        for _ in range(3):
+            quick = client.submit(add, 1, 2)
+            slow = client.submit(sleep_then_pid, 3.0)
+            assert quick.result(1.5) == 3
+            assert not slow.done()
+            slow.result(TIMEOUT)
