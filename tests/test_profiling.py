@@ -102,3 +102,37 @@ def test_growth_between_tasks_is_not_charged_to_the_next_one(monkeypatch):
     _, grown = profiler.measure(lambda: len(_touch(16 * MiB)))  # and a real peak still shows
     assert 12 * MiB <= grown.memory_peak <= 40 * MiB, grown
     del received
+
+
+def _spin(seconds):
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the start estimate reads getrusage's CPU time")
+def test_a_task_right_after_another_starts_from_the_last_reading_and_measures_exactly():
+    """In a stream, a task's start is the previous end's CPU reading plus the wall time since
+    (no system call); what the task itself burns is still measured to the millisecond."""
+    profiler = TaskProfiler()
+    for _ in range(20):
+        _, profile = profiler.measure(lambda: _spin(0.005))
+        assert 0.004 <= profile.cpu_time_s <= 0.008, profile
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the start estimate reads getrusage's CPU time")
+def test_work_or_waiting_between_two_tasks_is_not_charged_or_deducted(monkeypatch):
+    """Between two tasks the processor may burn CPU (a big object to decode) or sleep: a gap
+    longer than a processor's own few microseconds takes a real reading, so neither shows up
+    in the next task's CPU time (an estimate across it would add or subtract the gap)."""
+    import scaler.worker.profiling as profiling
+    monkeypatch.setattr(profiling, "_REARM_NS", 10 ** 12)  # no re-arm (which reads the clock too) in the gaps
+    profiler = TaskProfiler()
+    profiler.measure(lambda: None)
+    _spin(0.02)  # CPU between the tasks: not the next task's
+    _, after_work = profiler.measure(lambda: None)
+    assert after_work.cpu_time_s < 0.005, after_work
+    profiler.measure(lambda: None)
+    time.sleep(0.02)  # no CPU between the tasks: must not be deducted from the next one
+    _, after_sleep = profiler.measure(lambda: _spin(0.01))
+    assert 0.009 <= after_sleep.cpu_time_s <= 0.015, after_sleep

@@ -89,6 +89,8 @@ class Processor:
             while True:
                 woke = not pending
                 if woke:
+                    if self.profiler is not None:
+                        self.profiler.waited()
                     self._handle(channel.recv())
                 for msg in channel.recv_ready(poll=not woke):
                     self._handle(msg)
@@ -226,6 +228,8 @@ class Processor:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return
+                if self.profiler is not None:
+                    self.profiler.waited()
                 ready = connection_wait([channel.sock, self.wake_reader], remaining)
                 if self.wake_reader in ready:
                     try:
