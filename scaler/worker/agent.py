@@ -13,7 +13,7 @@ import os
 import signal
 import socket
 import time
-from typing import Any, Deque, Dict, List, Optional
+from typing import Deque, Dict, Optional
 
 from ..config.components import WorkerConfig
 from ..io import shm
@@ -38,12 +38,6 @@ logger = logging.getLogger(__name__)
 
 RECONNECT_INTERVAL_SECONDS = 1.0
 PRELOAD_FAILED_EXIT = 3
-
-
-# A result waits at most this long for the results after it while its worker has more tasks on
-# hand (WorkerAgent.send_result), and at most this many results wait.
-RESULT_HOLD_SECONDS = 0.002
-RESULT_HOLD_MAX = 256
 
 
 class WorkerAgent(PipelineEffects):
@@ -80,10 +74,6 @@ class WorkerAgent(PipelineEffects):
         self.processor_conn: Optional[Connection] = None
         self.processor_failures: Deque[float] = collections.deque(maxlen=5)
         self.status_reporter = StatusReporter()  # figures for monitors, sent with each heartbeat
-        # Results held back while more tasks are on hand (see send_result), and the timer that
-        # sends them.
-        self._held: List[Message] = []
-        self._held_timer: Any = None
 
         self._start_processor()
         self._connect_scheduler()
@@ -112,7 +102,6 @@ class WorkerAgent(PipelineEffects):
             self.stop(2)
             return
         # Whatever we held belongs to a scheduler that no longer knows us.
-        self._send_held()  # (dropped: the connection is gone)
         held = self.pipeline.drop_all()
         if held:
             logger.warning("lost the scheduler (%s): dropping %d task(s)", reason, held)
@@ -250,36 +239,10 @@ class WorkerAgent(PipelineEffects):
             conn.send(msg)
 
     def send_result(self, result: Message) -> None:
-        """A task's result (or output) to the scheduler.
-
-        While this worker has more tasks on hand, a result waits up to RESULT_HOLD_SECONDS for
-        the ones that follow, and they go together (one batch frame): the scheduler and the
-        client then wake once per few results instead of once per result, which on a busy
-        machine is CPU taken from the tasks. The last result on hand goes at once, with any
-        held before it, so a lone task (and the last of a batch) is never held back.
-        """
         if type(result) is TaskResult and type(result.payload) is shm.Segment:  # a big result sent inline (no storage)
             result = TaskResult(result.task_id, result.status, result.payload.detach(), result.detail)
-        if self.scheduler is None or not self.registered:
-            return
-        held = self._held
-        if type(result) is TaskResult and len(self.pipeline) and len(held) < RESULT_HOLD_MAX:
-            held.append(result)
-            if self._held_timer is None:
-                self._held_timer = self.loop.call_later(RESULT_HOLD_SECONDS, self._send_held)
-            return
-        if held:
-            self._send_held()
-        self.scheduler.send(result)
-
-    def _send_held(self) -> None:
-        if self._held_timer is not None:
-            self._held_timer.cancel()
-            self._held_timer = None
-        held, self._held = self._held, []
         if self.scheduler is not None and self.registered:
-            for result in held:
-                self.scheduler.send(result)
+            self.scheduler.send(result)
 
     def restart_processor(self, why: str) -> None:
         logger.info("restarting processor: %s", why)
@@ -394,7 +357,6 @@ class WorkerAgent(PipelineEffects):
         self.stopping = True
         self.exit_code = code
         if notify and self.scheduler is not None and self.registered:
-            self._send_held()
             self.scheduler.send(WorkerDisconnect("worker stopping"))
             self.scheduler.close_after_flush()
         self.loop.call_later(0.05, self.loop.stop)
