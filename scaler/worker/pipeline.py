@@ -35,7 +35,7 @@ import collections
 import bisect
 import os
 import time
-from typing import Callable, Deque, Dict, Iterator, List, Optional, Set
+from typing import AbstractSet, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Set
 
 from ..protocol.call import call_objects, graph_result_id, read_call
 from ..protocol.codec import Buffer, Message, ProtocolError
@@ -83,6 +83,10 @@ class PipelineEffects:
         raise NotImplementedError
 
 
+_NONE: Sequence[bytes] = ()
+_NOTHING: AbstractSet[bytes] = frozenset()
+
+
 class _Item:
     """One task held by the pipeline."""
 
@@ -91,8 +95,8 @@ class _Item:
     def __init__(self, task: Message, priority: int) -> None:
         self.task = task
         self.priority = priority
-        self.temp: List[bytes] = []  # one-use objects of this task
-        self.waiting: Set[bytes] = set()  # objects still to fetch before it can be sent
+        self.temp: Sequence[bytes] = _NONE  # one-use objects of this task (replaced, never changed in place)
+        self.waiting: AbstractSet[bytes] = _NOTHING  # objects still to fetch before it can be sent (replaced by a set)
         self.cancelled = False  # sent, then cancelled: the processor skips it, its result is dropped
         self.sent_at = 0.0
         self.started_at = 0.0  # when it became the processor's running task (first in flight)
@@ -300,12 +304,12 @@ class TaskPipeline:
                                                  % object_id.hex()))
             self._pump()
             return
-        item.waiting.discard(object_id)
+        item.waiting = item.waiting - {object_id}
         self._holds[object_id] = item.task.client_id
         self._effects.to_processor(ProcessorObject(object_id, payload))
         if not item.waiting:
             self._preparing = None
-            self._send(item)
+            self._send(item, self._clock())
             self._pump()
 
     def object_stored(self, object_id: bytes, error: str) -> None:
@@ -394,10 +398,21 @@ class TaskPipeline:
     def _pump(self) -> None:
         """Keep the processor's pipeline full: prepare queued tasks in order and send them."""
         queue = self._queue
+        if self._preparing is not None or not queue or not self._ready:
+            return
+        now = self._clock()
+        # The depth allowed now: the same for the whole loop, which only appends behind the
+        # head (and a head it sends itself has just started).
+        depth = self._depth_now(now)
+        inflight = self._inflight
+        holds = self._holds
         while self._preparing is None and queue and self._ready and (
-                len(self._inflight) < self._depth_now() or self._outranks_the_blocked()):
+                len(inflight) < depth or self._outranks_the_blocked()):
             item = queue.pop()
             task = item.task
+            if not task.flags & FLAG_NEEDS_OBJECTS and task.func_id in holds:
+                self._send(item, now)  # the common case: nothing to read or fetch
+                continue
             needed = [task.func_id]
             if task.flags & FLAG_NEEDS_OBJECTS:
                 try:
@@ -414,7 +429,7 @@ class TaskPipeline:
             holds = self._holds
             missing = [object_id for object_id in dict.fromkeys(needed) if object_id not in holds]
             if not missing:
-                self._send(item)
+                self._send(item, now)
                 continue
             if not self._storage:
                 self._effects.send_result(TaskResult(task.task_id, STATUS_MISSING_OBJECT, b"",
@@ -433,18 +448,18 @@ class TaskPipeline:
         best = self._queue.best_priority()
         return best is not None and best > self._blocked[-1].priority
 
-    def _depth_now(self) -> int:
+    def _depth_now(self, now: float) -> int:
         """No new task joins the pipe behind one that is taking long: it stays here, where the
         scheduler can still move it to an idle worker (a task waiting for its own sub-tasks
         would otherwise hold them hostage)."""
-        if self._blocked or (self._inflight and (self._clock() - max(self._inflight[0].sent_at, self._last_result_at)
+        if self._blocked or (self._inflight and (now - max(self._inflight[0].sent_at, self._last_result_at)
                                                  > HEAD_STALL_SECONDS)):
             return 1
         return self.depth
 
-    def _send(self, item: _Item) -> None:
+    def _send(self, item: _Item, now: float) -> None:
         task = item.task
-        item.sent_at = item.started_at = self._clock()
+        item.sent_at = item.started_at = now
         self._inflight.append(item)
         self._effects.to_processor(ProcessorTask(task.task_id, task.flags, task.func_id, task.call, item.priority))
 
@@ -508,8 +523,8 @@ class TaskPipeline:
         self._inflight.clear()
         for item in reversed(waiting):
             item.blocked = False
-            item.waiting = set()
-            item.temp = []
+            item.waiting = _NOTHING
+            item.temp = _NONE
             self._queue.push(item, front=True)
 
 
