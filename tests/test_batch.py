@@ -16,7 +16,7 @@ from scaler.io.connection import BlockingChannel, Connection
 from scaler.io.fd_connection import FdConnection
 from scaler.protocol import codec
 from scaler.protocol import messages as m
-from scaler.protocol.codec import (BATCH_ITEM_LIMIT, BATCH_TYPE, FRAME_HEADER, ProtocolError, batch_size, decode,
+from scaler.protocol.codec import (BATCH_ITEM_LIMIT, BATCH_MAX_MESSAGES, BATCH_TYPE, FRAME_HEADER, ProtocolError, batch_size, decode,
                                    decode_batch, encode, encode_batch, encode_frames, is_batch)
 from test_connection import Recorder, loop, nonblocking_pair, open_pair, run_until  # noqa: F401 - the fixture
 
@@ -87,6 +87,13 @@ def test_encode_frames_keeps_the_order_and_batches_runs_of_one_type():
     assert kinds == ["batch", "Heartbeat", "TaskSubmit", "TaskResult", "batch", "TaskResult", "batch"]
 
 
+def test_encode_frames_cuts_a_long_run_at_the_batch_cap():
+    msgs = results(2 * BATCH_MAX_MESSAGES + 5)
+    frames = encode_frames(msgs)
+    assert len(frames) == 3 and codec_reader(b"".join(bytes(f) for f in frames)) == msgs
+    assert len(decode_batch(bytes(frames[0])[8:])) == BATCH_MAX_MESSAGES
+
+
 def codec_reader(stream):
     from scaler.protocol.framing import FrameReader
     reader = FrameReader(1 << 30)
@@ -102,6 +109,8 @@ def codec_reader(stream):
 def test_a_batch_needs_two_messages_of_a_batchable_type():
     with pytest.raises(ValueError):
         encode_batch(results(1))
+    with pytest.raises(ValueError):
+        encode_batch(results(BATCH_MAX_MESSAGES + 1))
     with pytest.raises(ValueError):
         encode_batch([m.Heartbeat(1.0), m.Heartbeat(2.0)])
     with pytest.raises(ValueError):
@@ -122,6 +131,12 @@ def _with(body, offset, fmt, value):
     return bytes(data)
 
 
+def payload_of_count(count):
+    """A well-formed batch of ``count`` empty TaskResults, past what encode_batch makes."""
+    return b"".join([codec._BATCH_HEAD.pack(BATCH_TYPE, m.TaskResult.TYPE, count), bytes(count),
+                     bytes(8 * 3 * count)])
+
+
 GOOD = payload(results(3, lambda i: "d%d" % i))  # 6 head, 3 u8 statuses, 6 * 3 lengths, then the bytes
 
 
@@ -134,6 +149,7 @@ GOOD = payload(results(3, lambda i: "d%d" % i))  # 6 head, 3 u8 statuses, 6 * 3 
     (_with(GOOD, 2, "<I", 0), "announces 0 messages"),
     (_with(GOOD, 2, "<I", 1), "announces 1 messages"),
     (_with(GOOD, 2, "<I", 2 ** 32 - 1), "announces 4294967295 messages"),  # refused before any allocation
+    (payload_of_count(BATCH_MAX_MESSAGES + 1), "announces %d messages" % (BATCH_MAX_MESSAGES + 1)),
     (_with(GOOD, 2, "<I", 4), "do not add up"),
     (_with(GOOD, 6 + 3, "<Q", 2 ** 64 - 1), "do not add up"),  # a length past the frame
     (GOOD[:-1], "do not add up"),

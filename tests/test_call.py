@@ -178,6 +178,9 @@ def _outcome(blob):
     _packed_with(50, 2),  # the values list claims two values
     _packed_with(54, 8),  # the value's length disagrees with its field's
     packed_call(b"", b"payload")[:-1],  # one byte short
+    # a values field too short to hold its own list header (5 bytes): ProtocolError, not struct.error
+    call_module._CALL_HEADER.pack(Call.TYPE, 16, 1, 12, 5) + b"s" * 16 + bytes([ARG_PACKED])
+    + call_module._ONE_EMPTY_NAME + b"\x01\x00\x00\x00\x00",
     packed_call(b"", b"payload") + b"\x00",  # one byte long
 ])
 def test_a_near_packed_call_reads_as_the_generic_decoder_reads_it(blob, monkeypatch):

@@ -136,3 +136,15 @@ def test_work_or_waiting_between_two_tasks_is_not_charged_or_deducted(monkeypatc
     time.sleep(0.02)  # no CPU between the tasks: must not be deducted from the next one
     _, after_sleep = profiler.measure(lambda: _spin(0.01))
     assert 0.009 <= after_sleep.cpu_time_s <= 0.015, after_sleep
+
+
+def test_without_the_proc_files_a_task_reports_its_own_growth_not_the_lifetime_peak():
+    """Where /proc/self/clear_refs cannot be used, the peak is getrusage's lifetime mark at
+    both ends of a task: a task right after another must still start from a reading of it."""
+    big = _touch(120 * MiB)  # the process's lifetime peak is now at least this
+    del big
+    profiler = TaskProfiler()
+    profiler._close()  # as on a system without the /proc files
+    profiler.measure(lambda: None)
+    _, small = profiler.measure(lambda: len(_touch(8 * MiB)))
+    assert small.memory_peak < 60 * MiB, small

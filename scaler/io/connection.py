@@ -30,7 +30,7 @@ import time
 import weakref
 from typing import Any, Deque, List, Optional, Tuple
 
-from ..protocol.codec import (BATCH_TYPE, FRAME_HEADER, Buffer, _nbytes, Message, ProtocolError, batch_size, decode,
+from ..protocol.codec import (BATCH_MAX_MESSAGES, BATCH_TYPE, FRAME_HEADER, Buffer, _nbytes, Message, ProtocolError, batch_size, decode,
                               decode_batch, encode, encode_batch, encode_parts)
 from ..protocol.framing import BIG_FRAME, FrameReader
 from ..protocol.handshake import HANDSHAKE_FRAME_LIMIT, AcceptorHandshake, ConnectorHandshake
@@ -51,7 +51,7 @@ FRAME_STALL_SECONDS = 30.0
 WRITE_HIGH_WATER = 16 * 1024 * 1024
 # A batch (see Connection._send_now) is closed at this many messages or about this many bytes:
 # it stays well under the receiver's big-frame size, and the write accounting sees it soon.
-BATCH_MESSAGES = 1024
+BATCH_MESSAGES = BATCH_MAX_MESSAGES
 BATCH_BYTES = 256 * 1024
 WRITE_LOW_WATER = 4 * 1024 * 1024
 # What one queued buffer costs beyond its bytes (the bytes object and its deque slot): a
@@ -241,11 +241,16 @@ class Connection:
         self._queue(encode_parts(msg))
 
     def _close_batch(self) -> None:
-        """Encode the waiting batch into the write queue (one message: an ordinary frame)."""
+        """Encode the waiting batch into the write queue (one message: an ordinary frame).
+
+        The batch stays visible until its frame is queued: another thread's
+        ``send_from_thread`` must see something ahead of it all along."""
         batch = self._batch
-        self._batch = None
-        if batch:
-            self._queue(encode_parts(batch[0]) if len(batch) == 1 else encode_batch(batch))
+        try:
+            if batch:
+                self._queue(encode_parts(batch[0]) if len(batch) == 1 else encode_batch(batch))
+        finally:
+            self._batch = None
 
     def _queue(self, parts: List[Buffer]) -> None:
         self._wbuf.extend(parts)

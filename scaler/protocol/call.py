@@ -193,7 +193,7 @@ def _read_packed_call(blob: Buffer) -> Optional[Message]:
         return None
     _, n_serializer, n_kinds, n_names, n_values = _CALL_HEADER.unpack_from(blob, 0)
     at = _CALL_HEADER.size + n_serializer  # the kinds field
-    if (n_kinds != 1 or n_names != _ONE_NAME_SIZE or at + 1 + n_names + n_values != size
+    if (n_kinds != 1 or n_names != _ONE_NAME_SIZE or n_values < _ONE_VALUE.size or at + 1 + n_names + n_values != size
             or blob[at:at + 1 + _ONE_NAME_SIZE] != _PACKED_HEAD
             or _ONE_VALUE.unpack_from(blob, at + 1 + _ONE_NAME_SIZE) != (1, n_values - _ONE_VALUE.size)):
         return None

@@ -35,6 +35,9 @@ _MAX_LIST_ITEMS = 10_000_000
 # encode_batch). Its type byte is not a message type: decode() refuses it, decode_batch reads it.
 BATCH_TYPE = 90
 BATCH_ITEM_LIMIT = 16 * 1024  # a message with a longer variable field travels in a frame of its own
+# At most this many messages in a batch: decoding one allocates a few times its frame's size
+# in message objects, and a peer must not be able to make that more than a frame's worth.
+BATCH_MAX_MESSAGES = 1024
 _BATCH_HEAD = struct.Struct("<BBI")  # BATCH_TYPE, the messages' type, how many
 
 
@@ -385,8 +388,8 @@ def encode_batch(msgs: Sequence[Message]) -> List[Buffer]:
     and queue is paid once per batch instead."""
     spec = _SPECS[msgs[0].TYPE]
     count = len(msgs)
-    if count < 2 or not spec.batchable:
-        raise ValueError("a batch holds two or more messages of a batchable type")
+    if not 2 <= count <= BATCH_MAX_MESSAGES or not spec.batchable:
+        raise ValueError("a batch holds 2 to %d messages of a batchable type" % BATCH_MAX_MESSAGES)
     if spec.columns is None:
         columns: List[Any] = [[getattr(m, spec.cls.FIELDS[0][0]) for m in msgs]]
     else:
@@ -415,7 +418,7 @@ def encode_frames(msgs: Sequence[Message]) -> List[Buffer]:
     out: List[Buffer] = []
     run: List[Message] = []
     for msg in msgs:
-        if batch_size(msg) and (not run or type(run[0]) is type(msg)):
+        if batch_size(msg) and (not run or type(run[0]) is type(msg)) and len(run) < BATCH_MAX_MESSAGES:
             run.append(msg)
             continue
         _flush_run(run, out)
@@ -454,8 +457,9 @@ def decode_batch(payload: Buffer) -> List[Message]:
     if spec is None or not spec.batchable:
         raise ProtocolError("a batch of message type %d, which is not batchable" % type_id)
     name = spec.cls.__name__
-    if count < 2 or _BATCH_HEAD.size + count * spec.item_min > size:
-        raise ProtocolError("batch of %s announces %d messages in %d bytes" % (name, count, size))
+    if not 2 <= count <= BATCH_MAX_MESSAGES or _BATCH_HEAD.size + count * spec.item_min > size:
+        raise ProtocolError("batch of %s announces %d messages in %d bytes (2 to %d allowed)"
+                            % (name, count, size, BATCH_MAX_MESSAGES))
     pos = _BATCH_HEAD.size
     columns: List[Any] = []
     for field_name, kind in spec.fixed:
@@ -501,4 +505,4 @@ def frame_length(header: Buffer, limit: int, offset: int = 0) -> int:
 
 __all__ = ["Message", "ProtocolError", "declare", "encode", "encode_parts", "decode", "declared_messages",
            "frame_length", "FRAME_HEADER", "BATCH_TYPE", "BATCH_ITEM_LIMIT", "batch_size", "encode_batch",
-           "encode_frames", "decode_batch", "is_batch"]
+           "encode_frames", "decode_batch", "is_batch", "BATCH_MAX_MESSAGES"]

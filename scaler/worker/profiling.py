@@ -91,7 +91,7 @@ class TaskProfiler:
         if self._clear_refs is not None and now - self._armed_at > _REARM_NS:
             self._arm()
             now = time.perf_counter_ns()
-        if self._cpu_read_at and now - self._cpu_read_at <= _GAP_NS:
+        if self._cpu_read_at and now - self._cpu_read_at <= _GAP_NS and self._clear_refs is not None:
             return self._cpu_read + (now - self._cpu_read_at), self._faults, 0, now
         if self._clear_refs is None:  # no /proc: getrusage at both ends (or no memory figure at all)
             if _resource is None:
