@@ -18,7 +18,9 @@ from scaler.protocol import codec
 from scaler.protocol import messages as m
 from scaler.protocol.codec import (BATCH_ITEM_LIMIT, BATCH_MAX_MESSAGES, BATCH_TYPE, FRAME_HEADER, ProtocolError, batch_size, decode,
                                    decode_batch, encode, encode_batch, encode_frames, is_batch)
+from scaler.protocol.framing import FrameReader
 from test_connection import Recorder, loop, nonblocking_pair, open_pair, run_until  # noqa: F401 - the fixture
+from test_framing import drain
 
 assert loop  # pytest finds the fixture by its name
 
@@ -95,15 +97,9 @@ def test_encode_frames_cuts_a_long_run_at_the_batch_cap():
 
 
 def codec_reader(stream):
-    from scaler.protocol.framing import FrameReader
     reader = FrameReader(1 << 30)
     reader.feed(stream)
-    out = []
-    while True:
-        msg = reader.next_message()
-        if msg is None:
-            return out
-        out.append(msg)
+    return drain(reader)
 
 
 def test_a_batch_needs_two_messages_of_a_batchable_type():

@@ -30,8 +30,8 @@ import time
 import weakref
 from typing import Any, Deque, List, Optional, Tuple
 
-from ..protocol.codec import (BATCH_MAX_MESSAGES, BATCH_TYPE, FRAME_HEADER, Buffer, _nbytes, Message, ProtocolError, batch_size, decode,
-                              decode_batch, encode, encode_batch, encode_parts)
+from ..protocol.codec import (BATCH_MAX_MESSAGES, BATCH_TYPE, FRAME_HEADER, Buffer, _nbytes, Message, ProtocolError,
+                              batch_size, decode, decode_batch, encode, encode_batch, encode_parts)
 from ..protocol.framing import BIG_FRAME, FrameReader
 from ..protocol.handshake import HANDSHAKE_FRAME_LIMIT, AcceptorHandshake, ConnectorHandshake
 from ..protocol.messages import Rejected
@@ -146,8 +146,9 @@ class Connection:
         self.write_backlog = 0
         # Small messages of one batchable type sent in a row wait here, not encoded, until the
         # flush (or a message of another kind, or the batch's caps) makes one batch frame of
-        # them (codec.encode_batch): per message, a batch costs both ends a third of what
-        # separate frames cost. A subclass whose frames carry descriptors turns this off.
+        # them (codec.encode_batch): per message, the codec's work alone is about half of what
+        # separate frames cost, and the per-frame work is paid once. A subclass whose frames
+        # carry descriptors turns this off.
         self.batching = True
         self._batch: Optional[List[Message]] = None
         self._batch_bytes = 0

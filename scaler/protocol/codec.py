@@ -351,7 +351,7 @@ def _decode_generic(payload: Buffer) -> Message:
 # Payload of a batch frame: BATCH_TYPE, the messages' type (u8), their count (u32); then one
 # column per fixed field (count values each, little-endian, no padding); then the lengths
 # of the variable fields, field by field (count u64 each); then their bytes, field by field.
-# A batch holds at least two messages; one goes as an ordinary frame.
+# A batch holds 2 to BATCH_MAX_MESSAGES messages; a single one goes as an ordinary frame.
 
 _BATCH_SIZE: Dict[type, Any] = {}  # batchable message class -> its batch_size function
 
@@ -383,9 +383,9 @@ def batch_size(msg: Message) -> int:
 
 
 def encode_batch(msgs: Sequence[Message]) -> List[Buffer]:
-    """Encode two or more messages of one batchable type, each accepted by :func:`batch_size`,
-    as one frame: what a run of small frames costs per message to frame, decode, deliver
-    and queue is paid once per batch instead."""
+    """Encode 2 to BATCH_MAX_MESSAGES messages of one batchable type, each accepted by
+    :func:`batch_size`, as one frame: what a run of small frames costs per message to frame,
+    decode, deliver and queue is paid once per batch instead."""
     spec = _SPECS[msgs[0].TYPE]
     count = len(msgs)
     if not 2 <= count <= BATCH_MAX_MESSAGES or not spec.batchable:
