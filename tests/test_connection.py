@@ -405,3 +405,25 @@ def test_writes_from_another_thread_survive_a_full_socket_in_order(loop):
     run_until(loop, lambda: len(acceptor.messages) == len(sent) and not c._wbuf)
     assert acceptor.messages == sent
     assert c.write_backlog == 0
+
+
+def test_a_blocking_channel_polls_for_what_came_after_its_last_receive():
+    """recv_ready asks poll(0) before its non-blocking receive: nothing there gives nothing
+    (no exception, no wait); a frame that arrived since the last receive is read (the
+    processor sees a cancel for a task it holds before starting that task)."""
+    from scaler.io.connection import BlockingChannel
+    ours, theirs = socket.socketpair()
+    theirs.settimeout(TIMEOUT)
+    channel = BlockingChannel(theirs)
+    ours.sendall(encode(m.Heartbeat(1.0)))
+    assert channel.recv() == m.Heartbeat(1.0)
+    assert channel.recv_ready() == []
+    ours.sendall(encode(m.TaskCancel(b"t")))
+    deadline = time.monotonic() + TIMEOUT
+    got = []
+    while not got and time.monotonic() < deadline:  # (the bytes may take a moment to be readable)
+        got = channel.recv_ready()
+    assert got == [m.TaskCancel(b"t")]
+    assert channel.recv_ready(poll=False) == []
+    ours.close()
+    theirs.close()

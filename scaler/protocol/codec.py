@@ -95,10 +95,15 @@ class _Spec:
         # Batches (see encode_batch): a message's fields read in column order, fixed ones
         # first; ``order`` puts decoded columns back in declaration order.
         self.batchable = batchable
-        names = [n for n, _ in self.fixed] + [n for n, _ in self.variable]
-        self.columns = operator.attrgetter(*names) if len(names) > 1 else None
-        self.order = [names.index(n) for n, _ in cls.FIELDS]
-        self.item_min = struct.calcsize("<" + "".join(_FIXED_KINDS[k] for _, k in self.fixed)) + 8 * len(self.variable)
+        self.columns: Any = None
+        self.order: List[int] = []
+        self.item_min = 0
+        if batchable:  # (only these few: every process declares every message at import)
+            names = [n for n, _ in self.fixed] + [n for n, _ in self.variable]
+            self.columns = operator.attrgetter(*names) if len(names) > 1 else None
+            self.order = [names.index(n) for n, _ in cls.FIELDS]
+            self.item_min = (struct.calcsize("<" + "".join(_FIXED_KINDS[k] for _, k in self.fixed))
+                             + 8 * len(self.variable))
 
 
 _SPECS: Dict[int, _Spec] = {}
@@ -418,11 +423,12 @@ def encode_frames(msgs: Sequence[Message]) -> List[Buffer]:
     out: List[Buffer] = []
     run: List[Message] = []
     for msg in msgs:
-        if batch_size(msg) and (not run or type(run[0]) is type(msg)) and len(run) < BATCH_MAX_MESSAGES:
+        small = batch_size(msg)
+        if small and (not run or type(run[0]) is type(msg)) and len(run) < BATCH_MAX_MESSAGES:
             run.append(msg)
             continue
         _flush_run(run, out)
-        if batch_size(msg):
+        if small:
             run = [msg]
         else:
             run = []

@@ -127,9 +127,7 @@ class TaskProfiler:
         if _CPU_IN_RUSAGE:
             # The clock process_time_ns reads: Linux splits the process's exact run time into
             # ru_utime + ru_stime (µs each), so one system call gives the end's figures.
-            cpu_now = round((usage.ru_utime + usage.ru_stime) * 1e6) * 1000
-            self._cpu_read, self._cpu_read_at = cpu_now, time.perf_counter_ns()
-            cpu = (cpu_now - cpu_before) // 1000
+            cpu = (self._note_cpu(usage) - cpu_before) // 1000
         else:
             cpu = (time.process_time_ns() - cpu_before) // 1000
         faults = self._faults = usage.ru_minflt + usage.ru_majflt
@@ -142,6 +140,13 @@ class TaskProfiler:
         else:  # no /proc: how far the lifetime peak rose, blind to a peak below an earlier task's
             growth = usage.ru_maxrss * _MAXRSS_UNIT - peak_before
         return format_detail(end - start, growth if growth > 0 else 0, cpu if cpu > 0 else 0)
+
+    def _note_cpu(self, usage: Any) -> int:
+        """Keep a getrusage's CPU time (ns, µs resolution) and when it was read, for the start
+        estimate of the next task; returns it."""
+        cpu = self._cpu_read = round((usage.ru_utime + usage.ru_stime) * 1e6) * 1000
+        self._cpu_read_at = time.perf_counter_ns()
+        return cpu
 
     def _arm(self) -> None:
         """Reset the kernel's peak mark to the current RSS and read both."""
@@ -158,8 +163,7 @@ class TaskProfiler:
         # VmHWM is parsed after a task that faulted (~12 µs).
         usage = _resource.getrusage(_resource.RUSAGE_SELF)
         if _CPU_IN_RUSAGE:
-            self._cpu_read = round((usage.ru_utime + usage.ru_stime) * 1e6) * 1000
-            self._cpu_read_at = time.perf_counter_ns()
+            self._note_cpu(usage)
         peak = usage.ru_maxrss * _MAXRSS_UNIT
         self._faults = usage.ru_minflt + usage.ru_majflt
         self._hidden = not 0 < peak <= rss + _SLACK
