@@ -30,7 +30,7 @@ import sys
 import time
 from typing import Any, Callable, Optional, Tuple
 
-from ..utility.metadata.profile_result import ProfileResult, format_detail
+from ..utility.metadata.profile_result import DETAIL_FORMAT, ProfileResult, format_detail
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _SLACK = 1 << 20  # an older mark this close above the current RSS costs at most this much accuracy
@@ -42,8 +42,14 @@ _REARM_NS = 1000000  # a peak mark older than this is reset before the next task
 # own work between two tasks takes ~10-20 µs, so a longer gap means it was preempted.
 _GAP_NS = 50000
 
+_NEVER = -(1 << 62)  # a _cpu_read_at that no gap is short enough to bridge
+_perf_counter_ns = time.perf_counter_ns
+_DETAIL = DETAIL_FORMAT
+
 try:
     import resource as _resource
+    _getrusage = _resource.getrusage
+    _RUSAGE_SELF = _resource.RUSAGE_SELF
 except ImportError:  # Windows: wall-clock time and process_time only
     _resource = None  # type: ignore[assignment]
 
@@ -65,10 +71,10 @@ class TaskProfiler:
         self._rss_armed = 0  # the RSS read right after that reset
         self._hidden = False  # getrusage's peak holds an older mark than the reset (an exited thread's)
         self._faults = 0  # page faults at the last getrusage (the end of the last task, or _arm)
-        # The CPU clock (ns) at the last getrusage, and perf_counter_ns right after it; 0: the
-        # processor may have waited since, the next task reads the clock itself (see begin).
+        # The CPU clock (ns) at the last getrusage, and perf_counter_ns when it was read; _NEVER:
+        # the processor may have waited since, the next task reads the clock itself (see begin).
         self._cpu_read = 0
-        self._cpu_read_at = 0
+        self._cpu_read_at = _NEVER
 
     def measure(self, run: Callable[[], Any]) -> Tuple[Any, ProfileResult]:
         """``run()`` and what it cost."""
@@ -87,66 +93,67 @@ class TaskProfiler:
         single-threaded process cannot run faster than the wall clock, and a longer gap, a
         preemption, takes a real reading). That saves the one system call a task in a stream
         would otherwise pay at its start."""
-        now = time.perf_counter_ns()
-        if self._clear_refs is not None and now - self._armed_at > _REARM_NS:
+        now = _perf_counter_ns()
+        if now - self._armed_at > _REARM_NS and self._clear_refs is not None:
             self._arm()
-            now = time.perf_counter_ns()
-        if self._cpu_read_at and now - self._cpu_read_at <= _GAP_NS and self._clear_refs is not None:
+            now = _perf_counter_ns()
+        if now - self._cpu_read_at <= _GAP_NS:  # (never without the /proc files: see _close)
             return self._cpu_read + (now - self._cpu_read_at), self._faults, 0, now
         if self._clear_refs is None:  # no /proc: getrusage at both ends (or no memory figure at all)
             if _resource is None:
-                return time.process_time_ns(), 0, 0, time.perf_counter_ns()
+                return time.process_time_ns(), 0, 0, _perf_counter_ns()
             usage = _resource.getrusage(_resource.RUSAGE_SELF)
             return (time.process_time_ns(), usage.ru_minflt + usage.ru_majflt, usage.ru_maxrss * _MAXRSS_UNIT,
-                    time.perf_counter_ns())
+                    _perf_counter_ns())
         # The fault count read at the end of the previous task (or by _arm) stands for now: the
         # processor's own work in between allocates nothing new, and what does (an object
         # received) calls invalidate(), so the next task re-arms.
-        return time.process_time_ns(), self._faults, 0, time.perf_counter_ns()
+        return time.process_time_ns(), self._faults, 0, _perf_counter_ns()
 
     def invalidate(self) -> None:
         """The processor may have grown since the last task (it received an object, or ran a
         task that is not profiled): re-arm before the next task, so that growth is not
         counted as the task's."""
         self._armed_at = 0
-        self._cpu_read_at = 0
+        self._cpu_read_at = _NEVER
 
     def waited(self) -> None:
         """The processor is about to block (for the next task, or for sub-tasks): the next task
         reads the CPU clock itself."""
-        self._cpu_read_at = 0
+        self._cpu_read_at = _NEVER
 
     def end_detail(self, mark: Mark) -> str:
         """What the task cost since ``begin``, as the text its result's ``detail`` carries
         (``ProfileResult.from_detail`` reads it): integers, which format 4× faster than floats."""
-        end = time.perf_counter_ns()
+        end = _perf_counter_ns()
         cpu_before, faults_before, peak_before, start = mark
         if _resource is None:
             return format_detail(end - start, 0, max((time.process_time_ns() - cpu_before) // 1000, 0))
-        usage = _resource.getrusage(_resource.RUSAGE_SELF)
+        usage = _getrusage(_RUSAGE_SELF)
         if _CPU_IN_RUSAGE:
             # The clock process_time_ns reads: Linux splits the process's exact run time into
-            # ru_utime + ru_stime (µs each), so one system call gives the end's figures.
-            cpu = (self._note_cpu(usage) - cpu_before) // 1000
+            # ru_utime + ru_stime (µs each), so one system call gives the end's figures. It is
+            # kept for the next task's start (begin), as read at ``end``: that task's CPU time
+            # comes out short by this getrusage's own ~1 µs, under the figure's resolution.
+            cpu = round((usage[0] + usage[1]) * 1e6) * 1000  # ru_utime + ru_stime (an index is cheaper than a name)
+            if self._clear_refs is not None:
+                self._cpu_read = cpu
+                self._cpu_read_at = end
+            cpu = (cpu - cpu_before) // 1000
+            if cpu < 0:
+                cpu = 0
         else:
-            cpu = (time.process_time_ns() - cpu_before) // 1000
-        faults = self._faults = usage.ru_minflt + usage.ru_majflt
-        if faults == faults_before:
-            growth = 0  # no page came in: the resident set never rose above where it started
-        elif self._armed_at:
+            cpu = max((time.process_time_ns() - cpu_before) // 1000, 0)
+        faults = self._faults = usage[6] + usage[7]  # ru_minflt + ru_majflt
+        if faults == faults_before:  # no page came in: the resident set never rose above where it started
+            return _DETAIL % (end - start, 0, cpu)
+        if self._armed_at:
             peak = self._peak_since_reset() if self._hidden else usage.ru_maxrss * _MAXRSS_UNIT
             growth = peak - self._rss_armed if peak else 0
             self._armed_at = 0  # the mark may now stand above the RSS: reset it before the next task
         else:  # no /proc: how far the lifetime peak rose, blind to a peak below an earlier task's
             growth = usage.ru_maxrss * _MAXRSS_UNIT - peak_before
-        return format_detail(end - start, growth if growth > 0 else 0, cpu if cpu > 0 else 0)
-
-    def _note_cpu(self, usage: Any) -> int:
-        """Keep a getrusage's CPU time (ns, µs resolution) and when it was read, for the start
-        estimate of the next task; returns it."""
-        cpu = self._cpu_read = round((usage.ru_utime + usage.ru_stime) * 1e6) * 1000
-        self._cpu_read_at = time.perf_counter_ns()
-        return cpu
+        return _DETAIL % (end - start, growth if growth > 0 else 0, cpu)
 
     def _arm(self) -> None:
         """Reset the kernel's peak mark to the current RSS and read both."""
@@ -161,9 +168,10 @@ class TaskProfiler:
         # exec). When, right after the reset, it reads no more than the RSS (plus a little:
         # memory freed in between), it gives the task's peak; otherwise /proc/self/status's
         # VmHWM is parsed after a task that faulted (~12 µs).
-        usage = _resource.getrusage(_resource.RUSAGE_SELF)
+        usage = _getrusage(_RUSAGE_SELF)
         if _CPU_IN_RUSAGE:
-            self._note_cpu(usage)
+            self._cpu_read = round((usage.ru_utime + usage.ru_stime) * 1e6) * 1000
+            self._cpu_read_at = _perf_counter_ns()
         peak = usage.ru_maxrss * _MAXRSS_UNIT
         self._faults = usage.ru_minflt + usage.ru_majflt
         self._hidden = not 0 < peak <= rss + _SLACK
@@ -187,3 +195,4 @@ class TaskProfiler:
                 except OSError:
                     pass
         self._clear_refs = self._statm = self._status = None
+        self._cpu_read_at = _NEVER  # the start estimate needs the exact peak's reset (begin)
