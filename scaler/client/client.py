@@ -154,16 +154,26 @@ class Client:
         puts: List[Tuple[bytes, Any]] = []
         needs = self._base_needs(func_id)
         started_at = time.monotonic()  # one float for the batch's futures
-        for args in iterable:
-            if not isinstance(args, (tuple, list)):
-                raise TypeError("starmap items must be tuples or lists of arguments, got %r" % type(args).__name__)
-            futures.append(self._task(func_id, tuple(args), {}, caps, batch, puts, needs, rank, started_at))
-            if len(batch) >= SUBMIT_BATCH:
+        sent = 0  # futures[:sent] are on their way
+        try:
+            for args in iterable:
+                if not isinstance(args, (tuple, list)):
+                    raise TypeError("starmap items must be tuples or lists of arguments, got %r"
+                                    % type(args).__name__)
+                futures.append(self._task(func_id, tuple(args), {}, caps, batch, puts, needs, rank, started_at))
+                if len(batch) >= SUBMIT_BATCH:
+                    self._send(batch, puts, needs)
+                    sent = len(futures)
+                    batch, puts, needs = [], [], self._base_needs(func_id)
+                    started_at = time.monotonic()
+            if batch:
                 self._send(batch, puts, needs)
-                batch, puts, needs = [], [], self._base_needs(func_id)
-                started_at = time.monotonic()
-        if batch:
-            self._send(batch, puts, needs)
+        except BaseException:
+            # An item that cannot be pickled, or an iterable that raised, after some batches
+            # left: the caller gets none of their futures, so none of their tasks may run unseen.
+            for future in futures[:sent]:
+                future.cancel()
+            raise
         return futures
 
     def get(self, graph: Mapping[Hashable, Any], keys: Any, block: bool = True,
