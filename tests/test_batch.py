@@ -215,6 +215,18 @@ def test_a_batch_is_cut_at_its_caps(loop, monkeypatch):
     assert sum(sizes[4:]) == 40 and max(sizes[4:]) * BATCH_ITEM_LIMIT <= connection_module.BATCH_BYTES + BATCH_ITEM_LIMIT
 
 
+def test_a_batch_that_crosses_the_backlog_limit_drops_the_peer_as_one_that_stopped_reading(loop, monkeypatch):
+    """The batch is encoded when the loop flushes; if that is what takes the peer's backlog
+    over its limit, the close must still say why (it said "closed")."""
+    a, acceptor, c, connector = open_pair(loop)
+    monkeypatch.setattr(connection_module, "WRITE_HIGH_WATER", 1000)
+    a.max_write_backlog = 1000
+    for msg in results(100):  # ~3 KiB, held unencoded until the flush
+        a.send(msg)
+    run_until(loop, lambda: a.closed)
+    assert acceptor.closed.startswith("stopped reading"), acceptor.closed
+
+
 def test_a_batch_before_the_handshake_closes_the_connection(loop):
     a_sock, raw = nonblocking_pair()
     acceptor = Recorder()

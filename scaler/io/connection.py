@@ -164,7 +164,7 @@ class Connection:
         self._last_read = 0.0  # when bytes last arrived: the partial-frame watch reads it
         self._stall_timer: Any = None
         self._events = selectors.EVENT_READ
-        self._close_when_flushed = False
+        self._close_when_flushed = ""  # the reason to close once the queue is written; "": none
         self._timeout = None
         self._handshake: Any = None
         if tls is not None:
@@ -264,11 +264,11 @@ class Connection:
                                self.peer, held >> 20)
                 # Closed from the loop, not here: the sender may be in the middle of updating
                 # the state the close handler changes. Meanwhile nothing more is queued.
-                self._close_when_flushed = True
+                reason = "stopped reading: %d MiB waiting to be sent" % (held >> 20)
+                self._close_when_flushed = reason  # (a flush under way closes with it)
                 self._wbuf.clear()
                 self._batch = None
                 self.write_backlog = 0
-                reason = "stopped reading: %d MiB waiting to be sent" % (held >> 20)
                 self.loop.call_soon(lambda: self.close(reason))
                 return
             # Only the accepting side pauses: if both ends of a connection could, each could
@@ -279,7 +279,7 @@ class Connection:
         self.loop.want_flush(self)
 
     def close_after_flush(self) -> None:
-        self._close_when_flushed = True
+        self._close_when_flushed = "closed"
         self.loop.want_flush(self)
 
     def flush(self) -> None:
@@ -363,7 +363,7 @@ class Connection:
                 self._set_events(selectors.EVENT_READ | selectors.EVENT_WRITE)
         self._set_events(selectors.EVENT_READ)
         if self._close_when_flushed:
-            self.close("closed")
+            self.close(self._close_when_flushed)
 
     def _flush_tls(self) -> None:
         wbuf = self._wbuf
@@ -399,7 +399,7 @@ class Connection:
                     self.loop.call_later(0, self._resume_read)
         self._set_events(selectors.EVENT_READ)
         if self._close_when_flushed:
-            self.close("closed")
+            self.close(self._close_when_flushed)
 
     def _set_events(self, events: int) -> None:
         if events != self._events and self._state != _CLOSED:
