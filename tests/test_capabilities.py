@@ -75,6 +75,7 @@ def test_format(capabilities, text):
     ({"a,b": 1}, "bad name 'a,b' (no spaces, commas or '=' in a name)"),
     ({"a=b": -1}, "bad name 'a=b' (no spaces, commas or '=' in a name)"),
     ({"my gpu": 1}, "bad name 'my gpu' (no spaces, commas or '=' in a name)"),
+    ({"caf\udce9": 1}, "bad name 'caf\\udce9' (not valid text: it cannot be written as UTF-8)"),
     ({1: 1}, "name 1 is not a string"),
     ("linux,gpu=2", "expected a dict of name: quantity, got str"),
     ([("gpu", 2)], "expected a dict of name: quantity, got list"),

@@ -163,6 +163,20 @@ def test_a_map_that_fails_midway_cancels_the_tasks_it_already_sent(client, case)
     assert client.submit(add, 1, 2).result(timeout=30) == 3
 
 
+@pytest.mark.parametrize("capabilities", [{"a,b": 1}, {"gpu=2": -1}, {"my gpu": 1}, {"": 1}, {"gpu": -2},
+                                          {"gpu": 1.5}, {"gpu": True}, {"caf\udce9": 1}, {1: 1}, "gpu"])
+def test_capabilities_a_worker_could_never_advertise_are_refused_at_submit(client, capabilities):
+    """The same rules as --per-worker-capabilities: a name with a separator in it would
+    travel as other names ({"a,b": 1} as "a" and "b=1"), text that is not UTF-8 used to
+    kill the client's I/O thread. A ValueError from the call; the client goes on."""
+    from scaler.config.capabilities import CapabilitiesError
+    with pytest.raises(CapabilitiesError):
+        client.submit_verbose(add, (1, 2), {}, capabilities=capabilities)
+    with pytest.raises(CapabilitiesError):
+        client.map(add, [1], [2], capabilities=capabilities)
+    assert client.submit(add, 2, 3).result(timeout=TIMEOUT) == 5
+
+
 def test_starmap(client):
     assert client.starmap(add, [(1, 2), (3, 4), [5, 6]]) == [3, 7, 11]
 

@@ -465,6 +465,9 @@ def _priority(priority: Optional[int]) -> int:
 
 
 def _capabilities(capabilities: Optional[Dict[str, int]]) -> str:
-    if not capabilities:
+    """The wire text of a task's capabilities, by the rules a worker's are read with
+    (``CapabilitiesError``, a ValueError, for anything a worker could never advertise)."""
+    if capabilities is None or (isinstance(capabilities, dict) and not capabilities):
         return ""
-    return ",".join(name if value == -1 else "%s=%d" % (name, value) for name, value in capabilities.items())
+    from ..config.capabilities import format_capabilities
+    return format_capabilities(capabilities)

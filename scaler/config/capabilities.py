@@ -81,6 +81,10 @@ def _check_name(given: Any, name: str) -> None:
         raise CapabilitiesError(given, "a capability has no name")
     if any(c.isspace() or c in ",=" for c in name):
         raise CapabilitiesError(given, "bad name %r (no spaces, commas or '=' in a name)" % name)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CapabilitiesError(given, "bad name %r (not valid text: it cannot be written as UTF-8)" % name) from None
 
 
 def _check_amount(given: Any, name: str, amount: int) -> int:
