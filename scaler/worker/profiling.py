@@ -44,7 +44,6 @@ _GAP_NS = 50000
 
 _NEVER = -(1 << 62)  # a _cpu_read_at that no gap is short enough to bridge
 _perf_counter_ns = time.perf_counter_ns
-_DETAIL = DETAIL_FORMAT
 
 try:
     import resource as _resource
@@ -146,14 +145,14 @@ class TaskProfiler:
             cpu = max((time.process_time_ns() - cpu_before) // 1000, 0)
         faults = self._faults = usage[6] + usage[7]  # ru_minflt + ru_majflt
         if faults == faults_before:  # no page came in: the resident set never rose above where it started
-            return _DETAIL % (end - start, 0, cpu)
+            return DETAIL_FORMAT % (end - start, 0, cpu)
         if self._armed_at:
             peak = self._peak_since_reset() if self._hidden else usage.ru_maxrss * _MAXRSS_UNIT
             growth = peak - self._rss_armed if peak else 0
             self._armed_at = 0  # the mark may now stand above the RSS: reset it before the next task
         else:  # no /proc: how far the lifetime peak rose, blind to a peak below an earlier task's
             growth = usage.ru_maxrss * _MAXRSS_UNIT - peak_before
-        return _DETAIL % (end - start, growth if growth > 0 else 0, cpu)
+        return DETAIL_FORMAT % (end - start, growth if growth > 0 else 0, cpu)
 
     def _arm(self) -> None:
         """Reset the kernel's peak mark to the current RSS and read both."""
@@ -169,8 +168,8 @@ class TaskProfiler:
         # memory freed in between), it gives the task's peak; otherwise /proc/self/status's
         # VmHWM is parsed after a task that faulted (~12 µs).
         usage = _getrusage(_RUSAGE_SELF)
-        if _CPU_IN_RUSAGE:
-            self._cpu_read = round((usage.ru_utime + usage.ru_stime) * 1e6) * 1000
+        if _CPU_IN_RUSAGE:  # as end_detail reads it
+            self._cpu_read = round((usage[0] + usage[1]) * 1e6) * 1000
             self._cpu_read_at = _perf_counter_ns()
         peak = usage.ru_maxrss * _MAXRSS_UNIT
         self._faults = usage.ru_minflt + usage.ru_majflt

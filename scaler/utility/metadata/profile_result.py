@@ -13,9 +13,9 @@ arguments until the result is serialised:
   peak stays below an earlier task's.
 
 Upstream samples memory once a second from the worker agent; this is exact and costs about
-2 µs per profiled task in a stream (``scaler.worker.profiling``). The three numbers travel back in the result
-message's ``detail`` text (``to_detail`` / ``from_detail``), which successful results do not
-otherwise use.
+2 µs per profiled task in a stream (``scaler.worker.profiling``). The three numbers travel
+back in the result message's ``detail`` text (``to_detail`` / ``from_detail``), which
+successful results do not otherwise use.
 """
 
 import dataclasses
