@@ -215,6 +215,23 @@ def test_a_batch_is_cut_at_its_caps(loop, monkeypatch):
     assert sum(sizes[4:]) == 40 and max(sizes[4:]) * BATCH_ITEM_LIMIT <= connection_module.BATCH_BYTES + BATCH_ITEM_LIMIT
 
 
+def test_a_flush_that_encodes_the_batch_does_not_ask_for_another_flush(loop, monkeypatch):
+    """The flush writes the batch it has just encoded: asking the loop for one more flush
+    cost every wake-up of a loop that sends results or tasks an extra iteration and an
+    epoll_wait(0) that found nothing."""
+    a, acceptor, c, connector = open_pair(loop)
+    msgs = results(3)
+    for msg in msgs:
+        a.send(msg)  # held, unencoded, until a flush
+    asked = []
+    real = loop.want_flush
+    monkeypatch.setattr(loop, "want_flush", lambda conn: asked.append(conn) or real(conn))
+    a.flush()
+    assert asked == []
+    run_until(loop, lambda: len(connector.messages) == len(msgs))
+    assert connector.messages == msgs
+
+
 def test_a_batch_that_crosses_the_backlog_limit_drops_the_peer_as_one_that_stopped_reading(loop, monkeypatch):
     """The batch is encoded when the loop flushes; if that is what takes the peer's backlog
     over its limit, the close must still say why (it said "closed")."""

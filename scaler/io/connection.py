@@ -241,19 +241,23 @@ class Connection:
             self._close_batch()  # what was sent before goes first
         self._queue(encode_parts(msg))
 
-    def _close_batch(self) -> None:
+    def _close_batch(self, flushing: bool = False) -> None:
         """Encode the waiting batch into the write queue (one message: an ordinary frame).
 
         The batch stays visible until its frame is queued: another thread's
-        ``send_from_thread`` must see something ahead of it all along."""
+        ``send_from_thread`` must see something ahead of it all along. ``flushing``: called
+        by the flush that writes it (see _queue)."""
         batch = self._batch
         try:
             if batch:
-                self._queue(encode_parts(batch[0]) if len(batch) == 1 else encode_batch(batch))
+                self._queue(encode_parts(batch[0]) if len(batch) == 1 else encode_batch(batch), flushing)
         finally:
             self._batch = None
 
-    def _queue(self, parts: List[Buffer]) -> None:
+    def _queue(self, parts: List[Buffer], flushing: bool = False) -> None:
+        """Append ``parts`` to the write queue and ask the loop for a flush, unless this is
+        the flush (it writes them next, or asks for writability): one more request cost
+        every wake-up an extra loop iteration and an ``epoll_wait`` that found nothing."""
         self._wbuf.extend(parts)
         for part in parts:
             self.write_backlog += _nbytes(part)
@@ -276,7 +280,8 @@ class Connection:
             if not self._read_paused and self._accepting:
                 self._read_paused = True  # until it drains below WRITE_LOW_WATER (see flush)
                 self._set_events(selectors.EVENT_WRITE)
-        self.loop.want_flush(self)
+        if not flushing:
+            self.loop.want_flush(self)
 
     def close_after_flush(self) -> None:
         self._close_when_flushed = "closed"
@@ -331,7 +336,7 @@ class Connection:
         if self._state in (_CLOSED, _CONNECTING, _TLS_SNIFF, _TLS_HANDSHAKE):
             return
         if self._batch is not None:
-            self._close_batch()
+            self._close_batch(flushing=True)
         if self.tls:
             self._flush_tls()
             return
