@@ -467,7 +467,7 @@ def _priority(priority: Optional[int]) -> int:
 def _capabilities(capabilities: Optional[Dict[str, int]]) -> str:
     """The wire text of a task's capabilities, by the rules a worker's are read with
     (``CapabilitiesError``, a ValueError, for anything a worker could never advertise)."""
-    if capabilities is None or (isinstance(capabilities, dict) and not capabilities):
+    if capabilities is None:
         return ""
     from ..config.capabilities import format_capabilities
     return format_capabilities(capabilities)
