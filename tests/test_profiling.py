@@ -148,3 +148,73 @@ def test_without_the_proc_files_a_task_reports_its_own_growth_not_the_lifetime_p
     profiler.measure(lambda: None)
     _, small = profiler.measure(lambda: len(_touch(8 * MiB)))
     assert small.memory_peak < 60 * MiB, small
+
+
+class _Clock:
+    """A fake ``perf_counter_ns`` that advances ``step`` ns per reading: a stream of tiny
+    tasks with exact timings, whatever the machine is doing."""
+
+    def __init__(self, step):
+        self.now = 10 ** 12
+        self.step = step
+
+    def __call__(self):
+        self.now += self.step
+        return self.now
+
+
+def _counting_getrusage(monkeypatch):
+    import scaler.worker.profiling as profiling
+    reads = []
+    real = profiling._getrusage
+
+    def getrusage(who):
+        reads.append(who)
+        return real(who)
+
+    monkeypatch.setattr(profiling, "_getrusage", getrusage)
+    return reads
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the end estimate follows getrusage's CPU reading")
+def test_tiny_tasks_right_after_a_reading_pay_no_system_call(monkeypatch):
+    """A task that ends within 50 µs of the last getrusage, with no wait in between, ran all
+    along since that reading and cannot have faulted in enough to count: its CPU time is its
+    wall time, its growth 0, and it makes no system call. A reading is still taken at least
+    every 50 µs, so the estimate never drifts further."""
+    import scaler.worker.profiling as profiling
+    monkeypatch.setattr(profiling, "_perf_counter_ns", _Clock(3000))  # each reading 3 µs after the last
+    monkeypatch.setattr(profiling, "_REARM_NS", 10 ** 12)
+    reads = _counting_getrusage(monkeypatch)
+    profiler = TaskProfiler()
+    profiler.measure(lambda: None)
+    del reads[:]
+    profiles = [profiler.measure(lambda: None)[1] for _ in range(90)]
+    # A task (begin to end) and a gap are 3 µs each: the end of every 9th task is past 50 µs.
+    assert 90 // 9 <= len(reads) <= 90 // 8, len(reads)
+    for profile in profiles:
+        assert profile.duration_s == pytest.approx(3e-6)
+        assert profile.memory_peak == 0
+    estimated = [p for p in profiles if p.cpu_time_s == pytest.approx(3e-6)]
+    assert len(estimated) >= 90 - len(reads), profiles
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the end estimate follows getrusage's CPU reading")
+def test_after_a_wait_or_an_object_the_next_task_reads_at_its_end(monkeypatch):
+    """The estimate holds only while the processor ran all along: after it waited (for tasks
+    or sub-tasks) or received an object, the next task takes a fresh reading (at its end,
+    or in the re-arm before it)."""
+    import scaler.worker.profiling as profiling
+    monkeypatch.setattr(profiling, "_perf_counter_ns", _Clock(1000))
+    monkeypatch.setattr(profiling, "_REARM_NS", 10 ** 12)
+    reads = _counting_getrusage(monkeypatch)
+    profiler = TaskProfiler()
+    profiler.measure(lambda: None)
+    for interrupt in (profiler.waited, profiler.invalidate):
+        profiler.measure(lambda: None)
+        del reads[:]
+        profiler.measure(lambda: None)
+        assert reads == [], "a tiny task right after a reading was expected to estimate"
+        interrupt()
+        profiler.measure(lambda: None)
+        assert reads, "%s: the next task must read getrusage" % interrupt.__name__

@@ -12,8 +12,9 @@ arguments until the result is serialised:
   growth of the process's lifetime peak (``resource.getrusage``), which misses a task whose
   peak stays below an earlier task's.
 
-Upstream samples memory once a second from the worker agent; this is exact and costs about
-2 µs per profiled task in a stream (``scaler.worker.profiling``). The three numbers travel
+Upstream samples memory once a second from the worker agent; this is exact (to within what
+50 µs of page faults bring in, for a task that short) and costs about 1-2 µs per profiled
+task in a stream (``scaler.worker.profiling``). The three numbers travel
 back in the result message's ``detail`` text (``to_detail`` / ``from_detail``), which
 successful results do not otherwise use.
 """
