@@ -37,6 +37,49 @@ def fib_map(n):
         return sum(client.map(fib_map, [n - 1, n - 2]))
 
 
+def fib_cf_wait(n):
+    """The same, waiting through ``concurrent.futures.wait`` (as code written for an
+    executor does)."""
+    import concurrent.futures
+    if n < 2:
+        return n
+    with Client() as client:
+        futures = [client.submit(fib_cf_wait, n - 1), client.submit(fib_cf_wait, n - 2)]
+        done, not_done = concurrent.futures.wait(futures)
+        assert not not_done
+        return sum(f.result() for f in done)
+
+
+def fib_as_completed(n):
+    """The same through ``concurrent.futures.as_completed``, imported by name."""
+    from concurrent.futures import as_completed
+    if n < 2:
+        return n
+    with Client() as client:
+        return sum(f.result() for f in as_completed([client.submit(fib_as_completed, n - 1),
+                                                     client.submit(fib_as_completed, n - 2)]))
+
+
+def first_completed_then_timeout():
+    """FIRST_COMPLETED and a timeout keep their meaning when waiting inside a task, also for
+    futures that are not tasks (one nobody will ever complete, here)."""
+    import concurrent.futures
+    never = concurrent.futures.Future()
+    with Client() as client:
+        quick = client.submit(abs, -1)
+        done, not_done = concurrent.futures.wait([quick, never], return_when=concurrent.futures.FIRST_COMPLETED)
+        started = time.monotonic()
+        done_later, still = concurrent.futures.wait([never], timeout=0.3)
+        waited = time.monotonic() - started
+        try:
+            list(concurrent.futures.as_completed([never], timeout=0.2))
+            as_completed_timed_out = False
+        except concurrent.futures.TimeoutError:
+            as_completed_timed_out = True
+        return done == {quick}, not_done == {never}, not done_later and still == {never}, waited >= 0.25, \
+            as_completed_timed_out
+
+
 def record(path, label):
     with open(path, "a") as f:
         f.write(label + "\n")
@@ -112,6 +155,18 @@ def test_recursive_fibonacci_finishes_on_one_worker(make_combo, queue_size):
     combo = make_combo(n_workers=1, per_worker_task_queue_size=queue_size)
     with Client(combo.get_address()) as client:
         assert client.submit(fib, 10).result(timeout=TIMEOUT) == 55
+
+
+@pytest.mark.parametrize("parent", [fib_cf_wait, fib_as_completed], ids=["wait", "as_completed"])
+def test_parents_waiting_through_concurrent_futures_run_their_children(make_combo, parent):
+    """``concurrent.futures.wait``/``as_completed`` inside a task wait like ``result()``:
+    the processor runs the children meanwhile, so one worker and more waiting parents
+    than processors still finish."""
+    combo = make_combo(n_workers=1, per_worker_task_queue_size=1)
+    with Client(combo.get_address()) as client:
+        assert client.submit(parent, 8).result(timeout=TIMEOUT) == 21
+        assert [f.result(timeout=TIMEOUT) for f in [client.submit(parent, 6) for _ in range(3)]] == [8] * 3
+        assert client.submit(first_completed_then_timeout).result(timeout=TIMEOUT) == (True,) * 5
 
 
 @pytest.mark.parametrize("queue_size", [1000, 1], ids=["queue1000", "queue1"])

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Deque, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from ..client.serializer import DefaultSerializer
 from ..io import shm
@@ -33,6 +33,7 @@ from ..utility import task_context
 from ..utility.exceptions import TaskExitError
 from ..utility.process import rss_bytes, watch_lifeline
 from ..utility.serialization import BytesSerializer, dumps_result, payload_size
+from . import cooperative_wait
 from .task_output import STDERR, STDOUT, TaskOutputStream
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ class Processor:
         channel = self.channel
         pending = self.pending
         task_context.wait_hook = self.wait_for
+        task_context.block_hook = self.block_until
+        task_context.wake = self._wake
         try:
             while True:
                 woke = not pending
@@ -99,7 +102,7 @@ class Processor:
         except (EOFError, OSError):
             return
         finally:
-            task_context.wait_hook = None
+            task_context.wait_hook = task_context.block_hook = task_context.wake = None
 
     def _handle(self, msg: Any) -> None:
         kind = type(msg)
@@ -202,25 +205,31 @@ class Processor:
 
     def wait_for(self, future: Any, timeout: Optional[float]) -> None:
         """The running task blocks on ``future`` (a task it submitted): until it is done, or
-        ``timeout`` passes, run here the tasks the agent sends that outrank the waiting one.
+        ``timeout`` passes, run here the tasks the agent sends that outrank the waiting one
+        (:meth:`block_until`)."""
+        if task_context.task_id is None or threading.current_thread() is not threading.main_thread():
+            cooperative_wait._standard_wait([future], timeout)  # a thread of the task's own: it cannot run tasks
+            return
+        with cooperative_wait.FutureWaiter([future], self._wake) as waiter:
+            self.block_until(lambda: waiter.pending == 0, timeout)
+
+    def block_until(self, ready: Callable[[], bool], timeout: Optional[float]) -> None:
+        """Block the running task until ``ready()`` or ``timeout``, running meanwhile the
+        tasks the agent sends that outrank it; whatever may make ``ready()`` true must call
+        :meth:`_wake` (a ``FutureWaiter`` does, for the futures it watches).
 
         Its children have its priority + 1, so they run on top of it instead of queueing
         behind it: a waiting parent never holds the only slot its children need.
         """
-        if task_context.task_id is None or threading.current_thread() is not threading.main_thread():
-            from concurrent import futures
-            futures.wait([future], timeout)  # a thread of the task's own: it cannot run tasks
-            return
         task_id, priority = task_context.task_id, task_context.priority
         deadline = None if timeout is None else time.monotonic() + timeout
-        future.add_done_callback(self._wake)
         channel = self.channel
         # Imported here, not at the top: multiprocessing pulls in tempfile, shutil, bz2, lzma...,
         # ~10 ms of every processor's start-up for what only nested tasks use.
         from multiprocessing.connection import wait as connection_wait
         channel.send(ProcessorWaiting(task_id, True))
         try:
-            while not future.done():
+            while not ready():
                 task = self._take_outranking(priority)
                 if task is not None:
                     self._run_one(task)
@@ -230,13 +239,13 @@ class Processor:
                     return
                 if self.profiler is not None:
                     self.profiler.waited()
-                ready = connection_wait([channel.sock, self.wake_reader], remaining)
-                if self.wake_reader in ready:
+                ready_fds = connection_wait([channel.sock, self.wake_reader], remaining)
+                if self.wake_reader in ready_fds:
                     try:
                         os.read(self.wake_reader, 4096)
                     except BlockingIOError:
                         pass
-                if channel.sock in ready:
+                if channel.sock in ready_fds:
                     try:
                         messages = channel.recv_ready() or [channel.recv()]
                     except (EOFError, OSError):
@@ -256,7 +265,7 @@ class Processor:
             self.pending.remove(best)
         return best
 
-    def _wake(self, _future: Any) -> None:
+    def _wake(self) -> None:
         try:
             os.write(self.wake_writer, b"\0")
         except (BlockingIOError, OSError):
@@ -376,6 +385,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _Arguments(sys.argv[1:] if argv is None else list(argv))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the agent decides when we stop
     watch_lifeline(args.lifeline_fd, lambda: os._exit(1))
+    cooperative_wait.install()  # before any user code: see its module doc
     logging.basicConfig(level=getattr(logging, args.logging_level.upper(), logging.INFO), stream=sys.stderr,
                         format="[%(levelname)s]%(asctime)s: processor[" + str(os.getpid()) + "]: %(message)s")
     sock = socket.socket(fileno=args.channel_fd)
