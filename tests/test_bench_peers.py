@@ -20,7 +20,7 @@ def test_arguments_defaults_and_quick():
     args = bp.parse_args([])
     assert args.engines == list(bp.ENGINES) and args.workers == 2 and args.timeout == 300
     quick = bp.parse_args(["--quick"])
-    assert quick.engines == ["scaler", "ppe", "pool"] and quick.timeout == 60
+    assert quick.engines == ["scaler", "ppe", "pool", "pool1"] and quick.timeout == 60
     chosen = bp.parse_args(["--quick", "--peers", "pool,dask, scaler", "--workers", "3", "--timeout", "5"])
     assert chosen.engines == ["scaler", "dask", "pool"]  # table order, whatever the order given
     assert (chosen.workers, chosen.timeout) == (3, 5)
@@ -75,7 +75,8 @@ def fake_run():
         map={"tasks_per_s": 7000.0, "chunksize": 1}, short_tasks={"efficiency": 0.7}, object_in={"seconds": 6.0},
         result_out={"seconds": 0.3, "beyond_build_s": 0.2}, graph={"nodes_per_s": 8000.0},
         memory={"bytes_per_task": 2100.0, "scheduler_na": "no scheduler process"})
-    put("pool", short_tasks={"efficiency": 0.8})
+    put("pool", short_tasks={"efficiency": 0.99})  # chunks of 250: context only
+    put("pool1", short_tasks={"efficiency": 0.8})
     put("dask", startup={"seconds": 0.8}, latency={"error": "TIMEOUT after 300 s"},
         map={"error": "skipped: the engine process was ended before it"})
     put("loky", startup={"seconds": 0.4}, graph={"na": "no graphs here"}, map={"error": "BenchError: wrong"})
@@ -91,7 +92,7 @@ def test_targets_on_a_fake_run():
         "latency_median": "PASS",  # 0.35 <= 0.4 and 0.35 <= 1.5 * 0.3
         "latency_p99": "PASS",
         "map": "PASS",  # 31 000 >= 30 000 and >= 4 x 7 000
-        "short_tasks": "PASS",  # 90 % >= 85 % and ahead of the Pool's 80 %
+        "short_tasks": "PASS",  # 90 % >= 85 % and ahead of the Pool's 80 % at chunksize 1
         "object_in": "MISS",  # 1.2 s > 1.0 s
         "result_beyond": "PASS",
         "memory": "PASS",
@@ -102,7 +103,7 @@ def test_targets_on_a_fake_run():
 
     results["latency"]["ppe"]["median_ms"] = 0.2  # now 0.35 > 1.5 x 0.2
     assert bp.evaluate_targets(results, imports, sizes)["latency_median"][0] == "MISS"
-    results["short_tasks"]["pool"]["efficiency"] = 0.95
+    results["short_tasks"]["pool1"]["efficiency"] = 0.95
     assert bp.evaluate_targets(results, imports, sizes)["short_tasks"][0] == "MISS"
 
 
@@ -118,7 +119,7 @@ def test_table_shows_every_engine_and_why_a_cell_is_empty():
     sizes, engines, peers, results, imports = fake_run()
     targets = bp.evaluate_targets(results, imports, sizes)
     header, rows, notes = bp.build_table(engines, peers, results, imports, targets, sizes, 2)
-    assert header[1:-1] == ["scaler", "upstream", "Dask", "loky", "PPE", "mp.Pool"]
+    assert header[1:-1] == ["scaler", "upstream", "Dask", "loky", "PPE", "mp.Pool", "mp.Pool c=1"]
     assert all(len(row) == len(header) for row in rows)
     by_key = dict(zip(["version"] + [key for key, _, _, _ in bp.ROWS], rows))
     # the peer that could not be installed is in every row, and the reason is printed
@@ -133,7 +134,10 @@ def test_table_shows_every_engine_and_why_a_cell_is_empty():
     assert by_key["map"][1] == "31,000/s" and by_key["short_tasks"][1] == "90 %"
     assert by_key["memory"][1] == "900 B" and by_key["memory_scheduler"][5] == "n/a"
     assert by_key["memory"][-1].endswith("PASS") and by_key["startup"][-1].endswith("MISS")
-    assert "Pool chunksize=2,500" in by_key["map"][0]
+    assert "Pool chunksize=2,500" in by_key["map"][0] and "Pool c=1 chunksize=1" in by_key["map"][0]
+    assert by_key["short_tasks"][6] == "99 %" and by_key["short_tasks"][7] == "80 %"
+    assert by_key["latency_median"][7] == "-"  # pool1 runs the map workloads only
+    assert "c=1" not in [note for note in notes if note.startswith("import time:")][0]
     text = bp.format_table(header, rows)
     lines = text.splitlines()
     assert lines[0].startswith("workload") and set(lines[1]) <= {"-", " "}

@@ -1,7 +1,10 @@
 """bench_peers.py runner for ``multiprocessing.Pool`` (the platform's default start
-method); ``map`` with its default chunksize, ceil(n / (4 * workers))."""
+method); ``map`` with its default chunksize, ceil(n / (4 * workers)), or with
+chunksize=1 for ``{"flavour": "chunksize1"}`` (the ``pool1`` column)."""
 
+import json
 import multiprocessing
+import sys
 
 import peer_harness as harness
 
@@ -26,8 +29,10 @@ class PoolEngine(harness.Engine):
     name = "pool"
     map_chunksize = staticmethod(default_chunksize)
 
-    def __init__(self):
+    def __init__(self, flavour="pool"):
         self.pool = None
+        if flavour == "chunksize1":
+            self.name, self.map_chunksize = "pool1", 1
 
     def start(self, workers):
         self.pool = multiprocessing.Pool(workers)
@@ -36,7 +41,7 @@ class PoolEngine(harness.Engine):
         return _Result(self.pool.apply_async(fn, args))
 
     def map(self, fn, items):
-        return self.pool.map(fn, items)
+        return self.pool.map(fn, items, chunksize=None if callable(self.map_chunksize) else self.map_chunksize)
 
     def shutdown(self):
         if self.pool is not None:
@@ -45,4 +50,4 @@ class PoolEngine(harness.Engine):
 
 
 if __name__ == "__main__":
-    harness.main(PoolEngine())
+    harness.main(PoolEngine(json.loads(sys.argv[1]).get("flavour", "pool")))
