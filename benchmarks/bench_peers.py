@@ -10,7 +10,7 @@ Engines (columns)
   loky      ``loky.get_reusable_executor(max_workers=N)``
   ppe       ``concurrent.futures.ProcessPoolExecutor(max_workers=N)``
   pool      ``multiprocessing.Pool(N)``, ``map`` with its default chunksize
-  pool1     the same with ``chunksize=1`` (map workloads only): per-task dispatch, as the
+  pool1     the same with ``chunksize=1`` (start-up, map and 1 ms workloads only): per-task dispatch, as the
             issue's table measured the Pool (its 25-41k tasks/s and 79 % come only from
             chunksize 1), and what the 1 ms target is judged against
 
@@ -744,8 +744,9 @@ def build_table(engines, peers, results, imports, targets, sizes, workers):
                 row.append(_cell(results.get(workload, {}).get(engine), field, fmt, notes, engine, key))
         row.append(targets[key][1] if key in targets else "")
         rows.append(row)
-    notes.append("import time: " + ", ".join("%s: %s" % (LABELS[e], PEERS[e]["import"]) for e in engines
-                                             if PEERS[e]["import"] is not None))
+    measured = ["%s: %s" % (LABELS[e], PEERS[e]["import"]) for e in engines if PEERS[e]["import"] is not None]
+    if measured:
+        notes.append("import time: " + ", ".join(measured))
     seen, unique = set(), []
     for note in notes:
         if note not in seen:

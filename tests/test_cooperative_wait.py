@@ -138,3 +138,57 @@ def test_install_replaces_both_names(monkeypatch):
     cooperative_wait.install()
     assert concurrent.futures.wait is wait and _base.wait is wait
     assert concurrent.futures.as_completed is as_completed and _base.as_completed is as_completed
+
+
+def test_a_waiter_installed_while_its_futures_end_elsewhere_loses_no_count():
+    """Futures installed first may end (in another thread) while later ones are installed."""
+    for _ in range(20):
+        futures = [concurrent.futures.Future() for _ in range(2000)]
+        ender = threading.Thread(target=lambda: [f.set_result(None) for f in futures])
+        ender.start()
+        with FutureWaiter(futures, lambda: None) as waiter:
+            ender.join()
+            assert waiter.pending == 0 and len(waiter.ended) == 2000
+
+
+class _Task:
+    def __init__(self, priority):
+        self.task_id, self.priority = b"c" * 16, priority
+
+
+@pytest.fixture
+def processor(monkeypatch):
+    """A real Processor on one end of a socketpair; the other end stands for the agent."""
+    import socket
+    from scaler.io.connection import BlockingChannel
+    from scaler.worker.processor import Processor
+    mine, agent = socket.socketpair()
+    proc = Processor(BlockingChannel(mine), gc_interval=0, trim_threshold=-1)
+    ran = []
+    monkeypatch.setattr(proc, "_run_one", ran.append)
+    monkeypatch.setattr(task_context, "task_id", b"p" * 16)
+    monkeypatch.setattr(task_context, "priority", 0)
+    agent.setblocking(False)
+    yield proc, agent, ran
+    mine.close()
+    agent.close()
+
+
+def test_a_wait_with_no_time_left_polls_and_runs_no_child(processor):
+    """wait(fs, timeout=0) is a poll: it returns before running a child it holds."""
+    proc, agent, ran = processor
+    child = _Task(priority=1)
+    proc.pending.append(child)
+    proc.block_until(lambda: False, 0)
+    assert ran == [] and list(proc.pending) == [child]
+    proc.block_until(lambda: bool(ran), None)  # without a deadline the child runs on top
+    assert ran == [child]
+
+
+def test_a_wait_already_satisfied_tells_the_agent_nothing(processor):
+    proc, agent, _ = processor
+    proc.block_until(lambda: True, None)
+    with pytest.raises(BlockingIOError):
+        agent.recv(1)
+    proc.block_until(lambda: False, 0.01)
+    assert agent.recv(4096), "a real wait tells the agent (ProcessorWaiting) so it sends children past its limits"

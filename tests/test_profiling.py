@@ -225,3 +225,24 @@ def test_after_a_wait_or_an_object_the_next_task_reads_at_its_end(monkeypatch):
         interrupt()
         profiler.measure(lambda: None)
         assert reads, "%s: the next task must read getrusage" % interrupt.__name__
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the end estimate follows getrusage's CPU reading")
+def test_a_parent_is_not_estimated_from_a_reading_taken_by_a_task_nested_in_it(monkeypatch):
+    """A parent that waited for sub-tasks (running one of them on top of it, which read
+    getrusage) and ends right after must read its own end: its wall time is mostly waiting,
+    not CPU."""
+    import scaler.worker.profiling as profiling
+    clock = _Clock(1000)
+    monkeypatch.setattr(profiling, "_perf_counter_ns", clock)
+    monkeypatch.setattr(profiling, "_REARM_NS", 10 ** 12)
+    reads = _counting_getrusage(monkeypatch)
+    profiler = TaskProfiler()
+    profiler.measure(lambda: None)
+    parent = profiler.begin()
+    clock.now += 20 * 10 ** 6  # 20 ms blocked for its children (a wait that did not call waited())
+    profiler.measure(lambda: None)  # a child, run on top of it: reads getrusage at its end
+    del reads[:]
+    profile = profiling.ProfileResult.from_detail(profiler.end_detail(parent))
+    assert reads, "the parent's end must read getrusage"
+    assert profile.duration_s >= 0.02 and profile.cpu_time_s < 0.01, profile

@@ -46,9 +46,10 @@ class FutureWaiter:
                     if future._state == _base.FINISHED and future._exception is not None:
                         self.failed = True
                 else:
+                    with self._lock:  # a future installed earlier may be ending meanwhile
+                        self.pending += 1
                     future._waiters.append(self)
                     self._installed.append(future)
-                    self.pending += 1
 
     def satisfied(self, return_when: str) -> bool:
         if return_when == _base.FIRST_COMPLETED:
@@ -100,7 +101,8 @@ def wait(fs: Iterable[Any], timeout: Optional[float] = None, return_when: str = 
     fs = set(fs)
     started = time.monotonic()
     with FutureWaiter(fs, task_context.wake) as waiter:
-        task_context.block_hook(lambda: waiter.satisfied(return_when), timeout)
+        if not waiter.satisfied(return_when):
+            task_context.block_hook(lambda: waiter.satisfied(return_when), timeout)
     if timeout is not None:
         timeout = max(0.0, timeout - (time.monotonic() - started))
     return _standard_wait(fs, timeout, return_when)  # at once, unless the wait timed out

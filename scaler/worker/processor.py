@@ -221,6 +221,8 @@ class Processor:
         Its children have its priority + 1, so they run on top of it instead of queueing
         behind it: a waiting parent never holds the only slot its children need.
         """
+        if ready():
+            return  # nothing to tell the agent
         task_id, priority = task_context.task_id, task_context.priority
         deadline = None if timeout is None else time.monotonic() + timeout
         channel = self.channel
@@ -230,13 +232,14 @@ class Processor:
         channel.send(ProcessorWaiting(task_id, True))
         try:
             while not ready():
+                # The deadline first: wait(fs, timeout=0) polls, it does not run children.
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return
                 task = self._take_outranking(priority)
                 if task is not None:
                     self._run_one(task)
                     continue
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return
                 if self.profiler is not None:
                     self.profiler.waited()
                 ready_fds = connection_wait([channel.sock, self.wake_reader], remaining)

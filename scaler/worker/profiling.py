@@ -16,11 +16,15 @@ that is not profiled, and then it calls :meth:`TaskProfiler.invalidate`.
 
 The same reasoning spares the ``getrusage`` at the end of a task that ends within 50 µs
 of the last one (``_ESTIMATE_NS``), the processor not having waited or received anything
-since: it ran all along, so its CPU time is its wall time (over by at most the part of
-those 50 µs it was preempted for), and 50 µs of page faults bring in ~100 KB on the
-reference machine and well under the 1 MiB a peak mark is trusted to anywhere (``_SLACK``),
-so it reports no growth. Its CPU reading, so estimated, is the next task's start; its
-faults, if any, are seen by the next real reading, at most 50 µs later. In a stream of
+since (and the reading was taken before the task started, not by a task nested in it):
+it ran all along, so its CPU time is its wall time (over by at most the part of those
+50 µs it was preempted for), and 50 µs of page faults bring in ~100 KB on the reference
+machine and well under the 1 MiB a peak mark is trusted to anywhere (``_SLACK``), so it
+reports no growth. Its CPU reading, so estimated, can be the next task's start, so a
+task in a stream starts from a chain of at most two estimates: its CPU time can come out
+short by what preemption the processor took in up to 100 µs before it, never more. The
+estimated task's faults, if any, are seen by the next real reading and counted in that
+task's growth (at most what those 50 µs could bring in). In a stream of
 no-op tasks about three ends in four are estimated: the system call, at 1-2 µs in a busy
 processor, was most of what profiling cost them.
 
@@ -149,10 +153,11 @@ class TaskProfiler:
         (``ProfileResult.from_detail`` reads it): integers, which format 4× faster than floats."""
         end = _perf_counter_ns()
         cpu_before, faults_before, peak_before, start = mark
-        if end - self._usage_read_at <= _ESTIMATE_NS:
-            # Within _ESTIMATE_NS of the last getrusage, not having waited since: the processor
-            # ran all along (the CPU clock moved as far as the wall clock) and faulted in too
-            # little to count (see the module doc). The next real reading sees any fault.
+        if end - self._usage_read_at <= _ESTIMATE_NS and start >= self._usage_read_at:
+            # Within _ESTIMATE_NS of the last getrusage, taken before the task started (not by
+            # a nested task run on top of it), not having waited since: the processor ran all
+            # along (the CPU clock moved as far as the wall clock) and faulted in too little
+            # to count (see the module doc). The next real reading sees any fault.
             wall = end - start
             self._cpu_read = cpu_before + wall
             self._cpu_read_at = end
