@@ -135,8 +135,13 @@ def test_install_replaces_both_names(monkeypatch):
     for module in (concurrent.futures, _base):
         monkeypatch.setattr(module, "wait", module.wait)
         monkeypatch.setattr(module, "as_completed", module.as_completed)
+    import pickle
+    # A client pickles the standard functions (a global of a function pickled by value) by
+    # reference, module and name: in the processor, after install(), they load as ours.
+    sent = pickle.dumps((_base.wait, concurrent.futures.as_completed))
     cooperative_wait.install()
     assert concurrent.futures.wait is wait and _base.wait is wait
+    assert pickle.loads(sent) == (wait, as_completed)
     assert concurrent.futures.as_completed is as_completed and _base.as_completed is as_completed
 
 

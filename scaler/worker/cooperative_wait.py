@@ -89,14 +89,15 @@ class FutureWaiter:
         self._installed = []
 
 
-def _in_task() -> bool:
+def in_task_thread() -> bool:
+    """Inside a task, in its own thread: the one place a wait can run the task's children."""
     return (task_context.block_hook is not None and task_context.task_id is not None
             and threading.current_thread() is threading.main_thread())
 
 
 @functools.wraps(_standard_wait)
 def wait(fs: Iterable[Any], timeout: Optional[float] = None, return_when: str = _base.ALL_COMPLETED) -> Any:
-    if not _in_task():
+    if not in_task_thread():
         return _standard_wait(fs, timeout, return_when)
     fs = set(fs)
     started = time.monotonic()
@@ -110,7 +111,7 @@ def wait(fs: Iterable[Any], timeout: Optional[float] = None, return_when: str = 
 
 @functools.wraps(_standard_as_completed)
 def as_completed(fs: Iterable[Any], timeout: Optional[float] = None) -> Iterator[Any]:
-    if not _in_task():
+    if not in_task_thread():
         return _standard_as_completed(fs, timeout)
     return _as_completed_in_task(set(fs), timeout)
 
@@ -137,4 +138,4 @@ def install() -> None:
         module.as_completed = as_completed  # type: ignore[attr-defined]
 
 
-__all__ = ["FutureWaiter", "as_completed", "install", "wait"]
+__all__ = ["FutureWaiter", "as_completed", "in_task_thread", "install", "wait"]

@@ -207,7 +207,7 @@ class Processor:
         """The running task blocks on ``future`` (a task it submitted): until it is done, or
         ``timeout`` passes, run here the tasks the agent sends that outrank the waiting one
         (:meth:`block_until`)."""
-        if task_context.task_id is None or threading.current_thread() is not threading.main_thread():
+        if not cooperative_wait.in_task_thread():
             cooperative_wait._standard_wait([future], timeout)  # a thread of the task's own: it cannot run tasks
             return
         with cooperative_wait.FutureWaiter([future], self._wake) as waiter:
