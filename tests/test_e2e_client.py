@@ -2,6 +2,7 @@
 
 import concurrent.futures
 import hashlib
+import logging
 import os
 import sys
 import threading
@@ -444,6 +445,20 @@ def test_cancelling_ten_thousand_queued_tasks(make_combo):
         # Had the cancelled tasks stayed queued, this would wait minutes.
         assert client.submit(add, 1, 2).result(timeout=30) == 3
 
+
+
+def test_closing_right_after_cancelling_queued_tasks_prints_nothing(make_combo, caplog):
+    # Regression: the close ended again the futures whose cancels were still on their way,
+    # and concurrent.futures logged "Future ... in unexpected state: CANCELLED_AND_NOTIFIED"
+    # for each of them (on stderr, where logging is not configured).
+    combo = make_combo(n_workers=1)
+    with caplog.at_level(logging.DEBUG, logger="concurrent.futures"):
+        with Client(combo.get_address()) as client:
+            futures = client.map_futures(nap, range(2000))
+            futures[0].result(timeout=TIMEOUT)
+            assert sum(f.cancel() for f in futures) >= 1990
+        assert all(f.cancelled() for f in futures[1:])
+    assert [r.getMessage() for r in caplog.records if r.name == "concurrent.futures"] == []
 
 # Regression: Client.clear() used to cancel only tasks already sent; tasks still held on the
 # I/O thread until their objects were stored went out after clear() and failed.

@@ -160,3 +160,67 @@ def test_wait_all_does_not_miss_a_future_that_ends_while_it_registers():
         waiter.join(10)
         finisher.join(10)
         assert not waiter.is_alive()
+
+
+def _critical_records(action):
+    """What ``action`` logs on ``concurrent.futures``' logger (which prints CRITICAL records
+    to stderr through logging's last-resort handler when nothing is configured)."""
+    import logging
+
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    logger = logging.getLogger("concurrent.futures")
+    handler = Keep(level=logging.DEBUG)
+    logger.addHandler(handler)
+    try:
+        action()
+    finally:
+        logger.removeHandler(handler)
+    return [r.getMessage() for r in records]
+
+
+def test_the_io_thread_cancelling_an_already_cancelled_future_logs_nothing():
+    # A client that closes while its user's cancels are still on their way, or hears the
+    # scheduler confirm a cancel, ends those futures again: that must be silent, not a
+    # "Future ... in unexpected state: CANCELLED_AND_NOTIFIED" line per future on stderr.
+    told = []
+    future = ScalerFuture(b"t1", told.append)
+    assert future.cancel()
+    assert _critical_records(lambda: future._cancel_here()) == []
+    assert future._cancel_here() is True  # still a cancelled future
+    assert future._state == concurrent.futures._base.CANCELLED_AND_NOTIFIED
+    assert told == [b"t1"]
+    done, _ = concurrent.futures.wait([future], timeout=1)
+    assert done == {future}
+
+
+def test_cancelling_from_two_threads_at_once_confirms_once_and_logs_nothing():
+    # The user's cancel() and the I/O thread's _cancel_here() (a close, or the scheduler's
+    # word) on the same futures, from opposite ends of the list so that they meet.
+    def rounds():
+        for _ in range(50):
+            futures = [ScalerFuture(b"t%d" % i) for i in range(200)]
+            waiter = threading.Thread(target=concurrent.futures.wait, args=(futures,), kwargs={"timeout": 5})
+            waiter.start()
+            start = threading.Barrier(2)
+
+            def io_thread_side():
+                start.wait()
+                for f in reversed(futures):
+                    f._cancel_here()
+
+            other = threading.Thread(target=io_thread_side)
+            other.start()
+            start.wait()
+            for f in futures:
+                f.cancel()
+            other.join(5)
+            waiter.join(5)
+            assert not waiter.is_alive() and not other.is_alive()
+            assert all(f._state == concurrent.futures._base.CANCELLED_AND_NOTIFIED for f in futures)
+
+    assert _critical_records(rounds) == []

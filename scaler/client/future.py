@@ -228,16 +228,22 @@ class ScalerFuture(Future):
 
         ``Future.cancel`` leaves the state ``CANCELLED`` for an executor to confirm; no
         executor owns a ScalerFuture, so it is confirmed here — otherwise
-        ``concurrent.futures.wait``/``as_completed`` would never count it as done."""
+        ``concurrent.futures.wait``/``as_completed`` would never count it as done.
+
+        The confirmation is ``set_running_or_notify_cancel``'s cancelled branch, done here
+        under the Condition: that method, called on a future another thread (or an earlier
+        call) already confirmed, logs a CRITICAL "in unexpected state" line before raising,
+        which without logging configured lands on stderr, one line per future."""
         ended_at = time.monotonic()
         cancelled = super().cancel()
         if cancelled:
             if self._ended_at is None:
                 self._ended_at = ended_at
-            try:
-                self.set_running_or_notify_cancel()
-            except RuntimeError:
-                pass  # another thread confirmed it first
+            with self._condition:
+                if self._state == CANCELLED:
+                    self._state = CANCELLED_AND_NOTIFIED
+                    for waiter in self._waiters:
+                        waiter.add_cancelled(self)
         return cancelled
 
     def __repr__(self) -> str:
