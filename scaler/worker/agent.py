@@ -29,6 +29,7 @@ from ..protocol.messages import (ROLE_WORKER, STATUS_OK, HeartbeatEcho, ObjectDe
                                  ProcessorResultShm, ProcessorWaiting, SchedulerShutdown, TaskOutput, TaskResult,
                                  WorkerConnect, WorkerConnectReply, WorkerDisconnect, WorkerHeartbeat, WorkerTask,
                                  WorkerTaskCancel)
+from ..utility import cpu_policy
 from ..utility import process as proc_util
 from ..utility.outage import Outage
 from .pipeline import PipelineEffects, TaskPipeline
@@ -41,9 +42,11 @@ PRELOAD_FAILED_EXIT = 3
 
 
 class WorkerAgent(PipelineEffects):
-    def __init__(self, loop: EventLoop, config: WorkerConfig) -> None:
+    def __init__(self, loop: EventLoop, config: WorkerConfig, policy: Optional[cpu_policy.AgentPolicy] = None) -> None:
         self.loop = loop
         self.config = config
+        # The loop thread's scheduling policy, switched as tasks line up (utility/cpu_policy.py).
+        self.policy = policy if policy is not None and policy.enabled else None
         self.key = normalize_key(config.auth_key or proc_util.auth_key_from_env())
         self.scheduler_address = parse_address(config.scheduler_address)
         self.worker_id = os.urandom(16)  # random, as a uuid4 (the uuid module is a few ms to import)
@@ -121,6 +124,8 @@ class WorkerAgent(PipelineEffects):
         kind = type(msg)
         if kind is WorkerTask:
             self.pipeline.add(msg, msg.priority)
+            if self.policy is not None:
+                self.policy.holding(len(self.pipeline))
         elif kind is WorkerTaskCancel:
             self.pipeline.cancel(msg.task_id, msg.force)
         elif kind is HeartbeatEcho:
@@ -253,6 +258,7 @@ class WorkerAgent(PipelineEffects):
         kind = type(msg)
         if kind is TaskResult:
             self.pipeline.processor_result(msg)
+            self._policy_after_result()
         elif kind is ProcessorResultShm:
             fd = conn.take_fd() if isinstance(conn, FdConnection) else None
             if fd is None:
@@ -264,6 +270,7 @@ class WorkerAgent(PipelineEffects):
                 size = 0
             self.pipeline.processor_result(TaskResult(msg.task_id, STATUS_OK, shm.Segment(fd, size, msg.token),
                                                       msg.detail))
+            self._policy_after_result()
         elif kind is TaskOutput:
             self.send_result(msg)  # stream_output: on to the scheduler, ahead of the task's result
         elif kind is ProcessorReady:
@@ -275,6 +282,11 @@ class WorkerAgent(PipelineEffects):
         elif kind is ProcessorWaiting:
             self.pipeline.processor_waiting(msg.task_id, msg.waiting)
 
+    def _policy_after_result(self) -> None:
+        policy = self.policy
+        if policy is not None:
+            policy.task_ended(self.pipeline.last_task_seconds, self.pipeline)
+
     # --- processor ---
     def _start_processor(self) -> None:
         parent_sock, child_sock = socket.socketpair()
@@ -283,6 +295,8 @@ class WorkerAgent(PipelineEffects):
                 "--trim-threshold", str(self.config.trim_memory_threshold_bytes)]
         if self.config.preload:
             args += ["--preload", self.config.preload]
+        if self.policy is not None:
+            args += cpu_policy.PROCESSOR_ARGS
         extra = {"SCALER_SCHEDULER_ADDRESS": self.config.scheduler_address}  # Client() inside a task joins it
         if self.config.tls_ca:
             extra["SCALER_TLS_CA"] = os.path.abspath(self.config.tls_ca)  # and trusts whom this worker trusts
@@ -341,6 +355,8 @@ class WorkerAgent(PipelineEffects):
 
     def _heartbeat(self) -> None:
         now = time.monotonic()
+        if self.policy is not None:  # (also after cancels and drops, which the hot paths do not follow)
+            self.policy.holding(len(self.pipeline))
         if self.scheduler is not None and self.registered:
             processor_pid = self.processor.pid if self.processor is not None else None
             self.scheduler.send(WorkerHeartbeat(time.time(), len(self.pipeline), proc_util.rss_bytes(),
@@ -438,7 +454,7 @@ def _describe_exit(code: Optional[int]) -> str:
 def run_worker(config: WorkerConfig, lifeline_fd: Optional[int] = None) -> int:
     """Run one worker (agent + processor) until told to stop; return the exit code."""
     loop = EventLoop()
-    agent = WorkerAgent(loop, config)
+    agent = WorkerAgent(loop, config, cpu_policy.AgentPolicy())  # (this thread runs the loop)
 
     def stop_from_signal(_signum: int) -> None:
         loop.call_soon_threadsafe(agent.stop)

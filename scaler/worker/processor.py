@@ -30,6 +30,7 @@ from ..protocol.messages import (FLAG_PROFILE, FLAG_STREAM_OUTPUT, STATUS_CANCEL
                                  ProcessorObject, ProcessorObjectShm, ProcessorReady, ProcessorResultShm,
                                  ProcessorWaiting, ProcessorTask, TaskResult)
 from ..utility import task_context
+from ..utility.cpu_policy import processor_policy
 from ..utility.exceptions import TaskExitError
 from ..utility.process import rss_bytes, watch_lifeline
 from ..utility.serialization import BytesSerializer, dumps_result, payload_size
@@ -363,11 +364,12 @@ class _Arguments:
     """The processor's command line, written by its agent: ``--flag value`` pairs."""
 
     FLAGS = {"--lifeline-fd": int, "--channel-fd": int, "--preload": str, "--gc-interval": float,
-             "--trim-threshold": int, "--logging-level": str}
+             "--trim-threshold": int, "--logging-level": str, "--scheduling": str}
 
     def __init__(self, argv: List[str]) -> None:
         self.lifeline_fd, self.channel_fd, self.preload = -1, None, None
         self.gc_interval, self.trim_threshold, self.logging_level = 30.0, 1 << 30, "INFO"
+        self.scheduling = ""  # "normal": leave the SCHED_BATCH the agent may have had when it started us
         if len(argv) % 2:
             raise SystemExit("scaler processor: expected --flag value pairs, got %r" % (argv,))
         for flag, text in zip(argv[0::2], argv[1::2]):
@@ -386,6 +388,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     # Not argparse: a processor is started by its agent only, and importing argparse and
     # building a parser is a few ms of every processor's start-up.
     args = _Arguments(sys.argv[1:] if argv is None else list(argv))
+    if args.scheduling == "normal":
+        processor_policy()  # before any thread starts or user code runs (see utility/cpu_policy.py)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the agent decides when we stop
     watch_lifeline(args.lifeline_fd, lambda: os._exit(1))
     cooperative_wait.install()  # before any user code: see its module doc

@@ -1,0 +1,188 @@
+"""The worker agent's scheduling policy (scaler/utility/cpu_policy.py): SCHED_BATCH while
+its processor has tasks lined up, SCHED_OTHER otherwise; the processor and user code
+always under SCHED_OTHER."""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from e2e_support import combo_tree_complete, wait_for_tree, wait_until
+from scaler import Client
+from scaler.utility import cpu_policy
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "sched_setscheduler"), reason="Linux scheduling policies only")
+
+TIMEOUT = 60
+
+
+def in_thread(fn):
+    """Run ``fn`` in a thread of its own (a policy is per thread: the test's stays untouched)."""
+    out = {}
+
+    def run():
+        try:
+            out["value"] = fn()
+        except BaseException as exc:  # noqa: B902 - re-raised in the test's thread
+            out["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(TIMEOUT)
+    assert not thread.is_alive()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def test_the_agent_yields_only_while_tasks_that_take_a_while_are_lined_up():
+    other, batch = os.SCHED_OTHER, os.SCHED_BATCH
+
+    def run():
+        policy = cpu_policy.AgentPolicy()
+        assert policy.enabled
+        seen = []
+
+        def step(held, *samples):
+            for seconds in samples:
+                policy.task_ended(seconds, range(held))
+            seen.append(os.sched_getscheduler(0))
+
+        step(5, 0.0)  # nothing known yet: a stream of short tasks must not start under SCHED_BATCH
+        step(5, *[0.00003] * 50)  # a stream of 30 µs tasks
+        step(5, 0.002, 0.002)  # two stalls of the agent's own do not tip it over
+        step(5, *[0.001] * 10)  # 1 ms tasks: after a few, yield
+        step(1, 0.001)  # nothing lined up behind the running task
+        step(3, 0.001)
+        step(3, *[0.0003] * 8)  # between the thresholds: stays
+        step(3, *[0.0001] * 40)  # clearly short again: back
+        step(3, 5.0)  # one long task: capped, it moves the average by little
+        return seen
+
+    assert in_thread(run) == [other, other, other, batch, other, batch, batch, other, other]
+
+
+def test_switched_off_by_the_environment(monkeypatch):
+    monkeypatch.setenv(cpu_policy.ENV, "0")
+
+    def run():
+        policy = cpu_policy.AgentPolicy()
+        policy.task_ended(1.0, range(5))
+        return policy.enabled, os.sched_getscheduler(0)
+
+    assert in_thread(run) == (False, os.SCHED_OTHER)
+
+
+def test_a_policy_chosen_by_the_operator_is_kept_by_agent_and_processor():
+    def run():
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # as under `chrt --idle`
+        policy = cpu_policy.AgentPolicy()
+        policy.task_ended(1.0, range(5))
+        cpu_policy.processor_policy()
+        return policy.enabled, os.sched_getscheduler(0)
+
+    assert in_thread(run) == (False, os.SCHED_IDLE)
+
+
+def test_the_processor_leaves_the_batch_policy_it_inherited():
+    def run():
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+        cpu_policy.processor_policy()
+        return os.sched_getscheduler(0)
+
+    assert in_thread(run) == os.SCHED_OTHER
+
+
+def test_an_unprivileged_process_may_switch_both_ways():
+    script = (
+        "import os, sys\n"
+        "from scaler.utility import cpu_policy\n"  # (first: as nobody, root's Python may be unreadable)
+        "if os.getuid() == 0:\n"
+        "    os.setgid(65534); os.setuid(65534)\n"
+        "assert os.getuid() != 0\n"
+        "p = cpu_policy.AgentPolicy(); assert p.enabled\n"
+        "[p.task_ended(1.0, range(4)) for _ in range(20)]\n"
+        "assert os.sched_getscheduler(0) == os.SCHED_BATCH, 'to batch'\n"
+        "p.holding(0); assert os.sched_getscheduler(0) == os.SCHED_OTHER, 'back'\n"
+        "os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))\n"
+        "cpu_policy.processor_policy(); assert os.sched_getscheduler(0) == os.SCHED_OTHER, 'processor'\n"
+        "print('ok')\n")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    env.pop(cpu_policy.ENV, None)
+    out = subprocess.run([sys.executable, "-c", script], env=env, cwd="/", stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, timeout=TIMEOUT)
+    assert out.returncode == 0 and out.stdout.strip().endswith(b"ok"), out.stdout.decode(errors="replace")
+
+
+# --- a real worker --------------------------------------------------------------------------
+
+def wait_for_file(path, report):
+    """Block until ``path`` exists; return the policies of this thread and of a new one."""
+    import os as _os
+    import threading as _threading
+    import time as _time
+
+    deadline = _time.monotonic() + 60
+    while not _os.path.exists(path):
+        if _time.monotonic() > deadline:
+            raise TimeoutError(path)
+        _time.sleep(0.01)
+    seen = []
+    thread = _threading.Thread(target=lambda: seen.append(_os.sched_getscheduler(0)))
+    thread.start()
+    thread.join(10)
+    return report, _os.sched_getscheduler(0), seen[0]
+
+
+def worker_pids(combo):
+    cluster_pid = combo._worker_manager_process.pid
+    tree = wait_for_tree(cluster_pid, combo_tree_complete(cluster_pid, 1), TIMEOUT, "one worker with its processor")
+    agent = next(s.pid for s in tree if s.ppid == cluster_pid)
+    processor = next(s.pid for s in tree if s.ppid == agent)
+    return agent, processor
+
+
+def processor_of(agent):
+    """The live processor under ``agent`` (its one framework child), or None."""
+    from e2e_support import framework_children
+    kids = framework_children(agent)
+    return kids[0].pid if len(kids) == 1 else None
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["default", "switched-off"])
+def test_a_worker_agent_yields_to_its_busy_processor_and_user_code_runs_normally(make_combo, tmp_path,
+                                                                                  monkeypatch, enabled):
+    if not enabled:
+        monkeypatch.setenv(cpu_policy.ENV, "0")  # read by the agent the combo starts
+    combo = make_combo(n_workers=1)
+    agent, processor = worker_pids(combo)
+    release = str(tmp_path / "release")
+    with Client(combo.get_address()) as client:
+        assert client.submit(os.getpid).result(timeout=TIMEOUT) == processor
+        client.map(time.sleep, [0.01] * 12)  # the agent learns that its tasks take a while...
+        assert os.sched_getscheduler(agent) == os.SCHED_OTHER  # ...but now it is idle: a wake-up preempts
+        futures = [client.submit(wait_for_file, release, k) for k in range(4)]  # one runs, three wait
+        if enabled:
+            wait_until(lambda: os.sched_getscheduler(agent) == os.SCHED_BATCH, TIMEOUT,
+                       "the agent under SCHED_BATCH with four tasks held")
+        else:
+            time.sleep(0.5)  # the tasks have reached it (nothing to wait on: it must *not* switch)
+            assert os.sched_getscheduler(agent) == os.SCHED_OTHER
+        assert os.sched_getscheduler(processor) == os.SCHED_OTHER
+        # Cancelling the running task restarts the processor: started while the agent is
+        # under SCHED_BATCH, the new one must leave it before running anything.
+        assert futures[0].cancel()
+        replacement = wait_until(lambda: (processor_of(agent) or processor) != processor and processor_of(agent),
+                                 TIMEOUT, "a new processor")
+        assert os.sched_getscheduler(agent) == (os.SCHED_BATCH if enabled else os.SCHED_OTHER)
+        open(release, "w").close()
+        results = [f.result(timeout=TIMEOUT) for f in futures[1:]]
+        assert results == [(k, os.SCHED_OTHER, os.SCHED_OTHER) for k in range(1, 4)]
+        assert client.submit(os.getpid).result(timeout=TIMEOUT) == replacement
+        assert os.sched_getscheduler(replacement) == os.SCHED_OTHER
+        wait_until(lambda: os.sched_getscheduler(agent) == os.SCHED_OTHER, TIMEOUT,
+                   "the agent back under SCHED_OTHER once its tasks are done")
