@@ -12,7 +12,8 @@ processor has its next task at hand, and tasks that take a while: with nothing l
 or with tasks not much longer than the agent's own turn (tens of µs), the agent's turn is
 what the next task (or the one result someone waits for) waits on, and preempting is what
 makes it short. So the agent switches policy as its pipeline fills and empties and as its
-tasks' typical duration crosses two thresholds (a system call per switch, not per task). See "Worker agent" in ``docs/architecture.rst`` for measurements.
+tasks' typical duration crosses two thresholds (a system call per switch, not per task).
+See "Worker = agent + processor" in ``docs/architecture.rst`` for measurements.
 
 The processor, started by the agent, inherits the policy of the moment
 (``SCHED_RESET_ON_FORK`` resets only real-time ones), so it puts itself back to
