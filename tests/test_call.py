@@ -53,9 +53,22 @@ def unpack(built, objects=None):
 
 # --- the fast path ---
 
-@pytest.mark.parametrize("serializer_id, blob", [(b"", b""), (b"s" * 32, b"x" * 10), (b"", BIG)])
-def test_packed_call_fast_path_matches_the_generic_encoder(serializer_id, blob):
-    assert packed_call(serializer_id, blob) == encoded(serializer_id, [ARG_PACKED], [b""], [blob])
+@pytest.mark.parametrize("serializer_id, blob", [(b"", b""), (b"s" * 32, b"x" * 10), (b"", BIG), (b"s" * 255, b"x")])
+def test_a_packed_call_is_its_pickle_and_two_bytes(serializer_id, blob):
+    call = packed_call(serializer_id, blob)
+    assert call == bytes((call_module.PACKED_CALL_TYPE, len(serializer_id))) + serializer_id + blob
+    assert read_call(call) == read_call(encoded(serializer_id, [ARG_PACKED], [b""], [blob]))
+
+
+def test_a_packed_call_with_a_serializer_id_over_255_bytes_is_generically_encoded():
+    call = packed_call(b"s" * 256, b"x")
+    assert call == encoded(b"s" * 256, [ARG_PACKED], [b""], [b"x"])
+    assert read_call(call) == Call(b"s" * 256, bytes([ARG_PACKED]), [b""], [b"x"])
+
+
+def test_no_message_type_is_the_packed_call_layout_byte():
+    from scaler.protocol.codec import declared_messages
+    assert call_module.PACKED_CALL_TYPE not in {m.TYPE for m in declared_messages()}
 
 
 def test_a_packed_call_is_one_blob_and_needs_no_objects():
@@ -148,19 +161,37 @@ def test_read_call_refuses_what_is_not_a_well_formed_call(blob):
                                                   (b"s", b"\x00" * (65536 - 1))])
 @pytest.mark.parametrize("wrap", [bytes, bytearray, memoryview])
 def test_read_call_of_a_packed_call_is_what_the_generic_decoder_reads(serializer_id, blob, wrap):
-    """read_call reads packed_call's layout without the generic decoder: same fields, same
-    types (bytes below the zero-copy threshold, a view of the frame from it on)."""
+    """read_call reads packed_call's layout as the generic decoder reads the same Call
+    generically encoded: same fields, same types (bytes below the zero-copy threshold, a
+    view of the frame from it on)."""
     data = wrap(packed_call(serializer_id, blob))
-    fast, generic = read_call(data), decode(data)
+    fast, generic = read_call(data), decode(wrap(encoded(serializer_id, [ARG_PACKED], [b""], [blob])))
     assert fast == generic
     assert [type(v) for v in fast.values] == [type(v) for v in generic.values]
     assert type(fast.serializer_id) is type(generic.serializer_id) is bytes
 
 
-def _packed_with(offset, byte):
-    data = bytearray(packed_call(b"s" * 4, b"payload"))
-    data[offset] = byte
-    return bytes(data)
+@pytest.mark.parametrize("blob", [
+    bytes([call_module.PACKED_CALL_TYPE]),  # no serializer length
+    bytes([call_module.PACKED_CALL_TYPE, 5]) + b"abcd",  # a serializer id cut short
+])
+def test_a_truncated_packed_call_is_refused(blob):
+    with pytest.raises(ProtocolError):
+        read_call(blob)
+
+
+@pytest.mark.parametrize("blob", [
+    encoded(b"", [ARG_PACKED], [b""], [b"payload"]),  # the generic encoding of a packed call
+    encoded(b"s" * 4, [ARG_INLINE], [b""], [b"payload"]),
+    encoded(b"", [9], [b""], [b"a"]),  # an unknown kind
+    encoded(b"", [ARG_PACKED], [b"", b""], [b"a"]),  # two names for one value
+])
+def test_a_generic_call_reads_as_the_generic_decoder_reads_it(blob, monkeypatch):
+    """Only the packed layout takes the short way; anything else is read, or refused, as the
+    generic decoder reads it."""
+    fast = _outcome(blob)
+    monkeypatch.setattr(call_module, "_read_packed_call", lambda _blob: None)
+    assert fast == _outcome(blob)
 
 
 def _outcome(blob):
@@ -168,27 +199,6 @@ def _outcome(blob):
         return read_call(blob)
     except ProtocolError:
         return ProtocolError
-
-
-@pytest.mark.parametrize("blob", [
-    _packed_with(37, ARG_INLINE),  # the kind byte: an inline value in packed clothing
-    _packed_with(37, 9),  # an unknown kind
-    _packed_with(38, 2),  # the names list claims two names
-    _packed_with(42, 1),  # the one name is not empty
-    _packed_with(50, 2),  # the values list claims two values
-    _packed_with(54, 8),  # the value's length disagrees with its field's
-    packed_call(b"", b"payload")[:-1],  # one byte short
-    # a values field too short to hold its own list header (5 bytes): ProtocolError, not struct.error
-    call_module._CALL_HEADER.pack(Call.TYPE, 16, 1, 12, 5) + b"s" * 16 + bytes([ARG_PACKED])
-    + call_module._ONE_EMPTY_NAME + b"\x01\x00\x00\x00\x00",
-    packed_call(b"", b"payload") + b"\x00",  # one byte long
-])
-def test_a_near_packed_call_reads_as_the_generic_decoder_reads_it(blob, monkeypatch):
-    """Anything but the exact packed layout falls through to the generic decoder, which reads
-    what is well formed and refuses the rest, as it did before the fast path existed."""
-    fast = _outcome(blob)
-    monkeypatch.setattr(call_module, "_read_packed_call", lambda _blob: None)
-    assert fast == _outcome(blob)
 
 
 def test_call_objects_reads_large_ids_as_bytes():

@@ -10,10 +10,11 @@ from typing import List, Sequence
 from .codec import declare
 
 MAGIC = 0x53434C52  # b"SCLR"
-PROTOCOL_VERSION = 7  # 2: GraphSubmit, WorkerGroupStopped.refusal, STATUS_REJECTED; 3: task priorities;
+PROTOCOL_VERSION = 8  # 2: GraphSubmit, WorkerGroupStopped.refusal, STATUS_REJECTED; 3: task priorities;
 #                       4: WorkerStatus, StatusSnapshot (monitoring); 5: TaskOutput (stream_output);
 #                       6: shared memory for big objects (ObjectShm*, ObjectPutShm, ObjectGetShm...);
-#                       7: batch frames (codec.encode_batch) of TaskSubmit, WorkerTask, TaskResult
+#                       7: batch frames (codec.encode_batch) of TaskSubmit, WorkerTask, TaskResult;
+#                       8: the packed Call's own layout (protocol/call.py, PACKED_CALL_TYPE)
 
 # Roles a peer announces in its Hello.
 ROLE_CLIENT = 1
