@@ -555,3 +555,20 @@ def test_task_output_goes_to_the_tasks_client_only_while_the_worker_runs_it():
     h.state.task_result(w, TaskResult(task_id, STATUS_OK, b"r", ""))
     h.state.task_output(w, TaskOutput(task_id, 1, b"after the end\n"))
     assert h.take(TaskOutput) == []
+
+
+def test_the_status_snapshot_counts_each_clients_tasks_not_done():
+    # Regression: the snapshot read an index of a client's tasks that became a count
+    # (every monitor, the dashboard and scaler_top failed until it was fixed).
+    import json
+    from scaler.scheduler.status import build_snapshot
+    h = Harness()
+    h.state.client_connected(b"c", h.now)
+    h.state.client_connected(b"d", h.now)
+    a = h.worker("a")
+    ids = h.submit(b"c", 3, b"c")
+    h.state.dispatch()
+    h.state.task_result(a, TaskResult(ids[0], STATUS_OK, b"r", ""))
+    snapshot = build_snapshot(h.state, now=h.now, wall_time=0.0, scheduler={}, rates={})
+    json.dumps(snapshot)
+    assert {row["id"]: row["tasks"] for row in snapshot["clients"]} == {b"c".hex(): 2, b"d".hex(): 0}

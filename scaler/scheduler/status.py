@@ -101,7 +101,7 @@ def worker_rows(state: Any, now: float) -> List[Dict[str, Any]]:
 
 
 def client_rows(state: Any, now: float) -> List[Dict[str, Any]]:
-    return [{"id": client.client_id.hex(), "tasks": len(client.tasks), "heartbeat_age": _age(now, client.last_seen)}
+    return [{"id": client.client_id.hex(), "tasks": client.task_count, "heartbeat_age": _age(now, client.last_seen)}
             for client in state.clients.values()]
 
 
