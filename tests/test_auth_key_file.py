@@ -6,6 +6,7 @@ other users may read or write, a missing file and an empty one are refused with 
 """
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -18,6 +19,16 @@ from scaler.config.loader import ConfigError, ConfigErrors, config_from_table, r
 
 KEY = "file-s3cret"
 TIMEOUT = 60
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_restored():
+    """start_component, called in-process here, installs SIGINT/SIGTERM handlers for its
+    process: put this one's back (a later test's Ctrl-C handling depends on them)."""
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
 
 
 def add(a, b):

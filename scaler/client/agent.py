@@ -4,7 +4,8 @@ The user's thread hands work over with ``loop.call_soon_threadsafe`` (a deque pl
 wake-up byte) and waits on futures or :class:`Waiter` objects; the one socket write it
 makes itself is a submit with nothing ahead of it (:meth:`ClientAgent.submit_now`).
 Everything in this module after ``start()`` runs on the I/O thread unless its docstring
-says otherwise.
+says otherwise, or on a thread waiting in ``result()`` that borrowed the scheduler socket
+(``leader.py``): that one holds the loop's lock, so it is never both.
 """
 
 import collections
@@ -32,6 +33,7 @@ from ..utility.exceptions import (AuthenticationError, ClientShutdownException, 
                                   ObjectStorageException, ProcessorDiedError, TaskExceptionNotSerializableError,
                                   SchedulerBusyError, TaskTimeoutError, TLSError, WorkerDiedError)
 from .future import ScalerFuture
+from .leader import Leader
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +120,10 @@ class ClientAgent(Handler):
         self._calls_pending = 0
         self.direct_submits = 0  # batches the user's thread wrote itself (a figure, for tests)
         self._thread = threading.Thread(target=self._run, name="scaler-client-io", daemon=True)
+        # A thread waiting in result() may read the scheduler connection itself (leader.py):
+        # the I/O thread holds the leader's lock but while it waits in select().
+        self.leader = Leader(self)
+        self.loop.lock = self.leader.lock
 
     # --- called from the user's thread ---
     def start(self) -> None:
@@ -179,9 +185,12 @@ class ClientAgent(Handler):
         if self._thread.is_alive():
             self.loop.call_soon_threadsafe(self._disconnect)
             self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self.leader.close()
 
     # --- the thread ---
     def _run(self) -> None:
+        self.leader.lock.acquire()
         try:
             self.loop.run()
         except BaseException as exc:  # a bug here must not leave futures hanging forever
@@ -193,6 +202,7 @@ class ClientAgent(Handler):
             self._fail_all(error)
         finally:
             self.loop.close()
+            self.leader.lock.release()
             if not self.ready._event.is_set():
                 self.ready.set(error=self.failure or DisconnectedError("client stopped"))
 

@@ -81,7 +81,7 @@ class Client:
         self._task_ids = itertools.count()
         self._task_prefix = os.urandom(8)  # task id = prefix + counter: unique without a syscall each
         self._flags = (FLAG_PROFILE if profiling else 0) | (FLAG_STREAM_OUTPUT if stream_output else 0)
-        self._canceller = self._cancel_task  # one bound method for every future (not ~64 bytes each)
+        self._canceller = _FutureLink(self)  # one for every future (not a bound method, ~64 bytes, each)
         self._stopped = False
         self._agent = ClientAgent(address, self._identity, normalize_key(self._auth_key), timeout_seconds,
                                   heartbeat_interval_seconds, object_storage_address, tls_ca)
@@ -440,6 +440,22 @@ _COUNTER = struct.Struct("<Q")
 # (ClientAgent.submit_now); a bigger one (a map) goes through the I/O thread, so building
 # the next batch overlaps with sending this one.
 _SUBMIT_NOW_MAX = 64
+class _FutureLink:
+    """What a future of this client calls back: called, it cancels the future's task;
+    ``lead`` waits for the future by reading the scheduler connection (``leader.py``)."""
+
+    __slots__ = ("_client",)
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def __call__(self, task_id: bytes) -> None:
+        self._client._cancel_task(task_id)
+
+    def lead(self, future: ScalerFuture, timeout: Optional[float]) -> Optional[float]:
+        return self._client._agent.leader.wait(future, timeout)
+
+
 def _results(futures: List[ScalerFuture], progress: bool = False) -> List[Any]:
     try:
         if progress:

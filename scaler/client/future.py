@@ -153,6 +153,8 @@ class ScalerFuture(Future):
         else:
             if task_context.wait_hook is not None and not self.done():
                 timeout = _wait_in_task(self, timeout)
+            elif not self.done():
+                timeout = self._lead(timeout)
             value = super().result(timeout)
         if value is _NOT_DECODED:
             value = self._decode()
@@ -163,7 +165,15 @@ class ScalerFuture(Future):
             return self._exception
         if task_context.wait_hook is not None and not self.done():
             timeout = _wait_in_task(self, timeout)
+        elif not self.done():
+            timeout = self._lead(timeout)
         return super().exception(timeout)
+
+    def _lead(self, timeout: Optional[float]) -> Optional[float]:
+        """Wait by reading the scheduler connection, if the client lets this thread
+        (``leader.py``); returns what is left of ``timeout`` for the ordinary wait."""
+        lead = getattr(self._canceller, "lead", None)
+        return timeout if lead is None else lead(self, timeout)
 
     def _decode(self) -> Any:
         """Deserialise the result once, outside any lock; if two threads race, both return

@@ -3,6 +3,10 @@
 Writes are not sent when queued: connections ask to be flushed and the loop flushes them
 once per iteration, after every ready event has been handled, so whatever one iteration
 produces for a peer leaves in one system call.
+
+A loop may lend one of its sockets to another thread for a while (``lock``, ``suspend``,
+``resume``): the client's thread that waits for a result reads it itself, instead of the
+loop's thread reading it and then waking the waiter (one thread hand-over less per result).
 """
 
 import collections
@@ -12,7 +16,7 @@ import logging
 import selectors
 import socket
 import time
-from typing import Any, Callable, Deque, List, Optional, Set
+from typing import Any, Callable, Deque, Dict, List, Optional, Set
 
 logger = logging.getLogger(__name__)
 
@@ -46,19 +50,56 @@ class EventLoop:
         self._running = False
         self.closed = False
         self.read_buffer: Optional[memoryview] = None  # connection.read_buffer: one receive buffer per loop
+        # Set (to a threading.Lock) when another thread may run this loop's callbacks: the
+        # loop's thread then holds it for everything but the wait in select().
+        self.lock: Any = None
+        # Registrations lent to another thread (suspend): fileobj -> [events, callback].
+        self._suspended: Dict[Any, List[Any]] = {}
 
     # --- registration ---
     def add(self, fileobj: Any, events: int, callback: Callable[[int], Any]) -> None:
         self.selector.register(fileobj, events, callback)
 
     def modify(self, fileobj: Any, events: int, callback: Callable[[int], Any]) -> None:
+        if self._suspended:
+            lent = self._suspended.get(fileobj)
+            if lent is not None:  # the borrower watches it: remember what to watch for, tell it
+                lent[0], lent[1] = events, callback
+                lent[2]()
+                return
         self.selector.modify(fileobj, events, callback)
 
     def remove(self, fileobj: Any) -> None:
+        if self._suspended:
+            lent = self._suspended.pop(fileobj, None)
+            if lent is not None:
+                lent[2]()
+                return
         try:
             self.selector.unregister(fileobj)
         except (KeyError, ValueError):
             pass
+
+    def suspend(self, fileobj: Any, changed: Callable[[], Any] = lambda: None) -> bool:
+        """Stop watching ``fileobj``: the caller (holding ``lock``) watches it and runs its
+        callback itself until :meth:`resume`. ``modify`` meanwhile only records the events
+        wanted (``lent_events``), ``remove`` ends the loan, and both call ``changed`` (the
+        borrower may be waiting on the old events). False if it is not registered."""
+        try:
+            key = self.selector.unregister(fileobj)
+        except (KeyError, ValueError):
+            return False
+        self._suspended[fileobj] = [key.events, key.data, changed]
+        return True
+
+    def lent_events(self, fileobj: Any) -> Optional[List[Any]]:
+        """``[events, callback, changed]`` of a suspended ``fileobj``; None once removed."""
+        return self._suspended.get(fileobj)
+
+    def resume(self, fileobj: Any) -> None:
+        lent = self._suspended.pop(fileobj, None)
+        if lent is not None:
+            self.selector.register(fileobj, lent[0], lent[1])
 
     def want_flush(self, connection: Any) -> None:
         self._to_flush.add(connection)
@@ -112,7 +153,16 @@ class EventLoop:
                 timeout = 0
             elif self._timers:
                 timeout = max(0.0, self._timers[0][0] - time.monotonic())
-            for key, mask in select(timeout):
+            lock = self.lock
+            if lock is None:
+                ready = select(timeout)
+            else:
+                lock.release()
+                try:
+                    ready = select(timeout)
+                finally:
+                    lock.acquire()
+            for key, mask in ready:
                 key.data(mask)
             if self._timers:
                 self._run_timers()

@@ -1,0 +1,227 @@
+"""A thread waiting in ``result()`` reads the scheduler connection itself (scaler/client/leader.py).
+
+Each test checks one way the borrowed socket must be given back, or one way the waiting
+thread must be woken that does not come through that socket; a failure here shows up as a
+hang (bounded by the timeouts below) or a client that no longer gets results.
+"""
+
+import os
+import signal
+import threading
+import time
+from concurrent.futures import CancelledError
+from concurrent.futures import TimeoutError as FutureTimeoutError
+
+import pytest
+
+from scaler.client import leader as leader_module
+from scaler.utility.exceptions import DisconnectedError
+
+pytestmark = pytest.mark.skipif(not leader_module._ENABLED, reason="no select.poll here, or SCALER_CLIENT_LEAD=0")
+
+
+def noop(x):
+    return x
+
+
+def sleep_then(seconds, value):
+    time.sleep(seconds)
+    return value
+
+
+def big_result(n):
+    return b"x" * n
+
+
+def still_works(client):
+    assert client.submit(noop, 7).result(timeout=30) == 7
+    assert client.map(noop, range(50)) == list(range(50))
+
+
+@pytest.fixture(autouse=True)
+def _default_sigint():
+    """Leading in the main thread needs Python's own SIGINT handler (a test elsewhere that
+    changed it must not turn these tests into tests of the ordinary wait)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture
+def long_slice(monkeypatch):
+    """Polls that never end on their own within a test: a missed wake-up then shows as a
+    hang (caught by the test's own timeouts), not as a one-second delay."""
+    monkeypatch.setattr(leader_module, "LEAD_SLICE_SECONDS", 120.0)
+
+
+def test_the_waiting_thread_reads_its_result(client):
+    leader = client._agent.leader
+    before = leader.results_led
+    threads = []
+    future = client.submit(sleep_then, 0.2, "x")
+    future.add_done_callback(lambda f: threads.append(threading.get_ident()))
+    assert future.result(timeout=30) == "x"
+    assert threads == [threading.get_ident()]  # finished here, not on the I/O thread
+    assert leader.results_led == before + 1
+    loop, sock = client._agent.loop, client._agent.scheduler.sock
+    assert loop.lent_events(sock) is None and loop.selector.get_key(sock) is not None  # given back
+    still_works(client)
+
+
+def test_exception_waits_the_same_way(client):
+    leader = client._agent.leader
+    before = leader.results_led
+    future = client.submit(sleep_then, 0.1, None)
+    assert future.exception(timeout=30) is None
+    assert leader.results_led == before + 1
+
+
+def test_timeout_while_leading_gives_the_socket_back(client, long_slice):
+    slow = client.submit(sleep_then, 30, "late")
+    started = time.monotonic()
+    with pytest.raises(FutureTimeoutError):
+        slow.result(timeout=0.5)
+    assert time.monotonic() - started < 20
+    assert client._agent.loop.lent_events(client._agent.scheduler.sock) is None
+    still_works(client)  # through the I/O thread and through leading again
+    slow.cancel()
+
+
+def test_cancel_from_another_thread_wakes_the_leader(client, long_slice):
+    slow = client.submit(sleep_then, 60, "never")
+    threading.Timer(0.5, slow.cancel).start()
+    started = time.monotonic()
+    with pytest.raises(CancelledError):
+        slow.result(timeout=60)
+    assert time.monotonic() - started < 30  # woken by the cancel, not by the 120 s slice
+    still_works(client)
+
+
+def test_a_result_fetched_from_storage_wakes_the_leader(shared_combo, long_slice):
+    """A big result comes back through object storage: the I/O thread, not the leader,
+    finishes the future, and must wake it (nothing else comes on the scheduler socket: the
+    heartbeat's echo would otherwise end the leader's poll within seconds)."""
+    from scaler import Client
+
+    with Client(shared_combo.get_address(), heartbeat_interval_seconds=300, timeout_seconds=600) as client:
+        n = 3 * 1024 * 1024
+        future = client.submit(big_result, n)
+        started = time.monotonic()
+        assert future.result(timeout=60) == b"x" * n
+        assert time.monotonic() - started < 30  # woken by the I/O thread, not by the end of its timeout
+        assert client._agent.leader.results_led == 1
+        still_works(client)
+
+
+def test_many_threads_waiting_at_once(client):
+    errors = []
+
+    def work(k):
+        try:
+            for i in range(40):
+                assert client.submit(noop, (k, i)).result(timeout=60) == (k, i)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+    assert client._agent.leader.results_led > 0
+    still_works(client)
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs signal.pthread_kill")
+def test_ctrl_c_while_leading(client, long_slice):
+    """SIGINT while the main thread polls: KeyboardInterrupt at once, the socket given
+    back, the handler restored, and the task's result still delivered afterwards."""
+    slow = client.submit(sleep_then, 1.5, "kept")
+    main = threading.main_thread().ident
+    threading.Timer(0.3, lambda: signal.pthread_kill(main, signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        slow.result(timeout=60)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert client._agent.loop.lent_events(client._agent.scheduler.sock) is None
+    assert slow.result(timeout=60) == "kept"
+    still_works(client)
+
+
+def wait_for_file(path, value):
+    while not os.path.exists(path):
+        time.sleep(0.01)
+    return value
+
+
+@pytest.mark.skipif(not hasattr(signal, "raise_signal"), reason="needs signal.raise_signal")
+def test_ctrl_c_while_results_are_handled_waits_for_them(client, tmp_path):
+    """SIGINT landing while the leader handles a batch of results (here: raised by a
+    done-callback, which runs inside that handling) is held back until the batch is handled
+    and the socket given back, then raised: no result is dropped half-delivered.
+
+    The tasks wait for a gate, then all end within milliseconds: their results come back
+    several to a frame, read by the main thread, which leads on the last one."""
+    gate = str(tmp_path / "gate")
+    futures = [client.submit(wait_for_file, gate, i) for i in range(400)]
+    raised_in = []
+
+    def interrupt(future):
+        if threading.current_thread() is threading.main_thread():
+            raised_in.append("main")
+            signal.raise_signal(signal.SIGINT)
+
+    for future in futures[100:300:20]:
+        future.add_done_callback(interrupt)
+    threading.Timer(0.5, lambda: open(gate, "w").close()).start()
+    interrupted = False
+    try:
+        futures[-1].result(timeout=60)
+    except KeyboardInterrupt:
+        interrupted = True
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert [f.result(timeout=60) for f in futures] == list(range(400))  # none lost in a cut batch
+    assert interrupted == bool(raised_in)
+    assert raised_in, "no result was handled by the main thread as leader"
+    still_works(client)
+
+
+def test_a_custom_sigint_handler_turns_leading_off_in_the_main_thread(client):
+    """A handler of the user's own could raise in the middle of a frame: the main thread
+    then waits the ordinary way."""
+    leader = client._agent.leader
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
+    try:
+        before = leader.results_led
+        assert client.submit(sleep_then, 0.1, 1).result(timeout=30) == 1
+        assert leader.results_led == before
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_disconnect_from_another_thread_while_leading(shared_combo, long_slice):
+    from scaler import Client
+
+    client = Client(shared_combo.get_address())
+    slow = client.submit(sleep_then, 60, "never")
+    threading.Timer(0.5, client.disconnect).start()
+    started = time.monotonic()
+    with pytest.raises(BaseException) as raised:
+        slow.result(timeout=60)
+    assert isinstance(raised.value, (CancelledError, DisconnectedError)) or "stopped" in str(raised.value)
+    assert time.monotonic() - started < 30
+
+
+def test_scheduler_lost_while_leading(make_combo, long_slice):
+    from scaler import Client
+
+    combo = make_combo(n_workers=1)
+    with Client(combo.get_address(), timeout_seconds=30) as client:
+        assert client.submit(noop, 1).result(timeout=30) == 1
+        slow = client.submit(sleep_then, 60, "never")
+        threading.Timer(0.5, lambda: os.kill(combo._scheduler.pid, signal.SIGKILL)).start()
+        started = time.monotonic()
+        with pytest.raises(DisconnectedError):
+            slow.result(timeout=60)
+        assert time.monotonic() - started < 30  # the leader read the end of the connection
