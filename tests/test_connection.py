@@ -5,6 +5,7 @@ with a deadline, and a SIGALRM backstop turns a callback that never returns (a s
 flush, say) into a failure instead of a hung test run.
 """
 
+import os
 import signal
 import socket
 import sys
@@ -427,3 +428,61 @@ def test_a_blocking_channel_polls_for_what_came_after_its_last_receive():
     assert channel.recv_ready(poll=False) == []
     ours.close()
     theirs.close()
+
+
+def _voluntary_switches(native_id):
+    with open("/proc/%d/task/%d/status" % (os.getpid(), native_id)) as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches"):
+                return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches line")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not hasattr(__import__("threading"), "get_native_id"),
+                    reason="counts context switches in /proc (Linux, Python 3.8+)")
+def test_a_blocking_channel_waiting_to_receive_is_not_woken_by_its_peer_reading():
+    """The processor's side: after sending a result it blocks for the next task. A reader
+    blocked in a unix socket's recv() is woken each time the peer reads what it sent (the
+    kernel's write-space wake-up is not filtered for it); one waiting in poll() is not.
+    So one wake-up per task here, not two."""
+    import threading
+
+    from scaler.io.connection import BlockingChannel
+
+    rounds = 60
+    ours, theirs = socket.socketpair()
+    channel = BlockingChannel(ours)
+    ready = threading.Event()
+    counted = threading.Event()
+    native = []
+
+    def processor():
+        native.append(threading.get_native_id())
+        ready.set()
+        for i in range(rounds):
+            channel.send(m.Heartbeat(float(i)))  # a "result"
+            channel.recv()  # block for the next "task"
+        channel.send(m.Heartbeat(-1.0))
+        counted.wait(10)  # alive (its /proc entry with it) until counted
+
+    thread = threading.Thread(target=processor, daemon=True)
+    try:
+        thread.start()
+        assert ready.wait(10)
+        before = _voluntary_switches(native[0])
+        peer = BlockingChannel(theirs)
+        for i in range(rounds):
+            time.sleep(0.002)  # the processor is blocked in its receive by now
+            peer.recv()  # reading its result: the read that used to wake it
+            time.sleep(0.002)
+            peer.send(m.Heartbeat(float(i)))  # the next "task": the one wake-up it needs
+        peer.recv()  # the last "result": every task has been received
+        time.sleep(0.01)
+        woken = _voluntary_switches(native[0]) - before
+        counted.set()
+        thread.join(10)
+        assert not thread.is_alive()
+        assert woken < rounds * 1.5, "%d wake-ups for %d tasks" % (woken, rounds)
+    finally:
+        ours.close()
+        theirs.close()

@@ -973,6 +973,13 @@ class BlockingChannel:
                 big.release()
                 reader.big_received(n)
             else:
+                if self._poller is not None:
+                    # Wait in poll(), not in recv(): a reader blocked in a unix socket's recv()
+                    # is also woken each time the peer reads what we sent (the kernel's
+                    # "room to write again" wake-up is not filtered for it), which for the
+                    # processor meant a second wake-up per task, preempting its agent on the
+                    # way to the scheduler; poll() is woken for incoming data only.
+                    self._poller.poll()
                 data = self._recv_some()
                 n = len(data)
                 reader.feed(data)
