@@ -572,3 +572,18 @@ def test_the_status_snapshot_counts_each_clients_tasks_not_done():
     snapshot = build_snapshot(h.state, now=h.now, wall_time=0.0, scheduler={}, rates={})
     json.dumps(snapshot)
     assert {row["id"]: row["tasks"] for row in snapshot["clients"]} == {b"c".hex(): 2, b"d".hex(): 0}
+
+
+def test_a_second_result_for_a_task_counts_once_and_reaches_the_client_once():
+    """A result can come twice (a task that ended as its cancel or its worker's timeout
+    was being answered): the worker's done count and the client see one."""
+    h = Harness()
+    h.state.client_connected(b"c", h.now)
+    w = h.worker("a")
+    (task_id,) = h.submit(b"c", 1)
+    h.state.dispatch()
+    h.take()
+    h.state.task_result(w, TaskResult(task_id, STATUS_OK, b"r", ""))
+    h.state.task_result(w, TaskResult(task_id, STATUS_FAILED, b"", "late"))
+    assert h.take(TaskResult) == [(b"c", TaskResult(task_id, STATUS_OK, b"r", ""))]
+    assert h.state.workers[w].done == 1

@@ -288,11 +288,12 @@ class SchedulerState:
 
     def task_result(self, worker_id: bytes, msg: Message) -> None:
         worker = self.workers.get(worker_id)
-        if worker is not None and msg.status != STATUS_CANCELLED:
-            worker.done += 1
-        if worker is not None and worker.tasks.pop(msg.task_id, 0) is None and not worker.tasks:
-            worker.idle_since = self.clock()
-            self.went_idle = True
+        if worker is not None and worker.tasks.pop(msg.task_id, 0) is None:  # (a second result for it: 0)
+            if msg.status != STATUS_CANCELLED:
+                worker.done += 1
+            if not worker.tasks:
+                worker.idle_since = self.clock()
+                self.went_idle = True
         task = self.tasks.get(msg.task_id)
         if task is None or task.worker_id != worker_id:
             # The client left or cancelled meanwhile: nobody wants this result.
