@@ -959,6 +959,8 @@ class BlockingChannel:
             if not data:
                 return out  # end of stream: the next recv() raises EOFError
             reader.feed(data)
+            if len(data) < _READ_CHUNK:
+                poll = False  # it took all there was: decode it, without asking the socket again
 
     def recv(self) -> Message:
         """Block for one message; raise EOFError when the peer is gone."""
