@@ -186,3 +186,22 @@ def test_a_worker_agent_yields_to_its_busy_processor_and_user_code_runs_normally
         assert os.sched_getscheduler(replacement) == os.SCHED_OTHER
         wait_until(lambda: os.sched_getscheduler(agent) == os.SCHED_OTHER, TIMEOUT,
                    "the agent back under SCHED_OTHER once its tasks are done")
+
+
+def test_the_agent_leaves_the_batch_policy_when_its_tasks_are_cancelled(make_combo, tmp_path):
+    """No result comes for a cancelled task: the cancels themselves end the batch policy,
+    not the next heartbeat (30 s here, longer than the wait below)."""
+    combo = make_combo(n_workers=1, heartbeat_interval_seconds=30)
+    agent, _ = worker_pids(combo)
+    release = str(tmp_path / "release")
+    with Client(combo.get_address()) as client:
+        client.map(time.sleep, [0.01] * 12)  # tasks that take a while
+        futures = [client.submit(wait_for_file, release, k) for k in range(4)]
+        wait_until(lambda: os.sched_getscheduler(agent) == os.SCHED_BATCH, TIMEOUT,
+                   "the agent under SCHED_BATCH with four tasks held")
+        for future in reversed(futures):  # the queued ones first, then the running one
+            assert future.cancel()
+        wait_until(lambda: os.sched_getscheduler(agent) == os.SCHED_OTHER, 10,
+                   "the agent back under SCHED_OTHER once its tasks are cancelled")
+        open(release, "w").close()
+        assert client.submit(os.getpid).result(timeout=TIMEOUT) > 0

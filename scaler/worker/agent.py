@@ -106,6 +106,7 @@ class WorkerAgent(PipelineEffects):
             return
         # Whatever we held belongs to a scheduler that no longer knows us.
         held = self.pipeline.drop_all()
+        self._policy_holding()
         if held:
             logger.warning("lost the scheduler (%s): dropping %d task(s)", reason, held)
         if time.monotonic() - self.last_contact > self.death_timeout:
@@ -128,10 +129,12 @@ class WorkerAgent(PipelineEffects):
                 self.policy.holding(len(self.pipeline))
         elif kind is WorkerTaskCancel:
             self.pipeline.cancel(msg.task_id, msg.force)
+            self._policy_holding()
         elif kind is HeartbeatEcho:
             pass
         elif kind is ObjectDeleteOwner:
             self.pipeline.drop_owner(msg.owner_id)
+            self._policy_holding()
         elif kind is WorkerConnectReply:
             self.registered = True
             storage = parse_address(self.config.object_storage_address or msg.object_storage_address)
@@ -281,6 +284,11 @@ class WorkerAgent(PipelineEffects):
             self.pipeline.processor_ready()
         elif kind is ProcessorWaiting:
             self.pipeline.processor_waiting(msg.task_id, msg.waiting)
+
+    def _policy_holding(self) -> None:
+        """Tasks left without a result (cancelled, dropped): fewer held may end the batch policy now."""
+        if self.policy is not None:
+            self.policy.holding(len(self.pipeline))
 
     def _policy_after_result(self) -> None:
         policy = self.policy
