@@ -65,6 +65,46 @@ def test_the_agent_yields_only_while_tasks_that_take_a_while_are_lined_up():
     assert in_thread(run) == [other, other, other, batch, other, batch, batch, other, other]
 
 
+def test_a_refused_switch_back_is_tried_again(monkeypatch):
+    """Leaving SCHED_BATCH refused once (seccomp, reset-on-fork): the agent must not stay
+    under it for good; it asks again at the next change."""
+    real = os.sched_setscheduler
+    refusals = [1]
+
+    def refuse_once_on_the_way_back(pid, policy, param):
+        if policy == os.SCHED_OTHER and refusals:
+            refusals.pop()
+            raise PermissionError("refused")
+        return real(pid, policy, param)
+
+    def run():
+        policy = cpu_policy.AgentPolicy()
+        policy.typical = 0.001
+        policy.holding(5)
+        assert os.sched_getscheduler(0) == os.SCHED_BATCH
+        monkeypatch.setattr(os, "sched_setscheduler", refuse_once_on_the_way_back)
+        policy.holding(0)  # refused
+        assert os.sched_getscheduler(0) == os.SCHED_BATCH and policy.enabled
+        policy.holding(0)  # asked again
+        return os.sched_getscheduler(0), policy.batch
+
+    assert in_thread(run) == (os.SCHED_OTHER, False)
+
+
+def test_a_policy_set_by_an_operator_while_the_agent_runs_is_kept():
+    """chrt -p on a running agent: its choice is kept, not overwritten at the next switch."""
+    def run():
+        policy = cpu_policy.AgentPolicy()
+        assert policy.enabled
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # the operator's, meanwhile
+        policy.typical = 0.001
+        policy.holding(5)
+        policy.holding(0)
+        return os.sched_getscheduler(0), policy.enabled
+
+    assert in_thread(run) == (os.SCHED_IDLE, False)
+
+
 def test_switched_off_by_the_environment(monkeypatch):
     monkeypatch.setenv(cpu_policy.ENV, "0")
 

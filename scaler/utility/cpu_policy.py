@@ -81,9 +81,16 @@ class AgentPolicy:
         if batch is self.batch or not self.enabled:
             return
         try:
+            # An operator may have chosen a policy since (chrt -p): theirs is kept from then on.
+            if os.sched_getscheduler(0) != (os.SCHED_BATCH if self.batch else os.SCHED_OTHER):
+                self.enabled = False
+                return
             os.sched_setscheduler(0, os.SCHED_BATCH if batch else os.SCHED_OTHER, os.sched_param(0))
         except OSError:
-            self.enabled = False  # refused here: stay as we are, and stop asking
+            if batch:
+                self.enabled = False  # refused here: stay as we are, and stop asking
+            # (refused on the way back, by something outside, seccomp or reset-on-fork: we stay
+            # enabled and under SCHED_BATCH, and ask again at the next change)
             return
         self.batch = batch
 

@@ -347,6 +347,7 @@ class WorkerAgent(PipelineEffects):
             return
         logger.warning("processor died (%s)", detail)
         self.pipeline.processor_died(detail)
+        self._policy_holding()
         now = time.monotonic()
         self.processor_failures.append(now)
         if len(self.processor_failures) == self.processor_failures.maxlen and now - self.processor_failures[0] < 1.0:
