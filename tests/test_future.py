@@ -224,3 +224,15 @@ def test_cancelling_from_two_threads_at_once_confirms_once_and_logs_nothing():
             assert all(f._state == concurrent.futures._base.CANCELLED_AND_NOTIFIED for f in futures)
 
     assert _critical_records(rounds) == []
+
+
+def test_task_duration_is_known_to_the_done_callbacks_of_a_cancelled_future():
+    future = ScalerFuture(b"t", lambda task_id: None)
+    seen = []
+    future.add_done_callback(lambda f: seen.append(f.task_duration()))
+    assert future.cancel()
+    assert len(seen) == 1 and seen[0] >= 0
+    inside = ScalerFuture(b"u")  # cancelled by the client's I/O thread (the scheduler ended it)
+    inside.add_done_callback(lambda f: seen.append(f.task_duration()))
+    assert inside._cancel_here()
+    assert len(seen) == 2 and seen[1] >= 0

@@ -244,11 +244,10 @@ class ScalerFuture(Future):
         under the Condition: that method, called on a future another thread (or an earlier
         call) already confirmed, logs a CRITICAL "in unexpected state" line before raising,
         which without logging configured lands on stderr, one line per future."""
-        ended_at = time.monotonic()
+        if self._ended_at is None:  # before cancel() runs the done-callbacks, which may ask task_duration()
+            self._ended_at = time.monotonic()  # (should it fail, the result that won sets its own)
         cancelled = super().cancel()
         if cancelled:
-            if self._ended_at is None:
-                self._ended_at = ended_at
             with self._condition:
                 if self._state == CANCELLED:
                     self._state = CANCELLED_AND_NOTIFIED
