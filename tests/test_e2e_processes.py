@@ -13,8 +13,8 @@ import time
 import pytest
 
 from e2e_support import (cmdline, combo_tree_complete, descendants, describe, exit_code_within, framework_children,
-                         free_port_pair, has_exited, identify, is_framework, is_present, proc_of, subprocess_env,
-                         wait_for_tree, wait_until)
+                         free_port_pair, has_exited, identify, is_framework, is_present, proc_of, read_stat,
+                         subprocess_env, wait_for_tree, wait_until)
 from scaler import Client
 from scaler.utility.exceptions import ClientShutdownException, DisconnectedError
 
@@ -123,6 +123,52 @@ def test_killing_the_owner_stops_every_descendant(procs, announcements):
     # Orphans are re-parented to PID 1; an exited one that nobody reaps counts as exited.
     wait_until(lambda: all(has_exited(p) for p in family), 30,
                "every descendant of the killed owner to exit (lifelines):\n" + describe(family))
+
+
+# --- a stop while starting --------------------------------------------------------------------
+
+# Runs a component with its process spawner wrapped: each child it starts is recorded in a
+# file, then this process sends itself SIGTERM at once, as if the stop landed in the very
+# moment between starting a child and taking charge of it.
+STOP_AS_IT_SPAWNS = """
+import dataclasses, json, os, signal, sys
+from scaler.utility import process as proc_util
+real_spawn = proc_util.spawn
+
+def spawn(*args, **kwargs):
+    child = real_spawn(*args, **kwargs)
+    with open(sys.argv[1], "a") as f:
+        f.write("%d\\n" % child.pid)
+    os.kill(os.getpid(), signal.SIGTERM)
+    return child
+
+proc_util.spawn = spawn
+if sys.argv[2] == "worker":
+    from scaler.config.components import WorkerConfig
+    from scaler.worker.__main__ import main
+    config = WorkerConfig(scheduler_address=sys.argv[3])
+    sys.exit(main(["--config-json", json.dumps(dataclasses.asdict(config))]))
+from scaler.cluster.__main__ import main
+sys.exit(main([sys.argv[3], "-n", "2"]))
+"""
+
+
+@pytest.mark.parametrize("component", ["worker", "cluster"])
+def test_a_stop_landing_as_a_child_starts_reaps_it(procs, tmp_path, component):
+    """SIGTERM right after a worker started its processor (or the cluster its first worker),
+    before anything else ran: the component stops cleanly and reaps that child before it
+    exits; it is not left to run on as an orphan."""
+    script = tmp_path / "stop_as_it_spawns.py"
+    script.write_text(STOP_AS_IT_SPAWNS)
+    record = tmp_path / "spawned"
+    address = "tcp://127.0.0.1:%d" % free_port_pair()  # nobody there: the worker keeps dialling
+    started = procs.python([str(script), str(record), component, address], component, env=subprocess_env())
+    assert exit_code_within(started, 30) == 0, started.output.text()
+    pids = [int(line) for line in record.read_text().split()]
+    assert pids, started.output.text()
+    left = [pid for pid in pids if read_stat(pid) is not None]  # alive, or a zombie nobody reaped
+    assert not left, "not reaped by the %s before it exited:\n%s\n%s" % (
+        component, describe(identify(pid) for pid in left if read_stat(pid) is not None), started.output.text())
 
 
 # --- the three-terminal flow ----------------------------------------------------------------

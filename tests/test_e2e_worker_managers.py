@@ -90,24 +90,39 @@ class Family:
     def __init__(self) -> None:
         self.registry = ProcessRegistry()
         self.seen: Set[Proc] = set()
+        self.names: Dict[Proc, str] = {}  # what each was when first seen (a zombie has no command line)
+
+    def _saw(self, proc: Proc) -> None:
+        if proc not in self.seen:
+            self.seen.add(proc)
+            self.names[proc] = " ".join(cmdline(proc.pid))[:200]
 
     def command(self, argv: Sequence[str], name: str, env: Optional[Dict[str, str]] = None,
                 cwd: Optional[str] = None) -> Spawned:
         child = self.registry.python(list(argv), name, env=env if env is not None else subprocess_env(), cwd=cwd)
         stat = read_stat(child.pid)
         if stat is not None:
-            self.seen.add(proc_of(stat))
+            self._saw(proc_of(stat))
         return child
 
     def record(self) -> Dict[int, object]:
         stats = all_stats()
         for child in self.registry.spawned:
             for stat in descendants(child.pid, stats):
-                self.seen.add(proc_of(stat))
+                self._saw(proc_of(stat))
         return stats
 
     def leftovers(self, exclude: Sequence[Proc] = ()) -> List[Proc]:
         return sorted(p for p in self.seen if p not in exclude and is_present(p))
+
+    def describe(self, procs: Sequence[Proc]) -> str:
+        """``describe`` with what each process was when first seen, and its parent now."""
+        lines = []
+        for proc in procs:
+            stat = read_stat(proc.pid)
+            parent = getattr(stat, "ppid", "?") if stat is not None else "?"
+            lines.append("%s (parent now %s; was: %s)" % (describe([proc]), parent, self.names.get(proc, "?")))
+        return "\n".join(lines)
 
     def cleanup(self) -> None:
         self.record()
@@ -208,7 +223,7 @@ def stop_and_check(family: Family, *commands: Spawned, expect_code: int = 0,
         assert code == expect_code, "%s exited with %d after SIGTERM; output:\n%s" % (
             command.name, code, command.output.text())
     leftovers = family.leftovers(exclude)
-    assert not leftovers, "still present after every command exited:\n" + describe(leftovers)
+    assert not leftovers, "still present after every command exited:\n" + family.describe(leftovers)
 
 
 def manager_line(name: str) -> str:
@@ -872,7 +887,7 @@ def test_user_page_combo_example_runs_as_written(family, tmp_path):
     script.output.join(5)
     assert "5" in script.output.lines, script.output.text()
     leftovers = family.leftovers()
-    assert not leftovers, "still present after the example exited:\n" + describe(leftovers)
+    assert not leftovers, "still present after the example exited:\n" + family.describe(leftovers)
     assert not [s for s in group_members(script.pid) if s.state not in ("Z", "X")]
 
 

@@ -380,12 +380,18 @@ def run_main(command: "Command", argv: Optional[Sequence[str]], name: str,
 
 
 def run_loop(loop: Any, stop: Callable[[], None], lifeline_fd: Optional[int] = None, *,
-             cleanup: Optional[Callable[[], None]] = None, hard_exit_after: Optional[float] = None) -> None:
-    """Run ``loop`` (an ``io.loop.EventLoop``) until it stops, then ``cleanup()`` and close it.
+             start: Optional[Callable[[], None]] = None, cleanup: Optional[Callable[[], None]] = None,
+             hard_exit_after: Optional[float] = None) -> None:
+    """``start()``, run ``loop`` (an ``io.loop.EventLoop``) until it stops, then ``cleanup()``
+    and close it.
 
     SIGINT, SIGTERM and the parent's death (the lifeline) call ``stop`` on the loop's
     thread; ``stop`` ends the loop, at once or after a graceful goodbye. When the parent
     dies, ``hard_exit_after`` seconds bound that goodbye: then the process exits anyway.
+    Whatever starts child processes belongs in ``start``: it runs once the signals are
+    handled and inside the ``try`` whose ``finally`` is ``cleanup``, so a stop arriving
+    at any moment of it is handled as any other (until then a signal ends the process
+    with ``SystemExit``, see :func:`start_component`, and would orphan such a child).
     """
     def parent_died() -> None:
         if hard_exit_after is not None:
@@ -395,6 +401,8 @@ def run_loop(loop: Any, stop: Callable[[], None], lifeline_fd: Optional[int] = N
     on_stop_signals(lambda _signum: loop.call_soon_threadsafe(stop))
     watch_lifeline(lifeline_fd, parent_died)
     try:
+        if start is not None:
+            start()
         loop.run()
     finally:
         try:

@@ -78,11 +78,18 @@ class WorkerAgent(PipelineEffects):
         self.processor_failures: Deque[float] = collections.deque(maxlen=5)
         self.status_reporter = StatusReporter()  # figures for monitors, sent with each heartbeat
 
+    def start(self) -> None:
+        """Start the processor and dial the scheduler. Not in ``__init__``: whoever runs the
+        agent installs its stop handling first and calls this inside the ``try`` whose
+        ``finally`` calls :meth:`shutdown`, so a stop landing at any moment of start-up
+        still reaps the processor (a SIGTERM between the spawn and that ``try`` used to
+        leave it an orphan)."""
         self._start_processor()
         self._connect_scheduler()
-        loop.call_every(config.heartbeat_interval_seconds, self._heartbeat)
+        config = self.config
+        self.loop.call_every(config.heartbeat_interval_seconds, self._heartbeat)
         if config.task_timeout_seconds > 0:  # checked four times per limit, at least every second
-            loop.call_every(min(1.0, config.task_timeout_seconds / 4), self._check_timeout)
+            self.loop.call_every(min(1.0, config.task_timeout_seconds / 4), self._check_timeout)
 
     # --- scheduler link ---
     def _connect_scheduler(self) -> None:
@@ -472,6 +479,7 @@ def run_worker(config: WorkerConfig, lifeline_fd: Optional[int] = None) -> int:
     proc_util.watch_lifeline(lifeline_fd, lambda: (proc_util.exit_soon_after(5.0),
                                                    loop.call_soon_threadsafe(agent.stop)))
     try:
+        agent.start()
         loop.run()
     finally:
         agent.shutdown()

@@ -76,14 +76,20 @@ class NativeWorkerManager(Handler):
         self.last_contact = time.monotonic()
         self.preload_failed = False
         self.webhook: Any = None
+        self._worker_names = list(worker_names)
+
+    def start(self) -> None:
+        """Start the fixed pool's workers and dial the scheduler: called by ``run_loop`` once
+        the stop handling is in place, inside the ``try`` that ends in :meth:`shutdown`, so
+        a stop landing mid-start still stops and reaps every worker already started."""
         if self.fixed:
-            names = list(worker_names)
-            for index in range(config.max_task_concurrency):
+            names = self._worker_names
+            for index in range(self.config.max_task_concurrency):
                 name = names[index] if index < len(names) else None
                 self._start_group(name)
         self._connect()
-        loop.call_every(config.heartbeat_interval_seconds, self._heartbeat)
-        loop.call_every(0.5, self._reap)
+        self.loop.call_every(self.config.heartbeat_interval_seconds, self._heartbeat)
+        self.loop.call_every(0.5, self._reap)
 
     # --- worker groups ---
     def _new_group_id(self) -> str:
@@ -324,5 +330,6 @@ def run_native_manager(config: WorkerManagerConfig, lifeline_fd: Optional[int] =
                 "%d workers" % config.max_task_concurrency if manager.fixed else
                 ("up to %d workers" % manager.capacity if manager.capacity >= 0 else "no worker limit"),
                 config.scheduler_address)
-    proc_util.run_loop(loop, lambda: manager.stop(0), lifeline_fd, cleanup=cleanup, hard_exit_after=15.0)
+    proc_util.run_loop(loop, lambda: manager.stop(0), lifeline_fd, start=manager.start, cleanup=cleanup,
+                       hard_exit_after=15.0)
     return manager.exit_code
