@@ -300,7 +300,7 @@ class WorkerAgent(PipelineEffects):
     def _policy_after_result(self) -> None:
         policy = self.policy
         if policy is not None:
-            policy.task_ended(self.pipeline.last_task_seconds, self.pipeline)
+            policy.holding(len(self.pipeline))
 
     # --- processor ---
     def _start_processor(self) -> None:

@@ -188,7 +188,7 @@ class TaskPipeline:
         self._temp_users: Dict[bytes, int] = {}  # temporary object -> tasks sent that read it
         # Moving average of the processor's time per task; start by assuming tasks are slow.
         self.task_seconds = 0.1
-        self.last_task_seconds = 0.0  # the latest sample of it (what the agent's CPU policy follows)
+        self.last_task_seconds = 0.0  # the latest sample of it
         self.depth = pipeline_depth(self.task_seconds)
         self._last_result_at = 0.0
 
