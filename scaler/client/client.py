@@ -440,6 +440,8 @@ _COUNTER = struct.Struct("<Q")
 # (ClientAgent.submit_now); a bigger one (a map) goes through the I/O thread, so building
 # the next batch overlaps with sending this one.
 _SUBMIT_NOW_MAX = 64
+
+
 class _FutureLink:
     """What a future of this client calls back: called, it cancels the future's task;
     ``lead`` waits for the future by reading the scheduler connection (``leader.py``)."""

@@ -268,7 +268,7 @@ class WorkerAgent(PipelineEffects):
         kind = type(msg)
         if kind is TaskResult:
             self.pipeline.processor_result(msg)
-            self._policy_after_result()
+            self._policy_holding()
         elif kind is ProcessorResultShm:
             fd = conn.take_fd() if isinstance(conn, FdConnection) else None
             if fd is None:
@@ -280,7 +280,7 @@ class WorkerAgent(PipelineEffects):
                 size = 0
             self.pipeline.processor_result(TaskResult(msg.task_id, STATUS_OK, shm.Segment(fd, size, msg.token),
                                                       msg.detail))
-            self._policy_after_result()
+            self._policy_holding()
         elif kind is TaskOutput:
             self.send_result(msg)  # stream_output: on to the scheduler, ahead of the task's result
         elif kind is ProcessorReady:
@@ -293,14 +293,9 @@ class WorkerAgent(PipelineEffects):
             self.pipeline.processor_waiting(msg.task_id, msg.waiting)
 
     def _policy_holding(self) -> None:
-        """Tasks left without a result (cancelled, dropped): fewer held may end the batch policy now."""
+        """After a result, a cancel or a drop: fewer held may end the batch policy now."""
         if self.policy is not None:
             self.policy.holding(len(self.pipeline))
-
-    def _policy_after_result(self) -> None:
-        policy = self.policy
-        if policy is not None:
-            policy.holding(len(self.pipeline))
 
     # --- processor ---
     def _start_processor(self) -> None:
