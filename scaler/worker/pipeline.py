@@ -188,7 +188,6 @@ class TaskPipeline:
         self._temp_users: Dict[bytes, int] = {}  # temporary object -> tasks sent that read it
         # Moving average of the processor's time per task; start by assuming tasks are slow.
         self.task_seconds = 0.1
-        self.last_task_seconds = 0.0  # the latest sample of it
         self.depth = pipeline_depth(self.task_seconds)
         self._last_result_at = 0.0
 
@@ -348,8 +347,8 @@ class TaskPipeline:
         now = self._clock()
         if inflight:
             inflight[0].started_at = max(inflight[0].sent_at, now)  # the next one starts now
-        self.last_task_seconds = now - max(item.sent_at, self._last_result_at)
-        self.task_seconds += 0.25 * (self.last_task_seconds - self.task_seconds)
+        sample = now - max(item.sent_at, self._last_result_at)
+        self.task_seconds += 0.25 * (sample - self.task_seconds)
         self._last_result_at = now
         self.depth = pipeline_depth(self.task_seconds)
         if not item.cancelled:
