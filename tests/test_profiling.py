@@ -201,9 +201,12 @@ def test_tiny_tasks_right_after_a_reading_pay_no_system_call(monkeypatch):
     assert end_reads <= 90 // 8 and len(reads) >= 90 // 9, (end_reads, len(arms))
     for profile in profiles:
         assert profile.duration_s == pytest.approx(3e-6)
-        assert profile.memory_peak == 0
+        # A task whose end read getrusage reports what the process faulted in meanwhile, and
+        # other threads of this test process may allocate (a few pages under load).
+        assert profile.memory_peak < MiB, profile
     estimated = [p for p in profiles if p.cpu_time_s == pytest.approx(3e-6)]
     assert len(estimated) >= 90 - len(reads), profiles
+    assert all(p.memory_peak == 0 for p in estimated), estimated  # no reading: nothing counted
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the end estimate follows getrusage's CPU reading")
