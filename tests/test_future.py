@@ -2,6 +2,7 @@
 
 import concurrent.futures
 import threading
+import time
 
 from scaler.client.future import ScalerFuture
 
@@ -160,6 +161,37 @@ def test_wait_all_does_not_miss_a_future_that_ends_while_it_registers():
         waiter.join(10)
         finisher.join(10)
         assert not waiter.is_alive()
+
+
+def test_two_waits_on_the_same_futures_both_return():
+    """A future's one wait slot may already be held (another thread's wait_all, or a thread
+    leading on it): the second waiter must not take it over, and neither may hang."""
+    from scaler.client.future import wait_all
+
+    futures = [ScalerFuture(b"%016d" % i) for i in range(50)]
+    waiters = [threading.Thread(target=wait_all, args=(futures[:40],), kwargs={"slice_seconds": 0.05}, daemon=True),
+               threading.Thread(target=wait_all, args=(futures[10:],), kwargs={"slice_seconds": 0.05}, daemon=True)]
+    for waiter in waiters:
+        waiter.start()
+        time.sleep(0.05)  # the first holds the slots of 0-39 when the second registers
+    for future in futures:
+        future._set_payload(b"v", bytes)
+    for waiter in waiters:
+        waiter.join(10)
+    assert not any(waiter.is_alive() for waiter in waiters)
+
+
+def test_wait_all_sees_a_failure_among_the_futures_another_waiter_watches():
+    from scaler.client.future import wait_all
+
+    futures = [ScalerFuture(b"%016d" % i) for i in range(5)]
+    other = threading.Thread(target=wait_all, args=(futures[:3],), kwargs={"slice_seconds": 0.05}, daemon=True)
+    other.start()
+    time.sleep(0.05)
+    threading.Timer(0.05, futures[1].set_exception, args=(ValueError("boom"),)).start()
+    wait_all(futures, slice_seconds=0.05)  # futures 3 and 4 never end: the failure must end the wait
+    other.join(10)
+    assert futures[1].done() and not futures[4].done() and not other.is_alive()
 
 
 def _critical_records(action):

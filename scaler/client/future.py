@@ -281,21 +281,39 @@ def wait_all(futures: List[ScalerFuture], slice_seconds: float = 1.0) -> None:
     One wake-up for the whole list: ``[f.result() for f in futures]`` alone would wake this
     thread for each result that ends while it waits (and contend with the I/O thread for
     the GIL each time), which on a stream of short tasks costs as much as the tasks' own
-    messages. Waits in slices so that Ctrl-C is seen."""
+    messages. Waits in slices so that Ctrl-C is seen.
+
+    A future whose slot another waiter holds (a thread leading on it, another wait_all) is
+    not taken from it: it is looked at after each slice instead, so neither waiter hangs."""
     group = Countdown(len(futures))
     failed = False
+    unwatched: List[ScalerFuture] = []
     for start in range(0, len(futures), 1024):
         with _LOCK:  # against _set_payload/_invoke_callbacks claiming the group concurrently
             for future in futures[start:start + 1024]:
                 state = future._state
                 if state == PENDING or state == RUNNING:
-                    future._group = group
+                    if future._group is None:
+                        future._group = group
+                    else:
+                        unwatched.append(future)
                 elif group.one_done(state != FINISHED or future._exception is not None):
                     failed = True
     if failed or group.remaining <= 0:
         return
     while not group.event.wait(slice_seconds):
-        pass
+        if unwatched:
+            with _LOCK:
+                still = []
+                for future in unwatched:
+                    state = future._state
+                    if state == PENDING or state == RUNNING:
+                        still.append(future)
+                    elif group.one_done(state != FINISHED or future._exception is not None):
+                        return
+                unwatched = still
+                if group.remaining <= 0:
+                    return
 
 
 def _wait_in_task(future: Future, timeout: Optional[float]) -> Optional[float]:
