@@ -228,3 +228,22 @@ def test_scheduler_lost_while_leading(make_combo, long_slice):
         with pytest.raises(DisconnectedError):
             slow.result(timeout=60)
         assert time.monotonic() - started < 30  # the leader read the end of the connection
+
+
+def test_a_stop_while_a_waiter_holds_the_lock_still_closes_the_leader_pipe(shared_combo, monkeypatch):
+    """The client's stop closes the leader's wake pipe unless a waiting thread holds the lock;
+    that thread then closes it on its way out, whether it was leading or not yet (here: the
+    stop lands right after it took the lock)."""
+    from scaler import Client
+
+    with Client(shared_combo.get_address()) as client:
+        leader = client._agent.leader
+        assert client.submit(noop, 1).result(timeout=30) == 1  # a lead made the pipe
+        pipe = (leader._wake_r, leader._wake_w)
+        assert leader._poller is not None
+        monkeypatch.setattr(leader_module.Leader, "_lead", lambda self, *args: self.close())
+        assert client.submit(noop, 2).result(timeout=30) == 2  # (then waited for the ordinary way)
+        assert leader._poller is None
+        for fd in pipe:
+            with pytest.raises(OSError):
+                os.fstat(fd)

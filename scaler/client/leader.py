@@ -114,6 +114,8 @@ class Leader:
                 try:
                     self._lead(future, conn, deadline, guard)
                 finally:
+                    if self._closed:  # close() could not take the lock we held: its pipe is ours to close
+                        self._close_pipe()
                     self.lock.release()
         finally:
             if guard is not None:
@@ -202,8 +204,6 @@ class Leader:
             if loop.lent_events(sock) is not None:
                 loop.resume(sock)
             self._release(future, wake)
-            if self._closed:
-                self._close_pipe()
             # What ran here may have given the loop work its thread does not know about yet.
             if loop._soon or loop._to_flush or (loop._timers[0] if loop._timers else None) is not first_timer:
                 loop.call_soon_threadsafe(_nothing)
