@@ -146,15 +146,29 @@ def _items_then_failure(count):
     raise RuntimeError("the iterable broke, on purpose")
 
 
-@pytest.mark.parametrize("case", ["unpicklable item", "iterable raises"])
-def test_a_map_that_fails_midway_cancels_the_tasks_it_already_sent(client, case):
+@pytest.mark.parametrize("case", ["unpicklable item", "iterable raises", "interrupted as a batch leaves"])
+def test_a_map_that_fails_midway_cancels_the_tasks_it_already_sent(client, case, monkeypatch):
     """The first batches of a map are on their way before the rest is built. When an item
-    cannot be pickled, or the iterable raises, the map raises, and the tasks already sent
-    (whose futures the caller never got) are cancelled, not left to run unseen: behind
-    them, the next task would wait for 2 000 tasks of 0.2 s on 2 workers (~200 s)."""
+    cannot be pickled, or the iterable raises, or Ctrl-C lands while a batch is being
+    handed over, the map raises, and the tasks already sent (whose futures the caller never
+    got) are cancelled, not left to run unseen: behind them, the next task would wait for
+    up to 2 000 tasks of 0.2 s on 2 workers (~200 s)."""
     from scaler.client.client import SUBMIT_BATCH
     count = 2 * SUBMIT_BATCH
-    if case == "unpicklable item":
+    if case == "interrupted as a batch leaves":
+        send, calls = client._send, []
+
+        def send_then_interrupt(*args):
+            send(*args)
+            calls.append(1)
+            if len(calls) == 2:
+                raise KeyboardInterrupt  # the batch has left, the map has not counted it yet
+
+        monkeypatch.setattr(client, "_send", send_then_interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            client.map(sleep_then, range(count))
+        monkeypatch.undo()
+    elif case == "unpicklable item":
         items = [*range(count), Unpicklable()]
         with pytest.raises(TypeError, match="on purpose"):
             client.map(sleep_then, items)

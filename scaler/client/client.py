@@ -154,7 +154,6 @@ class Client:
         puts: List[Tuple[bytes, Any]] = []
         needs = self._base_needs(func_id)
         started_at = time.monotonic()  # one float for the batch's futures
-        sent = 0  # futures[:sent] are on their way
         try:
             for args in iterable:
                 if not isinstance(args, (tuple, list)):
@@ -163,15 +162,16 @@ class Client:
                 futures.append(self._task(func_id, tuple(args), {}, caps, batch, puts, needs, rank, started_at))
                 if len(batch) >= SUBMIT_BATCH:
                     self._send(batch, puts, needs)
-                    sent = len(futures)
                     batch, puts, needs = [], [], self._base_needs(func_id)
                     started_at = time.monotonic()
             if batch:
                 self._send(batch, puts, needs)
         except BaseException:
-            # An item that cannot be pickled, or an iterable that raised, after some batches
-            # left: the caller gets none of their futures, so none of their tasks may run unseen.
-            for future in futures[:sent]:
+            # An item that cannot be pickled, an iterable that raised, or Ctrl-C, after some
+            # batches left: the caller gets none of their futures, so none of their tasks may
+            # run unseen. All are cancelled, as a batch may have left as _send was interrupted
+            # (a task that never left is only cancelled here: the I/O thread ignores its id).
+            for future in futures:
                 future.cancel()
             raise
         return futures
