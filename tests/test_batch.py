@@ -308,3 +308,20 @@ def test_a_blocking_channel_reads_a_batch_message_by_message():
     assert channel.recv_ready() == msgs[1:] + [m.Heartbeat(2.0)]
     ours.close()
     theirs.close()
+
+
+def test_a_batch_that_cannot_be_encoded_closes_the_connection_and_says_why(loop):
+    """Messages of a batch are encoded when the loop flushes, not when sent, so a field out of
+    its range (a bug: inputs are checked before they become messages) cannot raise to the
+    sender. It must not vanish either, nor escape the loop (that ended the whole process):
+    what was sent before it is written, then the connection closes naming the error."""
+    a, acceptor, c, connector = open_pair(loop)
+    a.send(m.Heartbeat(1.0))
+    good = results(2)
+    for msg in good + [m.TaskResult(b"bad", 300, b"", "")]:  # status is a u8
+        a.send(msg)
+    a.send(m.Heartbeat(2.0))  # after the failure: dropped with the connection
+    run_until(loop, lambda: a.closed)
+    assert "cannot encode" in acceptor.closed and "TaskResult" in acceptor.closed, acceptor.closed
+    run_until(loop, lambda: connector.closed)
+    assert connector.messages == [m.Heartbeat(1.0)] + good

@@ -233,12 +233,16 @@ class Connection:
             else:
                 if batch is not None:
                     self._close_batch()
+                    if self._close_when_flushed:
+                        return  # it could not be encoded: the connection closes, nothing more goes
                 self._batch = [msg]
                 self._batch_bytes = size
                 self.loop.want_flush(self)
             return
         if batch is not None:
             self._close_batch()  # what was sent before goes first
+            if self._close_when_flushed:
+                return
         self._queue(encode_parts(msg))
 
     def _close_batch(self, flushing: bool = False) -> None:
@@ -250,9 +254,31 @@ class Connection:
         batch = self._batch
         try:
             if batch:
-                self._queue(encode_parts(batch[0]) if len(batch) == 1 else encode_batch(batch), flushing)
+                try:
+                    parts = encode_parts(batch[0]) if len(batch) == 1 else encode_batch(batch)
+                except ProtocolError:
+                    self._encode_one_by_one(batch, flushing)
+                    return
+                self._queue(parts, flushing)
         finally:
             self._batch = None
+
+    def _encode_one_by_one(self, batch: List[Message], flushing: bool) -> None:
+        """A batch with a message that cannot be encoded (a field out of its range: a bug, as
+        inputs are checked before they become messages). It was sent long before this flush,
+        so there is no caller to raise to, and losing it silently would lose tasks or results:
+        the messages ahead of the bad one go, then the connection closes saying why (its owner
+        handles that as the peer leaving: re-queues, fails waiters)."""
+        for msg in batch:
+            try:
+                parts = encode_parts(msg)
+            except ProtocolError as exc:
+                reason = "internal error: %s" % exc
+                logger.error("%s: closing the connection to %s", reason, self.peer)
+                self._close_when_flushed = reason  # nothing more is queued; the flush writes the rest, then closes
+                self.loop.want_flush(self)
+                return
+            self._queue(parts, flushing)
 
     def _queue(self, parts: List[Buffer], flushing: bool = False) -> None:
         """Append ``parts`` to the write queue and ask the loop for a flush, unless this is
