@@ -777,7 +777,37 @@ def crashed(results):
     return out
 
 
-def build_document(env, sizes, peers, results, imports, floor, targets, profile, total_s):
+def cpu_ticks(path="/proc/stat"):
+    """(stolen, total) CPU ticks of the whole machine so far, from the ``cpu`` line of
+    /proc/stat; None where there is no such file. Steal is the time the hypervisor ran
+    something else while this virtual machine had work: a run with much of it measured a
+    slower machine than the next one will."""
+    try:
+        with open(path) as fh:
+            for line in fh:
+                if line.startswith("cpu "):
+                    ticks = [int(x) for x in line.split()[1:]]
+                    return (ticks[7] if len(ticks) > 7 else 0), sum(ticks[:8])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def steal_percent(before, after):
+    """The share of CPU time stolen between two ``cpu_ticks`` readings, in %; None if unknown."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return 100.0 * (after[0] - before[0]) / (after[1] - before[1])
+
+
+def format_steal(steal):
+    shown = ["%s %.1f %%" % (engine, pct) for engine, pct in steal.items() if pct is not None]
+    if not shown:
+        return ""
+    return "CPU time stolen by the hypervisor while each engine ran (/proc/stat): " + ", ".join(shown)
+
+
+def build_document(env, sizes, peers, results, imports, floor, targets, profile, total_s, steal=None):
     return {
         "environment": env,
         "sizes": sizes,
@@ -788,6 +818,7 @@ def build_document(env, sizes, peers, results, imports, floor, targets, profile,
         "targets": {k: {"status": st, "description": d} for k, (st, d) in targets.items()},
         "cpu_profile": profile,
         "total_seconds": total_s,
+        "steal_percent": steal or {},
     }
 
 
@@ -865,6 +896,7 @@ def main(argv=None):
     t_total = time.perf_counter()
     scratch = tempfile.mkdtemp(prefix="bench-peers-")
     peers, results, imports = {}, {w: {} for w in WORKLOADS}, {}
+    steal = {}
     floor = profile = None
     interrupted = False
     try:
@@ -898,8 +930,10 @@ def main(argv=None):
                       "scratch": directory, "flavour": PEERS[engine].get("flavour", engine),
                       "shutdown_timeout": 30.0}
             log_path = os.path.join(scratch, "%s.log" % engine)
+            ticks = cpu_ticks()
             for workload, entry in run_engine(engine, info["python"], config, args.timeout, log_path).items():
                 results[workload][engine] = entry
+            steal[engine] = steal_percent(ticks, cpu_ticks())
             reaped = reap_orphans()
             if reaped:
                 log("%s: ended %d leftover process(es)" % (engine, len(reaped)))
@@ -937,6 +971,9 @@ def main(argv=None):
         print(note)
     if notes:
         print()
+    if format_steal(steal):
+        print(format_steal(steal))
+        print()
     if floor is not None:
         print(format_floor(floor))
         print()
@@ -945,7 +982,7 @@ def main(argv=None):
         print()
     print("total benchmark time: %.1f s" % total_s)
     if args.json:
-        document = build_document(env, sizes, peers, results, imports, floor, targets, profile, total_s)
+        document = build_document(env, sizes, peers, results, imports, floor, targets, profile, total_s, steal)
         with open(args.json, "w") as fh:
             json.dump(document, fh, indent=2, sort_keys=True)
             fh.write("\n")

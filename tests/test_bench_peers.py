@@ -159,12 +159,24 @@ def test_json_document_shape():
     document = bp.build_document(env, sizes, peers, results, imports, floor, targets, None, 12.5)
     document = json.loads(json.dumps(document))  # serialisable as is
     assert set(document) == {"environment", "sizes", "peers", "imports", "results", "floor", "targets",
-                             "cpu_profile", "total_seconds"}
+                             "cpu_profile", "total_seconds", "steal_percent"}
     assert {"python", "cpu_count", "date", "workers", "mode"} <= set(document["environment"])
     assert document["peers"]["upstream"]["status"] == "not installable"
     assert document["results"]["memory"]["scaler"]["bytes_per_task"] == 900.0
     assert document["targets"]["object_in"] == {"status": "MISS", "description": "<= 1 s: MISS"}
     assert "TCP ping-pong" in bp.format_floor(floor)
+
+
+def test_steal_is_read_from_the_cpu_line_of_proc_stat(tmp_path):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 50 800 10 0 5 35 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n")
+    assert bp.cpu_ticks(str(stat)) == (35, 1000)
+    assert bp.steal_percent((35, 1000), (85, 1500)) == pytest.approx(10.0)
+    assert bp.steal_percent(None, (1, 2)) is None and bp.steal_percent((5, 10), (5, 10)) is None
+    assert bp.cpu_ticks(str(tmp_path / "missing")) is None
+    assert bp.format_steal({"scaler": 10.0, "dask": None}) == (
+        "CPU time stolen by the hypervisor while each engine ran (/proc/stat): scaler 10.0 %")
+    assert bp.format_steal({"scaler": None}) == ""
 
 
 def test_cpu_profile_formatting():
