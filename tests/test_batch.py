@@ -310,7 +310,10 @@ def test_a_blocking_channel_reads_a_batch_message_by_message():
     theirs.close()
 
 
-def test_a_batch_that_cannot_be_encoded_closes_the_connection_and_says_why(loop):
+@pytest.mark.parametrize("bad", [m.TaskResult(b"bad", 300, b"", ""),  # status is a u8
+                                 m.TaskResult(b"bad", 0, b"", "caf\udce9")],  # not UTF-8
+                         ids=["out-of-range", "not-utf8"])
+def test_a_batch_that_cannot_be_encoded_closes_the_connection_and_says_why(loop, bad):
     """Messages of a batch are encoded when the loop flushes, not when sent, so a field out of
     its range (a bug: inputs are checked before they become messages) cannot raise to the
     sender. It must not vanish either, nor escape the loop (that ended the whole process):
@@ -318,7 +321,7 @@ def test_a_batch_that_cannot_be_encoded_closes_the_connection_and_says_why(loop)
     a, acceptor, c, connector = open_pair(loop)
     a.send(m.Heartbeat(1.0))
     good = results(2)
-    for msg in good + [m.TaskResult(b"bad", 300, b"", "")]:  # status is a u8
+    for msg in good + [bad]:
         a.send(msg)
     a.send(m.Heartbeat(2.0))  # after the failure: dropped with the connection
     run_until(loop, lambda: a.closed)

@@ -241,8 +241,16 @@ def test_a_stop_while_a_waiter_holds_the_lock_still_closes_the_leader_pipe(share
         assert client.submit(noop, 1).result(timeout=30) == 1  # a lead made the pipe
         pipe = (leader._wake_r, leader._wake_w)
         assert leader._poller is not None
+        # A thread that took the lock while another leads (and polls the pipe, having let the
+        # lock go for its poll) must leave the pipe to that one.
+        monkeypatch.setattr(leader_module.Leader, "_lead",
+                            lambda self, *args: (setattr(self, "_leading", True), self.close()))
+        assert leader.wait(client.submit(noop, 2), 30) is not None
+        assert leader._poller is not None
+        os.fstat(pipe[0])
+        leader._leading, leader._closed = False, False
         monkeypatch.setattr(leader_module.Leader, "_lead", lambda self, *args: self.close())
-        assert client.submit(noop, 2).result(timeout=30) == 2  # (then waited for the ordinary way)
+        assert client.submit(noop, 3).result(timeout=30) == 3  # (then waited for the ordinary way)
         assert leader._poller is None
         for fd in pipe:
             with pytest.raises(OSError):

@@ -114,7 +114,10 @@ class Leader:
                 try:
                     self._lead(future, conn, deadline, guard)
                 finally:
-                    if self._closed:  # close() could not take the lock we held: its pipe is ours to close
+                    if self._closed and not self._leading:
+                        # close() found the lock taken (by us, or by the thread leading now, which
+                        # polls the pipe and closes it on its own way out): unless someone leads,
+                        # the pipe is ours to close.
                         self._close_pipe()
                     self.lock.release()
         finally:

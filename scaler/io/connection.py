@@ -256,7 +256,7 @@ class Connection:
             if batch:
                 try:
                     parts = encode_parts(batch[0]) if len(batch) == 1 else encode_batch(batch)
-                except ProtocolError:
+                except (ProtocolError, ValueError, TypeError):  # (a str that is not UTF-8 is a ValueError)
                     self._encode_one_by_one(batch, flushing)
                     return
                 self._queue(parts, flushing)
@@ -272,8 +272,9 @@ class Connection:
         for msg in batch:
             try:
                 parts = encode_parts(msg)
-            except ProtocolError as exc:
-                reason = "internal error: %s" % exc
+            except (ProtocolError, ValueError, TypeError) as exc:
+                reason = "internal error: %s" % (exc if isinstance(exc, ProtocolError)
+                                                 else "cannot encode %s: %s" % (type(msg).__name__, exc))
                 logger.error("%s: closing the connection to %s", reason, self.peer)
                 self._close_when_flushed = reason  # nothing more is queued; the flush writes the rest, then closes
                 self.loop.want_flush(self)
