@@ -232,3 +232,38 @@ def test_the_agent_leaves_the_batch_policy_when_its_tasks_are_cancelled(make_com
                    "the agent back under SCHED_OTHER once its tasks are cancelled")
         open(release, "w").close()
         assert client.submit(os.getpid).result(timeout=TIMEOUT) > 0
+
+
+def test_a_map_of_no_op_tasks_puts_the_agent_under_sched_batch_while_it_runs(make_combo):
+    """However short the tasks, two or more held make the agent yield to its processor: a
+    no-op map is where that pays most. Sampled from outside while maps run (a map of a few
+    thousand tasks keeps the agent holding many for most of its run); back to SCHED_OTHER
+    once it is done."""
+    combo = make_combo(n_workers=1)
+    agent, _ = worker_pids(combo)
+    seen = set()
+    running = threading.Event()
+
+    def sample():
+        while running.is_set():
+            try:
+                seen.add(os.sched_getscheduler(agent))
+            except OSError:
+                return
+
+    with Client(combo.get_address()) as client:
+        client.map(int, range(10))  # the function is on the worker
+        for _ in range(20):
+            running.set()
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            try:
+                assert client.map(int, range(5000)) == list(range(5000))
+            finally:
+                running.clear()
+                sampler.join(TIMEOUT)
+            if os.SCHED_BATCH in seen:
+                break
+        assert os.SCHED_BATCH in seen, seen
+        wait_until(lambda: os.sched_getscheduler(agent) == os.SCHED_OTHER, TIMEOUT,
+                   "the agent back under SCHED_OTHER once the map is done")
