@@ -560,17 +560,27 @@ def cpu_profile(tasks, workers, timeout):
     return json.loads(done.stdout)
 
 
+def _profile_rows(figures, unit):
+    lines = ["  %-16s %8s %14s %14s" % ("process", "CPU s", "CPU us/" + unit, "wake-ups/" + unit)]
+    for row in figures["processes"] + [figures["all"]]:
+        wakeups = row.get("wakeups_per_task")
+        lines.append("  %-16s %8.2f %14.1f %14s" % (row["role"], row["cpu_s"], row["cpu_us_per_task"],
+                                                   "-" if wakeups is None else "%.2f" % wakeups))
+    return lines
+
+
 def format_cpu_profile(profile):
     if "error" in profile:
         return "per-process CPU of scaler's map: ERROR: %s" % profile["error"]
     lines = ["per-process CPU of scaler's no-op map (benchmarks/cpu_breakdown.py): %d tasks, %d workers, "
              "%.2f s, %s tasks/s" % (profile["tasks"], profile["workers"], profile["seconds"],
-                                     "{:,.0f}".format(profile["tasks_per_s"])),
-             "  %-16s %8s %14s" % ("process", "CPU s", "CPU us/task")]
-    for row in profile["processes"] + [profile["all"]]:
-        lines.append("  %-16s %8.2f %14.1f" % (row["role"], row["cpu_s"], row["cpu_us_per_task"]))
-    for line in profile.get("scheduler_profile", ()):
-        lines.append("  " + line)
+                                     "{:,.0f}".format(profile["tasks_per_s"]))]
+    lines += _profile_rows(profile, "task")
+    trips = profile.get("round_trips")
+    if trips:
+        lines.append("and of %d submit(noop).result() round trips, one at a time (median %.0f us):"
+                     % (trips["count"], trips["median_us"]))
+        lines += _profile_rows(trips, "trip")
     return "\n".join(lines)
 
 

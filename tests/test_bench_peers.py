@@ -184,8 +184,18 @@ def test_cpu_profile_formatting():
                "processes": [{"pid": 1, "role": "scheduler", "cpu_s": 0.002, "cpu_us_per_task": 20.0}],
                "all": {"role": "all", "cpu_s": 0.002, "cpu_us_per_task": 20.0}}
     text = bp.format_cpu_profile(profile)
-    assert "scheduler" in text and "20.0" in text
+    assert "scheduler" in text and "20.0" in text and "round trips" not in text
     assert bp.format_cpu_profile({"error": "boom"}).endswith("ERROR: boom")
+    profile["processes"][0]["wakeups_per_task"] = 0.02
+    profile["round_trips"] = {"count": 50, "median_us": 280.0, "seconds": 0.014,
+                              "processes": [{"pid": 1, "role": "scheduler", "cpu_s": 0.005,
+                                             "cpu_us_per_task": 100.0, "wakeups_per_task": 2.0}],
+                              "all": {"role": "all", "cpu_s": 0.005, "cpu_us_per_task": 100.0,
+                                      "wakeups_per_task": 2.0}}
+    lines = bp.format_cpu_profile(profile).splitlines()
+    assert "50 submit(noop).result() round trips" in lines[-4] and "median 280 us" in lines[-4]
+    assert lines[-2].split() == ["scheduler", "0.01", "100.0", "2.00"]
+    assert lines[2].split()[-1] == "0.02" and lines[3].split()[-1] == "-"  # (an "all" row without wake-ups)
 
 
 def test_a_missing_interpreter_is_not_installable(tmp_path):

@@ -1,0 +1,42 @@
+"""benchmarks/cpu_breakdown.py on a real cluster, small: every process is found and given its
+role, and the wake-ups it counts are the ones the design implies. No wall-clock figure is
+checked, only counts: one task at a time, each process on the path must go to sleep between
+round trips (nothing else is queued), so each is woken at least once per trip."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO_ROOT, "benchmarks", "cpu_breakdown.py")
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads /proc (Linux only)")
+
+
+def test_counts_cpu_and_wakeups_per_process():
+    done = subprocess.run([sys.executable, SCRIPT, "--tasks", "400", "--round-trips", "60", "--ppe", "--json"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    roles = sorted(row["role"] for row in report["processes"])
+    assert roles == ["agent", "agent", "client", "processor", "processor", "scheduler", "worker manager"]
+    assert report["tasks"] == 400 and report["tasks_per_s"] > 0
+
+    trips = report["round_trips"]
+    assert trips["count"] == 60 and trips["median_us"] > 0
+
+    def per_trip(role):
+        return sum(row["wakeups_per_task"] for row in trips["processes"] if row["role"] == role)
+
+    # (>= 0.9, not 1: a wake-up landing just outside the measured window is not counted)
+    for role in ("scheduler", "agent", "processor", "client"):
+        assert per_trip(role) >= 0.9, (role, trips["processes"])
+    assert trips["all"]["wakeups_per_task"] == pytest.approx(sum(r["wakeups_per_task"] for r in trips["processes"]))
+    assert all(row["cpu_s"] >= 0 for row in trips["processes"])
+
+    ppe = report["ppe"]
+    assert sorted({row["role"] for row in ppe["map"]["processes"]}) == ["PPE worker", "caller (PPE)"]
+    assert len(ppe["map"]["processes"]) == 3 and ppe["round_trips"]["count"] == 60
