@@ -1,7 +1,10 @@
-"""benchmarks/cpu_breakdown.py on a real cluster, small: every process is found and given its
-role, and the wake-ups it counts are the ones the design implies. No wall-clock figure is
-checked, only counts: one task at a time, each process on the path must go to sleep between
-round trips (nothing else is queued), so each is woken at least once per trip."""
+"""The measuring tools of benchmarks/, run small on real processes.
+
+cpu_breakdown.py on a real cluster: every process is found and given its role, and the
+wake-ups it counts are the ones the design implies. bench_hops.py: a chain of processes
+passes a frame there and back. No wall-clock figure is checked, only counts and shapes:
+one task at a time, each process on the path must go to sleep between round trips
+(nothing else is queued), so each is woken at least once per trip."""
 
 import json
 import os
@@ -12,6 +15,7 @@ import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO_ROOT, "benchmarks", "cpu_breakdown.py")
+HOPS = os.path.join(REPO_ROOT, "benchmarks", "bench_hops.py")
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads /proc (Linux only)")
 
@@ -40,3 +44,15 @@ def test_counts_cpu_and_wakeups_per_process():
     ppe = report["ppe"]
     assert sorted({row["role"] for row in ppe["map"]["processes"]}) == ["PPE worker", "caller (PPE)"]
     assert len(ppe["map"]["processes"]) == 3 and ppe["round_trips"]["count"] == 60
+
+
+def test_bench_hops_times_chains_of_processes():
+    done = subprocess.run([sys.executable, HOPS, "--processes", "2", "4", "--trips", "50", "--rounds", "2"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split() for line in done.stdout.splitlines()[1:]]
+    assert [(row[0], row[1]) for row in rows] == [("2", "2"), ("4", "6")], done.stdout
+    assert all(float(row[2]) > 0 and row[3] == "us" for row in rows)
+    bad = subprocess.run([sys.executable, HOPS, "--processes", "1"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
+    assert bad.returncode == 2 and "at least 2" in bad.stderr
