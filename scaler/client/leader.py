@@ -15,7 +15,11 @@ and whatever finishes that future in another thread (the I/O thread fetching a b
 from object storage, a ``cancel()``, the client failing) writes to a pipe it polls too.
 
 Ctrl-C: in the main thread, SIGINT is held back while a frame is being handled (it would
-otherwise drop a result half-delivered) and raised once the socket is given back.
+otherwise drop a result half-delivered), and its handler (Python's, which raises
+KeyboardInterrupt, or one of the user's own) runs once the socket is given back; while
+the leader only polls, it runs at once. With SIGINT ignored (a script started in the
+background with ``&``, or under ``nohup``) or left to its default action there is
+nothing to hold back.
 """
 
 import os
@@ -23,7 +27,7 @@ import select
 import signal
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Tuple
 
 from . import future as future_module
 
@@ -66,17 +70,28 @@ class _Wake:
 
 
 class _SigintGuard:
-    """SIGINT in the main thread while leading: raised at once while polling, held back
-    while a frame is handled, raised by the leader after it gave the socket back."""
+    """SIGINT in the main thread while leading: the handler it stands in for runs at once
+    while polling, and is held back while a frame is handled, to run (``release``) after
+    the leader gave the socket back."""
 
-    def __init__(self) -> None:
+    def __init__(self, handler: Any) -> None:
+        self.handler = handler  # Python's default_int_handler, or the user's own
         self.polling = False
-        self.deferred = False
+        self.deferred: Optional[Tuple[int, Any]] = None
 
     def __call__(self, signum: int, frame: Any) -> None:
         if self.polling:
-            raise KeyboardInterrupt
-        self.deferred = True
+            self.handler(signum, frame)
+        else:
+            self.deferred = (signum, frame)
+
+    def release(self) -> None:
+        """Put the handler back; run it if a SIGINT was held back (it may raise)."""
+        _raw_signal.signal(signal.SIGINT, self.handler)
+        if self.deferred is not None:
+            signum, frame = self.deferred
+            self.deferred = None
+            self.handler(signum, frame)
 
 
 class Leader:
@@ -105,10 +120,13 @@ class Leader:
         deadline = None if timeout is None else time.monotonic() + timeout
         guard: Optional[_SigintGuard] = None
         if threading.current_thread() is threading.main_thread():
-            if _raw_signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-                return timeout  # a handler of the user's own could raise mid-frame: no leading
-            guard = _SigintGuard()
-            _raw_signal.signal(signal.SIGINT, guard)
+            handler = _raw_signal.getsignal(signal.SIGINT)
+            if handler is None or isinstance(handler, _SigintGuard):
+                return timeout  # set from C, so unknown (or a leader's, re-entered): no leading
+            if callable(handler):  # Python's own, or the user's: held back while a frame is handled
+                guard = _SigintGuard(handler)
+                _raw_signal.signal(signal.SIGINT, guard)
+            # else SIG_IGN or SIG_DFL: no Python code runs on SIGINT, nothing to hold back
         try:
             if self.lock.acquire(True, -1 if timeout is None else timeout):
                 try:
@@ -122,9 +140,7 @@ class Leader:
                     self.lock.release()
         finally:
             if guard is not None:
-                _raw_signal.signal(signal.SIGINT, signal.default_int_handler)
-                if guard.deferred:
-                    raise KeyboardInterrupt
+                guard.release()
         return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     def _lead(self, future: "future_module.ScalerFuture", conn: Any, deadline: Optional[float],
