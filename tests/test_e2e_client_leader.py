@@ -248,6 +248,25 @@ def test_a_handler_of_the_users_own_that_returns_lets_the_wait_go_on(client, lon
     assert leader.results_led > before
 
 
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs signal.pthread_kill")
+def test_a_handler_that_installs_another_keeps_it(client, long_slice):
+    """A common Ctrl-C handler asks to stop gracefully and arms Python's own for a second
+    Ctrl-C: run while the main thread leads, what it installed stays in place."""
+    calls = []
+
+    def graceful(signum, frame):
+        calls.append(signum)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, graceful)
+    slow = client.submit(sleep_then, 1.0, "done")
+    main = threading.main_thread().ident
+    threading.Timer(0.3, lambda: signal.pthread_kill(main, signal.SIGINT)).start()
+    assert slow.result(timeout=60) == "done"
+    assert calls == [signal.SIGINT]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 @pytest.mark.parametrize("disposition", ["SIG_IGN", "SIG_DFL"])
 def test_the_main_thread_leads_when_sigint_runs_no_python(client, disposition):
     """SIGINT ignored (a script started in the background with ``&``, or under nohup) or

@@ -86,8 +86,11 @@ class _SigintGuard:
             self.deferred = (signum, frame)
 
     def release(self) -> None:
-        """Put the handler back; run it if a SIGINT was held back (it may raise)."""
-        _raw_signal.signal(signal.SIGINT, self.handler)
+        """Put the handler back (unless it replaced us: a handler that, run while we polled,
+        installed another for the next Ctrl-C keeps it); run it if a SIGINT was held back
+        (it may raise)."""
+        if _raw_signal.getsignal(signal.SIGINT) is self:
+            _raw_signal.signal(signal.SIGINT, self.handler)
         if self.deferred is not None:
             signum, frame = self.deferred
             self.deferred = None
