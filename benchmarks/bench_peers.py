@@ -32,6 +32,11 @@ Usage
   python3 benchmarks/bench_peers.py --quick               # small sizes; scaler, ppe, pool
   python3 benchmarks/bench_peers.py --peers scaler,dask --json out.json
   python3 benchmarks/bench_peers.py --cpu-profile         # + per-process CPU of scaler's map
+  python3 benchmarks/bench_peers.py --pairs 5             # 5 rounds of the paired pass (default 3)
+
+The ratio targets (to PPE) are judged on a paired pass after the main one: scaler and PPE
+back to back, the order alternating, the median of the rounds' ratios (``--pairs``). The
+machine's speed (a pure-Python loop) is printed before each engine.
 
 Exit status: 0 if every workload that ran finished, 1 if one crashed or timed out, 2 on a
 usage error. A MISS against a target, a peer that cannot be installed and a workload
@@ -105,6 +110,15 @@ T_BYTES_PER_TASK = 1024.0
 T_IMPORT_MS, T_STARTUP_S = 40.0, 0.25
 
 MARKER = "bench-peers.json"
+
+# The paired pass: scaler and PPE back to back, alternating which goes first (ABBA), for
+# the ratio targets. The main pass runs the engines minutes apart, and this machine's speed
+# drifts by 20-30 % within minutes (see ``machine_speed``): a ratio of two figures taken
+# minutes apart measures the drift as much as the engines.
+PAIRED_ENGINES = ("scaler", "ppe")
+PAIRED_WORKLOADS = ("startup", "latency", "map")
+FULL_PAIRS, QUICK_PAIRS = 3, 1
+SPEED_LOOP = 2000000  # additions of the pure-Python calibration loop
 
 
 def log(message):
@@ -546,6 +560,97 @@ def format_floor(floor):
     ])
 
 
+def machine_speed(n=SPEED_LOOP, repeats=3):
+    """Milliseconds for ``n`` additions in a pure-Python loop, best of ``repeats``: how fast
+    this machine runs Python code right now. A shared virtual machine's speed drifts (other
+    tenants' load on caches and memory, not always visible as steal); the figure beside each
+    engine says in what phase it was measured."""
+    def loop():
+        total = 0
+        for i in range(n):
+            total += i
+        return total
+    return _best(loop, repeats) * 1000.0
+
+
+def format_speed(speed):
+    shown = ["%s %.0f" % (engine, ms) for engine, ms in speed.items() if ms is not None]
+    if not shown:
+        return ""
+    return ("machine speed before each engine ran (ms for %s additions in a Python loop; lower is faster): "
+            % _n(SPEED_LOOP) + ", ".join(shown))
+
+
+def run_pairs(rounds, peers, workers, sizes, timeout, scratch):
+    """``rounds`` back-to-back runs of scaler and PPE (``PAIRED_WORKLOADS`` only), the order
+    alternating (ABBA): [{engine: {workload: entry}}, ...]. Every run is a fresh runner
+    process, as in the main pass."""
+    pairs = []
+    for index in range(rounds):
+        order = PAIRED_ENGINES if index % 2 == 0 else tuple(reversed(PAIRED_ENGINES))
+        pair = {}
+        for engine in order:
+            directory = os.path.join(scratch, "paired-%d-%s" % (index, engine))
+            os.makedirs(directory)
+            config = {"workers": workers, "sizes": sizes, "workloads": list(PAIRED_WORKLOADS),
+                      "scratch": directory, "flavour": PEERS[engine].get("flavour", engine),
+                      "shutdown_timeout": 30.0}
+            log("paired round %d/%d: %s" % (index + 1, rounds, engine))
+            pair[engine] = run_engine(engine, peers[engine]["python"], config, timeout,
+                                      os.path.join(scratch, "paired-%d-%s.log" % (index, engine)))
+            reap_orphans()
+        pairs.append(pair)
+    return pairs
+
+
+def _pair_fig(pair, engine, workload, field):
+    entry = (pair.get(engine) or {}).get(workload)
+    if not entry or "error" in entry or "na" in entry:
+        return None
+    return entry.get(field)
+
+
+def paired_figures(pairs):
+    """From the paired pass: scaler/PPE ratios of the latency median and of the map rate,
+    one per round where both engines have the figure, and scaler's start-up samples."""
+    out = {"latency_ratio": [], "map_ratio": [], "scaler_startup_s": [], "rounds": []}
+    for pair in pairs or ():
+        latency = [_pair_fig(pair, e, "latency", "median_ms") for e in PAIRED_ENGINES]
+        rate = [_pair_fig(pair, e, "map", "tasks_per_s") for e in PAIRED_ENGINES]
+        startup = _pair_fig(pair, "scaler", "startup", "seconds")
+        row = {"scaler_latency_ms": latency[0], "ppe_latency_ms": latency[1], "scaler_map_tps": rate[0],
+               "ppe_map_tps": rate[1], "scaler_startup_s": startup}
+        if latency[0] is not None and latency[1]:
+            out["latency_ratio"].append(latency[0] / latency[1])
+        if rate[0] is not None and rate[1]:
+            out["map_ratio"].append(rate[0] / rate[1])
+        if startup is not None:
+            out["scaler_startup_s"].append(startup)
+        out["rounds"].append(row)
+    return out
+
+
+def format_pairs(paired):
+    if not paired or not paired["rounds"]:
+        return ""
+
+    def f(value, fmt):
+        return "-" if value is None else fmt % value
+    lines = ["paired pass: scaler and PPE back to back, the order alternating, %d round(s) "
+             "(the ratio targets are judged on the median ratio)" % len(paired["rounds"]),
+             "  round   scaler start   scaler latency   PPE latency   ratio   scaler map/s   PPE map/s   ratio"]
+    for index, row in enumerate(paired["rounds"], 1):
+        lat = (row["scaler_latency_ms"] / row["ppe_latency_ms"]
+               if row["scaler_latency_ms"] is not None and row["ppe_latency_ms"] else None)
+        rate = (row["scaler_map_tps"] / row["ppe_map_tps"]
+                if row["scaler_map_tps"] is not None and row["ppe_map_tps"] else None)
+        lines.append("  %5d   %12s   %14s   %11s   %5s   %12s   %9s   %5s" % (
+            index, f(row["scaler_startup_s"], "%.3f s"), f(row["scaler_latency_ms"], "%.3f ms"),
+            f(row["ppe_latency_ms"], "%.3f ms"), f(lat, "%.2fx"),
+            f(row["scaler_map_tps"], "%.0f"), f(row["ppe_map_tps"], "%.0f"), f(rate, "%.1fx")))
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------
 # Per-process CPU of scaler's map (benchmarks/cpu_breakdown.py)
 # ---------------------------------------------------------------------------
@@ -600,9 +705,12 @@ def _verdict(ok):
     return "PASS" if ok else "MISS"
 
 
-def evaluate_targets(results, imports, sizes):
-    """{row key: (status, text)} for scaler's column; status PASS, MISS or n/a."""
+def evaluate_targets(results, imports, sizes, paired=None):
+    """{row key: (status, text)} for scaler's column; status PASS, MISS or n/a. With the
+    paired pass (``paired_figures``), the ratios to PPE are the median of its rounds' ratios
+    and the start-up is the median of scaler's starts in both passes; the text says so."""
     full = sizes == FULL_SIZES
+    paired = paired or {}
     targets = {}
 
     def judge(key, value, ok, text):
@@ -611,24 +719,31 @@ def evaluate_targets(results, imports, sizes):
         else:
             targets[key] = (_verdict(ok), "%s: %s" % (text, _verdict(ok)))
 
+    def ratio(main_value, main_ppe, paired_ratios, fmt):
+        """(the ratio judged, its description)."""
+        main = main_value / main_ppe if main_value is not None and main_ppe else None
+        if paired_ratios:
+            judged = statistics.median(paired_ratios)
+            text = " (paired %s, median of %d" % (fmt % judged, len(paired_ratios))
+            return judged, text + ("; main pass %s)" % (fmt % main) if main is not None else ")")
+        return main, (" (%s)" % (fmt % main) if main is not None else "")
+
     median = _fig(results, "latency", "scaler", "median_ms")
     ppe = _fig(results, "latency", "ppe", "median_ms")
-    text = "<= %g ms, <= %gx PPE" % (T_LAT_MEDIAN_MS, T_LAT_VS_PPE)
-    if median is not None and ppe:
-        text += " (%.2fx)" % (median / ppe)
+    lat_ratio, note = ratio(median, ppe, paired.get("latency_ratio"), "%.2fx")
+    text = "<= %g ms, <= %gx PPE" % (T_LAT_MEDIAN_MS, T_LAT_VS_PPE) + note
     judge("latency_median", median,
-          median is not None and median <= T_LAT_MEDIAN_MS and (ppe is None or median <= T_LAT_VS_PPE * ppe),
-          text + ("" if ppe else " [PPE not run]"))
+          median is not None and median <= T_LAT_MEDIAN_MS and (lat_ratio is None or lat_ratio <= T_LAT_VS_PPE),
+          text + ("" if lat_ratio is not None else " [PPE not run]"))
     p99 = _fig(results, "latency", "scaler", "p99_ms")
     judge("latency_p99", p99, p99 is not None and p99 <= T_P99_MS, "<= %g ms" % T_P99_MS)
 
     tps = _fig(results, "map", "scaler", "tasks_per_s")
     ppe = _fig(results, "map", "ppe", "tasks_per_s")
-    text = ">= %s/s, >= %gx PPE" % ("{:,.0f}".format(T_MAP_TPS), T_MAP_VS_PPE)
-    if tps is not None and ppe:
-        text += " (%.1fx)" % (tps / ppe)
-    judge("map", tps, tps is not None and tps >= T_MAP_TPS and (ppe is None or tps >= T_MAP_VS_PPE * ppe),
-          text + ("" if ppe else " [PPE not run]"))
+    map_ratio, note = ratio(tps, ppe, paired.get("map_ratio"), "%.1fx")
+    text = ">= %s/s, >= %gx PPE" % ("{:,.0f}".format(T_MAP_TPS), T_MAP_VS_PPE) + note
+    judge("map", tps, tps is not None and tps >= T_MAP_TPS and (map_ratio is None or map_ratio >= T_MAP_VS_PPE),
+          text + ("" if map_ratio is not None else " [PPE not run]"))
 
     # "ahead of multiprocessing.Pool": the Pool of the issue's table, per-task dispatch
     # (chunksize=1); the default chunk of 250 sends 8 messages for 2 000 tasks.
@@ -653,7 +768,12 @@ def evaluate_targets(results, imports, sizes):
     ms = (imports.get("scaler") or {}).get("ms")
     judge("import", ms, ms is not None and ms <= T_IMPORT_MS, "<= %g ms" % T_IMPORT_MS)
     s = _fig(results, "startup", "scaler", "seconds")
-    judge("startup", s, s is not None and s <= T_STARTUP_S, "<= %g s" % T_STARTUP_S)
+    text = "<= %g s" % T_STARTUP_S
+    starts = ([s] if s is not None else []) + list(paired.get("scaler_startup_s") or ())
+    if s is not None and len(starts) > 1:
+        s = statistics.median(starts)
+        text += " (median of %d starts, %.3f s)" % (len(starts), s)
+    judge("startup", s, s is not None and s <= T_STARTUP_S, text)
     return targets
 
 
@@ -817,7 +937,8 @@ def format_steal(steal):
     return "CPU time stolen by the hypervisor while each engine ran (/proc/stat): " + ", ".join(shown)
 
 
-def build_document(env, sizes, peers, results, imports, floor, targets, profile, total_s, steal=None):
+def build_document(env, sizes, peers, results, imports, floor, targets, profile, total_s, steal=None,
+                   speed=None, paired=None):
     return {
         "environment": env,
         "sizes": sizes,
@@ -829,6 +950,8 @@ def build_document(env, sizes, peers, results, imports, floor, targets, profile,
         "cpu_profile": profile,
         "total_seconds": total_s,
         "steal_percent": steal or {},
+        "machine_speed_ms": speed or {},
+        "paired": paired,
     }
 
 
@@ -857,6 +980,10 @@ def parse_args(argv):
                         help="also run benchmarks/cpu_breakdown.py: CPU per task of each scaler process "
                              "during the map workload")
     parser.add_argument("--no-floor", action="store_true", help="skip the machine-floor measurements")
+    parser.add_argument("--pairs", type=int, default=None, metavar="N",
+                        help="rounds of the paired pass: scaler and PPE back to back (start-up, latency, map), "
+                             "on which the ratio targets are judged (default %d, quick %d; 0: none)"
+                             % (FULL_PAIRS, QUICK_PAIRS))
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be >= 1")
@@ -873,6 +1000,10 @@ def parse_args(argv):
         args.timeout = 60.0 if args.quick else 300.0
     if args.timeout < 0:
         parser.error("--timeout must be >= 0")
+    if args.pairs is None:
+        args.pairs = QUICK_PAIRS if args.quick else FULL_PAIRS
+    if args.pairs < 0:
+        parser.error("--pairs must be >= 0")
     return args
 
 
@@ -906,8 +1037,9 @@ def main(argv=None):
     t_total = time.perf_counter()
     scratch = tempfile.mkdtemp(prefix="bench-peers-")
     peers, results, imports = {}, {w: {} for w in WORKLOADS}, {}
-    steal = {}
-    floor = profile = None
+    steal, speed = {}, {}
+    floor = profile = paired = None
+    pair_failures = []
     interrupted = False
     try:
         # Installations first, so pip competes with no measurement.
@@ -940,6 +1072,7 @@ def main(argv=None):
                       "scratch": directory, "flavour": PEERS[engine].get("flavour", engine),
                       "shutdown_timeout": 30.0}
             log_path = os.path.join(scratch, "%s.log" % engine)
+            speed[engine] = machine_speed()
             ticks = cpu_ticks()
             for workload, entry in run_engine(engine, info["python"], config, args.timeout, log_path).items():
                 results[workload][engine] = entry
@@ -953,6 +1086,13 @@ def main(argv=None):
                     tail = fh.read()[-3000:]
                 if tail.strip():
                     log("%s: the end of its log:\n%s" % (engine, tail))
+        if args.pairs and all(peers.get(e, {}).get("status") == "ok" for e in PAIRED_ENGINES):
+            pairs = run_pairs(args.pairs, peers, workers, sizes, args.timeout, scratch)
+            paired = paired_figures(pairs)
+            for index, pair in enumerate(pairs, 1):
+                for engine, per_workload in pair.items():
+                    pair_failures += [(w, "%s (paired round %d)" % (engine, index), e)
+                                      for w, _, e in crashed({w: {engine: entry} for w, entry in per_workload.items()})]
         if args.cpu_profile and "scaler" in args.engines:
             log("per-process CPU of scaler's map (cpu_breakdown.py) ...")
             try:
@@ -969,7 +1109,7 @@ def main(argv=None):
     if interrupted:
         return 130
 
-    targets = evaluate_targets(results, imports, sizes) if "scaler" in args.engines else {}
+    targets = evaluate_targets(results, imports, sizes, paired) if "scaler" in args.engines else {}
     header, rows, notes = build_table(args.engines, peers, results, imports, targets, sizes, workers)
     print("scaler against its peers: %d worker%s each, %s sizes, %s, Python %s, %s CPUs, %s" % (
         workers, "" if workers == 1 else "s", env["mode"], env["platform"], env["python"], env["cpu_count"],
@@ -981,9 +1121,12 @@ def main(argv=None):
         print(note)
     if notes:
         print()
-    if format_steal(steal):
-        print(format_steal(steal))
-        print()
+    for text in (format_steal(steal), format_speed(speed), format_pairs(paired)):
+        if text:
+            print(text)
+            print()
+    for workload, who, error in pair_failures:
+        print("%s / %s: %s" % (who, workload, error))
     if floor is not None:
         print(format_floor(floor))
         print()
@@ -992,12 +1135,13 @@ def main(argv=None):
         print()
     print("total benchmark time: %.1f s" % total_s)
     if args.json:
-        document = build_document(env, sizes, peers, results, imports, floor, targets, profile, total_s, steal)
+        document = build_document(env, sizes, peers, results, imports, floor, targets, profile, total_s, steal,
+                                  speed, paired)
         with open(args.json, "w") as fh:
             json.dump(document, fh, indent=2, sort_keys=True)
             fh.write("\n")
         log("figures written to %s" % args.json)
-    failures = crashed(results)
+    failures = crashed(results) + pair_failures
     if profile is not None and "error" in profile:
         failures.append(("cpu_profile", "scaler", profile["error"]))
     return 1 if failures else 0

@@ -159,12 +159,61 @@ def test_json_document_shape():
     document = bp.build_document(env, sizes, peers, results, imports, floor, targets, None, 12.5)
     document = json.loads(json.dumps(document))  # serialisable as is
     assert set(document) == {"environment", "sizes", "peers", "imports", "results", "floor", "targets",
-                             "cpu_profile", "total_seconds", "steal_percent"}
+                             "cpu_profile", "total_seconds", "steal_percent", "machine_speed_ms", "paired"}
     assert {"python", "cpu_count", "date", "workers", "mode"} <= set(document["environment"])
     assert document["peers"]["upstream"]["status"] == "not installable"
     assert document["results"]["memory"]["scaler"]["bytes_per_task"] == 900.0
     assert document["targets"]["object_in"] == {"status": "MISS", "description": "<= 1 s: MISS"}
     assert "TCP ping-pong" in bp.format_floor(floor)
+
+
+def _pair(scaler_ms, ppe_ms, scaler_tps, ppe_tps, start=0.2):
+    return {"scaler": {"startup": {"seconds": start}, "latency": {"median_ms": scaler_ms},
+                       "map": {"tasks_per_s": scaler_tps}},
+            "ppe": {"startup": {"seconds": 0.01}, "latency": {"median_ms": ppe_ms}, "map": {"tasks_per_s": ppe_tps}}}
+
+
+def test_the_paired_pass_decides_the_ratio_targets_and_the_start_up():
+    sizes, _, _, results, imports = fake_run()
+    results["latency"]["ppe"]["median_ms"] = 0.2  # the main pass: 0.35 / 0.2 = 1.75x, a MISS
+    results["map"]["ppe"]["tasks_per_s"] = 9000.0  # 31 000 / 9 000 = 3.4x, a MISS
+    pairs = [_pair(0.33, 0.25, 32000.0, 7000.0, 0.22), _pair(0.36, 0.20, 30000.0, 8000.0, 0.26),
+             _pair(0.30, 0.24, 33000.0, 7500.0, 0.24)]
+    paired = bp.paired_figures(pairs)
+    assert paired["latency_ratio"] == pytest.approx([1.32, 1.8, 1.25])
+    assert paired["scaler_startup_s"] == [0.22, 0.26, 0.24]
+    targets = bp.evaluate_targets(results, imports, sizes, paired)
+    # the median of the paired ratios (1.32x, 4.4x), not the main pass's
+    assert targets["latency_median"][0] == "PASS" and "paired 1.32x, median of 3; main pass 1.75x" in \
+        targets["latency_median"][1]
+    assert targets["map"][0] == "PASS" and "paired 4.4x, median of 3; main pass 3.4x" in targets["map"][1]
+    # the start-up: the median of the main pass's 0.3 s and the three paired starts
+    assert targets["startup"] == ("PASS", "<= 0.25 s (median of 4 starts, 0.250 s): PASS")
+    # the absolute figures stay the main pass's
+    results["latency"]["scaler"]["median_ms"] = 0.41
+    assert bp.evaluate_targets(results, imports, sizes, paired)["latency_median"][0] == "MISS"
+    # a round where either engine failed gives no ratio; none at all falls back on the main pass
+    failed = _pair(0.3, 0.2, 30000.0, 7000.0)
+    failed["ppe"]["latency"] = {"error": "TIMEOUT after 300 s"}
+    assert bp.paired_figures([failed])["latency_ratio"] == []
+    assert bp.paired_figures([failed])["map_ratio"] == pytest.approx([30000.0 / 7000.0])
+    del failed["scaler"]["map"]
+    assert bp.paired_figures([failed])["map_ratio"] == []
+    results["latency"]["scaler"]["median_ms"] = 0.35
+    assert bp.evaluate_targets(results, imports, sizes, bp.paired_figures([failed]))["latency_median"] == (
+        "MISS", "<= 0.4 ms, <= 1.5x PPE (1.75x): MISS")
+    table = bp.format_pairs(paired).splitlines()
+    assert "3 round(s)" in table[0] and table[2].split()[:6] == ["1", "0.220", "s", "0.330", "ms", "0.250"]
+    assert bp.format_pairs(bp.paired_figures([])) == "" and bp.format_pairs(None) == ""
+
+
+def test_pairs_argument_and_machine_speed():
+    assert bp.parse_args([]).pairs == bp.FULL_PAIRS and bp.parse_args(["--quick"]).pairs == bp.QUICK_PAIRS
+    assert bp.parse_args(["--pairs", "0"]).pairs == 0
+    assert bp.main(["--pairs", "-1"]) == 2
+    assert bp.machine_speed(n=1000, repeats=1) > 0
+    assert bp.format_speed({"scaler": 120.4, "dask": None}).endswith("lower is faster): scaler 120")
+    assert bp.format_speed({}) == ""
 
 
 def test_steal_is_read_from_the_cpu_line_of_proc_stat(tmp_path):
