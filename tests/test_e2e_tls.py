@@ -77,9 +77,13 @@ def test_combo_runs_tasks_big_results_and_objects_over_tls(tls_combo, pki):
         ref = client.send_object(b"y" * (5 * 1024 * 1024))
         assert client.submit(length, ref).result(timeout=TIMEOUT) == 5 * 1024 * 1024
         assert client.map(add, range(500), range(500)) == [2 * i for i in range(500)]
-        # Many single submits in a row, from two threads: over TLS the SSL object is the I/O
-        # thread's alone, so none of them may take the caller's-thread write (submit_now).
+        # Many single submits in a row, from two threads, each also reading its own results
+        # (leader.py): over TLS the caller's-thread write (submit_now) takes the loop's lock,
+        # under which alone the SSL object is used, or leaves the submit to the I/O thread.
         import threading
+        before = client._agent.direct_submits
+        assert client.submit(add, 2, 2).result(timeout=TIMEOUT) == 4
+        assert client._agent.direct_submits == before + 1  # nothing else going on: written here
         errors = []
 
         def submits(base):
@@ -95,7 +99,49 @@ def test_combo_runs_tasks_big_results_and_objects_over_tls(tls_combo, pki):
         for thread in threads:
             thread.join(TIMEOUT)
         assert not errors and not any(thread.is_alive() for thread in threads), errors
-        assert client._agent.direct_submits == 0
+
+
+def slow_blob(seconds, n):
+    time.sleep(seconds)
+    return blob(n)
+
+
+def test_the_waiting_thread_reads_its_result_over_tls(tls_combo, pki, monkeypatch):
+    """The leader (client/leader.py) over TLS: the thread in result() reads the connection
+    itself, and reads what the SSL object has already decrypted before it polls again
+    (poll() cannot see it). Reads of 1 000 bytes with a budget of one read leave most of
+    every record decrypted in the SSL object; the client's I/O thread, which would pick it
+    up on a timer, sleeps for its 60 s heartbeat: a leader that polled past those bytes
+    would wait past the test's 20 s timeout."""
+    import signal
+    import threading
+
+    from scaler.client import leader as leader_module
+    from scaler.io import connection as connection_module
+    if not leader_module._ENABLED:
+        pytest.skip("no select.poll here, or SCALER_CLIENT_LEAD=0")
+    monkeypatch.setattr(leader_module, "LEAD_SLICE_SECONDS", 120.0)
+    monkeypatch.setattr(connection_module, "_TLS_READ_CHUNK", 1000)
+    monkeypatch.setattr(connection_module, "_READ_BUDGET", 1)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with Client(tls_combo.get_address(), auth_key=KEY, tls_ca=pki.ca, timeout_seconds=TIMEOUT,
+                    heartbeat_interval_seconds=60) as client:
+            assert client._agent.scheduler.tls
+            leader = client._agent.leader
+            for size in (10 * 1024, 60 * 1024):  # one TLS record; four
+                before = leader.results_led
+                threads = []
+                future = client.submit(slow_blob, 0.3, size)  # the leader leads before it ends
+                future.add_done_callback(lambda f: threads.append(threading.get_ident()))
+                assert len(future.result(timeout=20)) == size
+                assert threads == [threading.get_ident()]  # finished here, not on the I/O thread
+                assert leader.results_led == before + 1
+            futures = [client.submit(blob, 60 * 1024) for _ in range(30)]  # results queue up behind each other
+            assert [len(f.result(timeout=20)) for f in futures] == [60 * 1024] * 30
+            assert client.submit(add, 1, 2).result(timeout=20) == 3
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def nested_sum(n):

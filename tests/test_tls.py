@@ -108,6 +108,31 @@ def test_big_frames_mixed_with_small_ones(loop, pki, monkeypatch, budget):
     assert c.write_backlog == 0 and a.write_backlog == 0
 
 
+def test_writes_holding_the_loop_lock_survive_a_full_socket_in_order(loop, pki):
+    """send_holding_loop_lock (a client's submit written by the caller's thread over TLS,
+    holding the loop's lock): it runs the loop's own write path, so when the peer does not
+    read, a record the socket refuses stays the one to retry as is, later frames queue
+    behind it, and the peer gets every frame whole and in order. While a batch is being
+    gathered it writes nothing (the batch goes first)."""
+    from scaler.protocol.codec import encode_parts
+
+    a, acceptor, c, connector = open_tls_pair(loop, pki)
+    gathered = m.TaskSubmit(b"gathered", 0, b"f" * 32, b"call", "", 0)
+    c.send(gathered)  # a batchable message: a batch is now being gathered
+    assert c._batch and not c.send_holding_loop_lock(encode_parts(m.TaskCancel(b"x")))
+    run_until(loop, lambda: acceptor.messages == [gathered])
+    sent, direct = [], 0
+    for i in range(200):  # the loop is not running: nobody reads, the socket fills up
+        msg = m.TaskSubmit(b"t%05d" % i, 0, b"f" * 32, pattern(50000, i), "", 0)
+        assert c.send_holding_loop_lock(encode_parts(msg))
+        direct += not c._wbuf and c._tls_chunk is None  # all of it written at once
+        sent.append(msg)
+    assert 1 <= direct < len(sent)  # the socket filled up on the way
+    run_until(loop, lambda: len(acceptor.messages) == len(sent) + 1 and not c._wbuf and c._tls_chunk is None)
+    assert acceptor.messages[1:] == sent
+    assert c.write_backlog == 0
+
+
 def test_a_plain_peer_on_a_tls_address_is_told_and_refused(loop, pki):
     a, acceptor, c, connector = tls_pair(loop, pki, client_tls=False)
     run_until(loop, lambda: acceptor.closed and connector.closed)

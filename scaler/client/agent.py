@@ -2,7 +2,8 @@
 
 The user's thread hands work over with ``loop.call_soon_threadsafe`` (a deque plus one
 wake-up byte) and waits on futures or :class:`Waiter` objects; the one socket write it
-makes itself is a submit with nothing ahead of it (:meth:`ClientAgent.submit_now`).
+makes itself is a submit with nothing ahead of it (:meth:`ClientAgent.submit_now`; over
+TLS only while it can take the loop's lock, under which alone the SSL object is used).
 Everything in this module after ``start()`` runs on the I/O thread unless its docstring
 says otherwise, or on a thread waiting in ``result()`` that borrowed the scheduler socket
 (``leader.py``): that one holds the loop's lock, so it is never both.
@@ -171,7 +172,17 @@ class ClientAgent(Handler):
             futures = self.futures
             for future, _ in batch:
                 futures[future.task_id] = future  # before it leaves: the result may come back at once
-            if conn.send_from_thread(parts):
+            if conn.tls:  # the SSL object is used under the loop's lock only: take it if it is free
+                lock = self.loop.lock
+                sent = lock is not None and lock.acquire(False)
+                if sent:
+                    try:
+                        sent = conn.send_holding_loop_lock(parts)
+                    finally:
+                        lock.release()
+            else:
+                sent = conn.send_from_thread(parts)
+            if sent:
                 self.direct_submits += 1
                 return True
             for future, _ in batch:

@@ -14,6 +14,9 @@ two never run client code at once. It gives the socket back as soon as its futur
 and whatever finishes that future in another thread (the I/O thread fetching a big result
 from object storage, a ``cancel()``, the client failing) writes to a pipe it polls too.
 
+Over TLS the same, except that records the SSL object has already decrypted are not
+visible to ``poll()``: the leader reads them (``SSLSocket.pending()``) before it polls.
+
 Ctrl-C: in the main thread, SIGINT is held back while a frame is being handled (it would
 otherwise drop a result half-delivered), and its handler (Python's, which raises
 KeyboardInterrupt, or one of the user's own) runs once the socket is given back; while
@@ -113,11 +116,11 @@ class Leader:
     def wait(self, future: "future_module.ScalerFuture", timeout: Optional[float]) -> Optional[float]:
         """Read the scheduler connection until ``future`` is done, the connection ends or
         ``timeout`` passes; returns what is left of ``timeout``. Does nothing (another
-        thread leads, the connection is TLS, we are the I/O thread...) when it cannot lead:
+        thread leads, we are the I/O thread...) when it cannot lead:
         the caller then waits the ordinary way."""
         agent = self.agent
         conn = agent.scheduler
-        if (not _ENABLED or self._closed or self._leading or conn is None or conn.tls or not conn.opened
+        if (not _ENABLED or self._closed or self._leading or conn is None or not conn.opened
                 or agent.failure is not None or agent.on_io_thread() or self._dispatching == threading.get_ident()):
             return timeout
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -167,6 +170,9 @@ class Leader:
             future._group = wake
         sock = conn.sock
         fd = sock.fileno()
+        # TLS: records the SSL object has decrypted already are invisible to poll(); they are
+        # read before polling again (the I/O thread's loop does the same with a zero timer).
+        pending = sock.pending if conn.tls else None
         first_timer = loop._timers[0] if loop._timers else None
         if not loop.suspend(sock, wake.changed):
             self._release(future, wake)
@@ -185,17 +191,20 @@ class Leader:
                     wait = min(wait, deadline - time.monotonic())
                     if wait <= 0:
                         break
-                self.lock.release()
-                try:
-                    if guard is not None:
-                        guard.polling = True
-                    ready = poller.poll(max(1, int(wait * 1000 + 0.999)))
-                finally:
-                    if guard is not None:
-                        guard.polling = False
-                    interrupted = self._reacquire()
-                if interrupted is not None:
-                    raise interrupted
+                if pending is not None and events & _READ and pending():
+                    ready = [(fd, select.POLLIN)]
+                else:
+                    self.lock.release()
+                    try:
+                        if guard is not None:
+                            guard.polling = True
+                        ready = poller.poll(max(1, int(wait * 1000 + 0.999)))
+                    finally:
+                        if guard is not None:
+                            guard.polling = False
+                        interrupted = self._reacquire()
+                    if interrupted is not None:
+                        raise interrupted
                 for ready_fd, revents in ready:
                     if ready_fd == self._wake_r:
                         _drain(self._wake_r)

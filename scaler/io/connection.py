@@ -355,6 +355,21 @@ class Connection:
             self.loop.call_soon_threadsafe(lambda: self._queued_by_thread(waiting))
         return True
 
+    def send_holding_loop_lock(self, parts: List[Buffer]) -> bool:
+        """Write ``parts`` (whole encoded frames) now, from a thread other than the loop's
+        that holds the loop's lock (``EventLoop.lock``), which the loop's thread holds for
+        everything but its wait in ``select()``: so this runs the loop's own write path, TLS
+        included (the SSL object is only ever used under that lock). Only when the connection
+        is open and no batch is being gathered; returns False, having done nothing,
+        otherwise. What the socket does not take now stays queued for the loop, which the
+        events set here wake."""
+        if self._state != _OPEN or self._batch or self._close_when_flushed or self._read_paused:
+            return False
+        self._wbuf.extend(parts)
+        self.write_backlog += sum(_nbytes(part) for part in parts)
+        self._flush()
+        return True
+
     def _queued_by_thread(self, nbytes: int) -> None:
         self.write_backlog += nbytes
         self.loop.want_flush(self)
