@@ -336,3 +336,32 @@ def test_a_stop_while_a_waiter_holds_the_lock_still_closes_the_leader_pipe(share
         for fd in pipe:
             with pytest.raises(OSError):
                 os.fstat(fd)
+
+
+def test_hold_sigint_holds_ctrl_c_back_until_released():
+    """A TLS write from the main thread (submit_now) holds SIGINT back, as the leader does
+    while it handles a frame: Python's ssl module would run the handler right after the
+    write, and the KeyboardInterrupt would have the record written again."""
+    held = leader_module.hold_sigint()
+    try:
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        for _ in range(10000):  # places where a pending handler would run
+            time.sleep(0)
+    except KeyboardInterrupt:
+        held.release()
+        pytest.fail("SIGINT was not held back")
+    with pytest.raises(KeyboardInterrupt):
+        held.release()  # ... but runs once released
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    leader_module.hold_sigint().release()  # nothing held back: nothing raised
+    # no Python handler, or not the main thread: nothing to hold back
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert leader_module.hold_sigint() is leader_module._NOT_HELD
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    out = []
+    thread = threading.Thread(target=lambda: out.append(leader_module.hold_sigint()))
+    thread.start()
+    thread.join(30)
+    assert out == [leader_module._NOT_HELD]

@@ -108,12 +108,13 @@ def test_big_frames_mixed_with_small_ones(loop, pki, monkeypatch, budget):
     assert c.write_backlog == 0 and a.write_backlog == 0
 
 
-def test_writes_holding_the_loop_lock_survive_a_full_socket_in_order(loop, pki):
-    """send_holding_loop_lock (a client's submit written by the caller's thread over TLS,
-    holding the loop's lock): it runs the loop's own write path, so when the peer does not
-    read, a record the socket refuses stays the one to retry as is, later frames queue
-    behind it, and the peer gets every frame whole and in order. While a batch is being
-    gathered it writes nothing (the batch goes first)."""
+def test_direct_writes_run_the_loop_write_path_through_a_full_socket_in_order(loop, pki):
+    """send_holding_loop_lock (a client's submit written by the caller's thread over TLS;
+    here the loop is not running, so no lock is needed): it runs the loop's own write
+    path, so when the peer does not read, a record the socket refuses stays the one to
+    retry as is, later frames queue behind it, and the peer gets every frame whole and in
+    order. While a batch is being gathered it writes nothing (the batch goes first). The
+    threaded side is tests/test_e2e_tls.py (two threads submitting and leading)."""
     from scaler.protocol.codec import encode_parts
 
     a, acceptor, c, connector = open_tls_pair(loop, pki)

@@ -34,7 +34,7 @@ from ..utility.exceptions import (AuthenticationError, ClientShutdownException, 
                                   ObjectStorageException, ProcessorDiedError, TaskExceptionNotSerializableError,
                                   SchedulerBusyError, TaskTimeoutError, TLSError, WorkerDiedError)
 from .future import ScalerFuture
-from .leader import Leader
+from .leader import Leader, hold_sigint
 
 logger = logging.getLogger(__name__)
 
@@ -174,12 +174,22 @@ class ClientAgent(Handler):
                 futures[future.task_id] = future  # before it leaves: the result may come back at once
             if conn.tls:  # the SSL object is used under the loop's lock only: take it if it is free
                 lock = self.loop.lock
-                sent = lock is not None and lock.acquire(False)
-                if sent:
+                held = hold_sigint()  # (see there: no KeyboardInterrupt right after an SSL write)
+                if held is None:
+                    sent = False
+                else:
                     try:
-                        sent = conn.send_holding_loop_lock(parts)
+                        sent = lock is not None and lock.acquire(False)
+                        if sent:
+                            try:
+                                sent = conn.send_holding_loop_lock(parts)
+                            finally:
+                                lock.release()
                     finally:
-                        lock.release()
+                        if not sent:
+                            for future, _ in batch:
+                                futures.pop(future.task_id, None)
+                        held.release()  # a Ctrl-C held back is raised here, the task sent or not
             else:
                 sent = conn.send_from_thread(parts)
             if sent:

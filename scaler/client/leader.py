@@ -16,6 +16,10 @@ from object storage, a ``cancel()``, the client failing) writes to a pipe it pol
 
 Over TLS the same, except that records the SSL object has already decrypted are not
 visible to ``poll()``: the leader reads them (``SSLSocket.pending()``) before it polls.
+That SIGINT is held back while a frame is handled matters more there: Python's ssl module
+runs pending signal handlers right after a successful SSL read or write, so a
+KeyboardInterrupt raised there would lose bytes already taken from the SSL object, or
+have a record already sent written again.
 
 Ctrl-C: in the main thread, SIGINT is held back while a frame is being handled (it would
 otherwise drop a result half-delivered), and its handler (Python's, which raises
@@ -46,8 +50,6 @@ LEAD_SLICE_SECONDS = 1.0  # the longest single poll: a net under wake-ups that c
 # select.poll is missing on Windows; SCALER_CLIENT_LEAD=0 turns leading off (the I/O thread reads everything).
 _ENABLED = hasattr(select, "poll") and os.environ.get("SCALER_CLIENT_LEAD", "1") != "0"
 _READ, _WRITE = 1, 2  # selectors.EVENT_READ, EVENT_WRITE (selectors is not imported for two ints)
-
-
 class _Wake:
     """Sits in the awaited future's ``_group`` slot while a leader waits on it: another
     thread finishing the future writes a byte to the pipe the leader polls."""
@@ -98,6 +100,34 @@ class _SigintGuard:
             signum, frame = self.deferred
             self.deferred = None
             self.handler(signum, frame)
+
+
+def hold_sigint() -> Any:
+    """For a TLS write from the caller's thread (``ClientAgent.submit_now``): in the main
+    thread, SIGINT's Python handler held back until ``release()`` (see ``_SigintGuard``),
+    because Python's ssl module runs pending handlers right after a successful write and a
+    KeyboardInterrupt there would have the record written again. Returns an object whose
+    ``release()`` ends that (and may raise what the handler raises), or None when the write
+    must not be made here (a handler set from C: it cannot be stood in for)."""
+    if threading.current_thread() is not threading.main_thread():
+        return _NOT_HELD
+    handler = _raw_signal.getsignal(signal.SIGINT)
+    if handler is None:
+        return None
+    if isinstance(handler, _SigintGuard) or not callable(handler):
+        return _NOT_HELD  # a leader's guard already holds it back (a done-callback), or no Python handler
+    guard = _SigintGuard(handler)
+    _raw_signal.signal(signal.SIGINT, guard)
+    return guard
+
+
+class _NotHeld:
+    @staticmethod
+    def release() -> None:
+        pass
+
+
+_NOT_HELD = _NotHeld()
 
 
 class Leader:
@@ -286,4 +316,4 @@ def _nothing() -> None:
     pass
 
 
-__all__ = ["Leader", "LEAD_SLICE_SECONDS"]
+__all__ = ["Leader", "LEAD_SLICE_SECONDS", "hold_sigint"]

@@ -361,13 +361,16 @@ class Connection:
         everything but its wait in ``select()``: so this runs the loop's own write path, TLS
         included (the SSL object is only ever used under that lock). Only when the connection
         is open and no batch is being gathered; returns False, having done nothing,
-        otherwise. What the socket does not take now stays queued for the loop, which the
-        events set here wake."""
+        otherwise. The frames go behind whatever is queued. What the socket does not take
+        now, and a close after a failed write (which ``flush`` leaves to the loop's thread,
+        see ``close``), are the loop's: its thread is woken for them."""
         if self._state != _OPEN or self._batch or self._close_when_flushed or self._read_paused:
             return False
         self._wbuf.extend(parts)
         self.write_backlog += sum(_nbytes(part) for part in parts)
-        self._flush()
+        self.flush()
+        if self._wbuf or self._tls_chunk is not None or self.loop._soon:
+            self.loop.call_soon_threadsafe(_nothing)
         return True
 
     def _queued_by_thread(self, nbytes: int) -> None:
@@ -767,6 +770,10 @@ class Connection:
         self._before_open = []
         self._reader.clear()
         self.handler.connection_closed(self, reason)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _strerror(code: int) -> str:
