@@ -50,6 +50,8 @@ LEAD_SLICE_SECONDS = 1.0  # the longest single poll: a net under wake-ups that c
 # select.poll is missing on Windows; SCALER_CLIENT_LEAD=0 turns leading off (the I/O thread reads everything).
 _ENABLED = hasattr(select, "poll") and os.environ.get("SCALER_CLIENT_LEAD", "1") != "0"
 _READ, _WRITE = 1, 2  # selectors.EVENT_READ, EVENT_WRITE (selectors is not imported for two ints)
+
+
 class _Wake:
     """Sits in the awaited future's ``_group`` slot while a leader waits on it: another
     thread finishing the future writes a byte to the pipe the leader polls."""
