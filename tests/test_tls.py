@@ -134,6 +134,25 @@ def test_direct_writes_run_the_loop_write_path_through_a_full_socket_in_order(lo
     assert c.write_backlog == 0
 
 
+def test_a_direct_write_that_fails_leaves_the_close_to_the_loop(loop, pki):
+    """send_holding_loop_lock into a connection whose peer is gone: the failed write does
+    not close the connection (and run its owner's close handler) in the writing thread,
+    which holds the client's locks; the close is queued for the loop, whose thread is
+    woken for it."""
+    import threading
+
+    from scaler.protocol.codec import encode_parts
+
+    a, acceptor, c, connector = open_tls_pair(loop, pki)
+    c.write_lock = threading.RLock()  # as the client sets it (its send lock)
+    a.sock.close()  # the peer's end is gone without a word: the next write fails
+    msg = m.TaskSubmit(b"t", 0, b"f" * 32, pattern(300000, 1), "", 0)
+    assert c.send_holding_loop_lock(encode_parts(msg))
+    assert connector.closed is None and not c.closed  # not here...
+    assert loop._soon and loop._wake_pending  # ...but on the loop's thread, which was woken
+    run_until(loop, lambda: connector.closed is not None)  # (by the failed write, or the peer's end first)
+
+
 def test_a_plain_peer_on_a_tls_address_is_told_and_refused(loop, pki):
     a, acceptor, c, connector = tls_pair(loop, pki, client_tls=False)
     run_until(loop, lambda: acceptor.closed and connector.closed)
