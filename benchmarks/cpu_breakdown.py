@@ -69,7 +69,7 @@ def _thread_figures(pid):
 
 
 def processes():
-    """pid -> (parent pid, command line) of every process."""
+    """pid -> (parent pid, command line, name) of every process."""
     table = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -81,18 +81,23 @@ def processes():
                 cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        table[int(entry)] = (int(stat[stat.rindex(")") + 2:].split()[1]), cmdline)
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        table[int(entry)] = (int(stat[stat.rindex(")") + 2:].split()[1]), cmdline, name)
     return table
 
 
 def descendants(root, table):
     found = [root]
     for pid in found:
-        found.extend(p for p, (ppid, _) in table.items() if ppid == pid and p not in found)
+        found.extend(p for p, (ppid, _, _) in table.items() if ppid == pid and p not in found)
     return found
 
 
-def role(cmdline):
+def role(cmdline, comm=""):
+    if comm == "scaler-proc":  # forked (its command line is its agent's): named so
+        return "processor"
+    if comm == "scaler-worker":  # forked from its manager
+        return "agent"
     for module, name in ((".scheduler", "scheduler"), (".worker.processor", "processor"), (".worker ", "agent"),
                          (".cluster", "worker manager")):
         if module in cmdline:
@@ -107,7 +112,7 @@ def every_process(workers, timeout=60.0):
     while True:
         table = processes()
         pids = descendants(os.getpid(), table)
-        roles = {pid: role(table[pid][1]) for pid in pids}
+        roles = {pid: role(table[pid][1], table[pid][2]) for pid in pids}
         if sum(1 for name in roles.values() if name == "processor") >= workers or time.monotonic() > deadline:
             return pids, roles
         time.sleep(0.05)

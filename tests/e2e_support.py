@@ -139,12 +139,37 @@ def cmdline(pid: int) -> List[str]:
         return []
 
 
+def comm(pid: int) -> str:
+    """The process's name (``ps -o comm``): a forked worker or processor names itself there."""
+    try:
+        with open("/proc/%d/comm" % pid) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def role(pid: int) -> str:
+    """"worker", "processor", "cluster", "scheduler"... of a framework process: by its name if
+    it was forked (its command line is then its parent's), else by its command line."""
+    name = comm(pid)
+    if name == "scaler-worker":
+        return "worker"
+    if name == "scaler-proc":
+        return "processor"
+    line = " ".join(cmdline(pid))
+    for module, what in ((".worker.processor", "processor"), (".worker", "worker"), (".cluster", "cluster"),
+                         (".scheduler", "scheduler"), (".object_storage", "object storage")):
+        if "scaler" + module in line:
+            return what
+    return ""
+
+
 def describe(procs: Iterable[Proc]) -> str:
     lines = []
     for proc in procs:
         stat = read_stat(proc.pid)
         state = "gone" if stat is None or stat.starttime != proc.starttime else stat.state
-        lines.append("  pid %d [%s] %s" % (proc.pid, state, " ".join(cmdline(proc.pid))[:200]))
+        lines.append("  pid %d [%s] (%s) %s" % (proc.pid, state, comm(proc.pid), " ".join(cmdline(proc.pid))[:200]))
     return "\n".join(lines)
 
 

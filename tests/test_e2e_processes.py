@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from e2e_support import (cmdline, combo_tree_complete, descendants, describe, exit_code_within, framework_children,
+from e2e_support import (combo_tree_complete, descendants, describe, exit_code_within, framework_children,
                          free_port_pair, has_exited, identify, is_framework, is_present, proc_of, read_stat,
-                         subprocess_env, wait_for_tree, wait_until)
+                         role, subprocess_env, wait_for_tree, wait_until)
 from scaler import Client
 from scaler.utility.exceptions import ClientShutdownException, DisconnectedError
 
@@ -133,16 +133,18 @@ def test_killing_the_owner_stops_every_descendant(procs, announcements):
 STOP_AS_IT_SPAWNS = """
 import dataclasses, json, os, signal, sys
 from scaler.utility import process as proc_util
-real_spawn = proc_util.spawn
 
-def spawn(*args, **kwargs):
-    child = real_spawn(*args, **kwargs)
-    with open(sys.argv[1], "a") as f:
-        f.write("%d\\n" % child.pid)
-    os.kill(os.getpid(), signal.SIGTERM)
-    return child
+def stop_as_it_starts(real):
+    def start(*args, **kwargs):
+        child = real(*args, **kwargs)  # (a forked child never returns from fork_child)
+        with open(sys.argv[1], "a") as f:
+            f.write("%d\\n" % child.pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return child
+    return start
 
-proc_util.spawn = spawn
+proc_util.spawn = stop_as_it_starts(proc_util.spawn)  # a new interpreter
+proc_util.fork_child = stop_as_it_starts(proc_util.fork_child)  # a fork (a worker's first processor)
 if sys.argv[2] == "worker":
     from scaler.config.components import WorkerConfig
     from scaler.worker.__main__ import main
@@ -194,7 +196,9 @@ def test_command_line_scheduler_and_cluster(procs, signum):
     tree = wait_for_tree(cluster.pid, complete, TIMEOUT, "2 workers with processors under the cluster")
     family = [identify(scheduler.pid), identify(cluster.pid)] + [proc_of(s) for s in tree]
     family += [proc_of(s) for s in descendants(scheduler.pid) if is_framework(s)]
-    assert all("scaler.worker" in " ".join(cmdline(p.pid)) for p in family[2:]), describe(family)
+    workers = [p for p in family[2:] if p.pid in {w.pid for w in framework_children(cluster.pid)}]
+    assert len(workers) == 2 and all(role(p.pid) == "worker" for p in workers), describe(family)
+    assert sorted(role(p.pid) for p in family[2:]) == ["processor", "processor", "worker", "worker"], describe(family)
 
     for child in (cluster, scheduler):
         child.popen.send_signal(signum)

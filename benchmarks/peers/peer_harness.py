@@ -130,6 +130,15 @@ def tree_memory(root=None):
     return out
 
 
+def comm(pid):
+    """The process's name (``ps -o comm``)."""
+    try:
+        with open("/proc/%d/comm" % pid) as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
 def cmdline(pid):
     try:
         with open("/proc/%d/cmdline" % pid, "rb") as fh:

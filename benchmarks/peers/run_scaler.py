@@ -66,7 +66,12 @@ class ScalerEngine(harness.Engine):
             return roles
         for pid in harness.process_tree():
             command = harness.cmdline(pid)
-            if ".scheduler" in command:
+            name = harness.comm(pid)  # a forked worker or processor: named, its command line its parent's
+            if name == "scaler-proc":
+                roles[pid] = "processor"
+            elif name == "scaler-worker":
+                roles[pid] = "agent"
+            elif ".scheduler" in command:
                 roles[pid] = "scheduler"
             elif ".worker.processor" in command:
                 roles[pid] = "processor"

@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Set
 
 
 # The configuration (its dataclasses), json and the loader are imported where used: this module is
@@ -64,6 +64,11 @@ def child_environment(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     return env
 
 
+# The write ends of this process's children's lifelines: a forked child closes them, or a
+# sibling's lifeline would stay open for as long as it lives.
+_LIFELINES: Set[int] = set()
+
+
 class Child:
     """A started child process and the write end of its lifeline."""
 
@@ -71,6 +76,7 @@ class Child:
         self.name = name
         self.popen = popen
         self.lifeline_fd = lifeline_fd
+        _LIFELINES.add(lifeline_fd)
 
     @property
     def pid(self) -> int:
@@ -122,6 +128,7 @@ class Child:
 
     def close_lifeline(self) -> None:
         if self.lifeline_fd >= 0:
+            _LIFELINES.discard(self.lifeline_fd)
             try:
                 os.close(self.lifeline_fd)
             except OSError:
@@ -246,6 +253,150 @@ def spawn(name: str, submodule: str, args: Sequence[str], env: Optional[Dict[str
     finally:
         os.close(read_end)
     return Child(name, popen, write_end)
+
+
+class ForkedPopen:
+    """The part of ``subprocess.Popen``'s face :class:`Child` uses, for a child made by
+    :func:`fork_child` (no command line, no pipes: a pid to poll, wait for and signal)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: Optional[int] = None
+        self.args = ["<forked>"]
+
+    def _reap(self, flags: int) -> Optional[int]:
+        if self.returncode is not None:
+            return self.returncode
+        try:
+            pid, status = os.waitpid(self.pid, flags)
+        except ChildProcessError:  # reaped elsewhere (as Popen: the status is lost)
+            self.returncode = 0
+            return 0
+        if pid == self.pid:
+            self.returncode = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        return self.returncode
+
+    def poll(self) -> Optional[int]:
+        return self._reap(os.WNOHANG)
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        if timeout is None:
+            code = self._reap(0)
+            assert code is not None
+            return code
+        deadline = time.monotonic() + timeout
+        delay = 0.0005
+        while True:  # (as Popen.wait with a timeout on POSIX: poll, sleep a little longer each time)
+            code = self._reap(os.WNOHANG)
+            if code is not None:
+                return code
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _subprocess().TimeoutExpired(self.args, timeout)
+            delay = min(delay * 2, left, 0.05)
+            time.sleep(delay)
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+FORK_ENV = "SCALER_FORK"  # "0": always start children as new interpreters
+
+
+def can_fork() -> bool:
+    """Forking is safe here: Linux, one thread (the forked child has only the caller's, and
+    a lock another thread held would stay held in it), and not turned off."""
+    return (sys.platform.startswith("linux") and hasattr(os, "fork") and threading.active_count() == 1
+            and os.environ.get(FORK_ENV, "1") != "0")
+
+
+def _forked_child_reset(*fds: int) -> None:
+    """In a forked child: signal handlers as a new interpreter has them (the parent's would act
+    on the parent's state), and none of the parent's lifeline write ends held."""
+    for signum in signal.valid_signals() if hasattr(signal, "valid_signals") else (signal.SIGINT, signal.SIGTERM):
+        try:
+            handler = signal.getsignal(signum)
+        except (OSError, ValueError):
+            continue
+        if callable(handler) and handler is not signal.default_int_handler:
+            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+    for fd in (*_LIFELINES, *fds):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _LIFELINES.clear()
+
+
+def _forked_child_stdin() -> None:
+    try:
+        null = os.open(os.devnull, os.O_RDONLY)
+    except OSError:
+        return
+    if null != 0:
+        os.dup2(null, 0)
+        os.close(null)
+
+
+def set_comm(comm: str) -> None:
+    """This process's name as ``ps -o comm`` and ``top`` show it (Linux; else nothing)."""
+    try:
+        with open("/proc/self/comm", "w") as f:
+            f.write(comm[:15])
+    except OSError:
+        pass
+
+
+def fork_child(name: str, run: Callable[[int], int], comm: str = "") -> Child:
+    """Start a child by forking this process: ``run(lifeline_fd)`` runs in it, its result is
+    the exit status (the child never returns into the caller's code, nor runs its atexit).
+
+    What a new interpreter costs (30-60 ms of CPU: start-up and imports) is saved; the
+    caller makes sure the child inherits nothing it must not hold (see :func:`can_fork`).
+    As :func:`spawn`'s children, it reads stdin from ``/dev/null``. Its command line is the
+    parent's; ``comm`` (15 characters at most) names it for ``ps -o comm``, ``top``...
+    """
+    for stream in (sys.stdout, sys.stderr):  # or what they buffered would be written twice
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    read_end, write_end = os.pipe()
+    try:
+        pid = os.fork()
+    except BaseException:
+        os.close(read_end)
+        os.close(write_end)
+        raise
+    if pid == 0:  # the child
+        code = 1
+        try:
+            _forked_child_reset(write_end)
+            _forked_child_stdin()
+            if comm:
+                set_comm(comm)
+            code = run(read_end)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException:  # noqa: B902 - the child must end here, whatever happened
+            try:
+                import traceback
+                traceback.print_exc()
+            except BaseException:  # noqa: B902
+                pass
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except BaseException:  # noqa: B902
+                    pass
+            os._exit(code)
+    os.close(read_end)
+    return Child(name, ForkedPopen(pid), write_end)  # type: ignore[arg-type]
 
 
 def spawn_component(name: str, submodule: str, config: Any, args: Sequence[str] = (), *,
@@ -399,10 +550,12 @@ def run_loop(loop: Any, stop: Callable[[], None], lifeline_fd: Optional[int] = N
         loop.call_soon_threadsafe(stop)
 
     on_stop_signals(lambda _signum: loop.call_soon_threadsafe(stop))
-    watch_lifeline(lifeline_fd, parent_died)
     try:
         if start is not None:
             start()
+        # After start(), which may fork children while this process has one thread; a parent
+        # that died meanwhile is seen at once (the pipe's end of file stays).
+        watch_lifeline(lifeline_fd, parent_died)
         loop.run()
     finally:
         try:

@@ -13,7 +13,7 @@ import os
 import signal
 import socket
 import time
-from typing import Deque, Dict, Optional
+from typing import Deque, Dict, List, Optional
 
 from ..config.components import WorkerConfig
 from ..io import shm
@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 RECONNECT_INTERVAL_SECONDS = 1.0
 PRELOAD_FAILED_EXIT = 3
+PROCESSOR_COMM = "scaler-proc"  # the name of a forked processor (its command line is its agent's)
 
 
 class WorkerAgent(PipelineEffects):
@@ -84,12 +85,19 @@ class WorkerAgent(PipelineEffects):
         ``finally`` calls :meth:`shutdown`, so a stop landing at any moment of start-up
         still reaps the processor (a SIGTERM between the spawn and that ``try`` used to
         leave it an orphan)."""
-        self._start_processor()
+        if self.processor is None:
+            self._start_processor()
         self._connect_scheduler()
         config = self.config
         self.loop.call_every(config.heartbeat_interval_seconds, self._heartbeat)
         if config.task_timeout_seconds > 0:  # checked four times per limit, at least every second
             self.loop.call_every(min(1.0, config.task_timeout_seconds / 4), self._check_timeout)
+
+    def start_first_processor(self) -> None:
+        """Start the first processor by forking this process, while that is safe and cheap: no
+        thread yet, nothing open but the processor's channel (a new interpreter and its imports
+        are most of a worker's start-up). Call it first, inside the same ``try`` as :meth:`start`."""
+        self._start_processor(fork=True)
 
     # --- scheduler link ---
     def _connect_scheduler(self) -> None:
@@ -298,7 +306,9 @@ class WorkerAgent(PipelineEffects):
             self.policy.holding(len(self.pipeline))
 
     # --- processor ---
-    def _start_processor(self) -> None:
+    def _start_processor(self, fork: bool = False) -> None:
+        """Start a processor; with ``fork``, by forking this process when that is safe (see
+        :func:`start_first_processor`), else as a new interpreter."""
         parent_sock, child_sock = socket.socketpair()
         args = ["--channel-fd", str(child_sock.fileno()), "--logging-level", self.config.logging_level,
                 "--gc-interval", str(self.config.garbage_collect_interval_seconds),
@@ -317,8 +327,12 @@ class WorkerAgent(PipelineEffects):
                 pass  # a binary key given in Python: a Client() in a task must be given it
         env = proc_util.child_environment(extra)
         try:
-            self.processor = proc_util.spawn("processor", "worker.processor", args, env=env,
-                                             pass_fds=(child_sock.fileno(),))
+            if fork and proc_util.can_fork():
+                self.processor = proc_util.fork_child("processor", lambda lifeline_fd: _run_forked_processor(
+                    parent_sock, [*args, "--lifeline-fd", str(lifeline_fd)], env), comm=PROCESSOR_COMM)
+            else:
+                self.processor = proc_util.spawn("processor", "worker.processor", args, env=env,
+                                                 pass_fds=(child_sock.fileno(),))
         finally:
             child_sock.close()
         parent_sock.setblocking(False)
@@ -451,6 +465,13 @@ class _Link(Handler):
             self.agent.processor_lost(conn, reason)
 
 
+def _run_forked_processor(parent_sock: socket.socket, args: List[str], env: Dict[str, str]) -> int:
+    """The forked processor's entry: drop the agent's end of the channel, then run as one."""
+    parent_sock.close()
+    from .processor import main_forked
+    return main_forked(args, env)
+
+
 def _describe_exit(code: Optional[int]) -> str:
     if code is None:
         return "exit status unknown"
@@ -471,9 +492,10 @@ def run_worker(config: WorkerConfig, lifeline_fd: Optional[int] = None) -> int:
         loop.call_soon_threadsafe(agent.stop)
 
     proc_util.on_stop_signals(stop_from_signal)
-    proc_util.watch_lifeline(lifeline_fd, lambda: (proc_util.exit_soon_after(5.0),
-                                                   loop.call_soon_threadsafe(agent.stop)))
     try:
+        agent.start_first_processor()  # before the lifeline's thread: see there
+        proc_util.watch_lifeline(lifeline_fd, lambda: (proc_util.exit_soon_after(5.0),
+                                                       loop.call_soon_threadsafe(agent.stop)))
         agent.start()
         loop.run()
     finally:

@@ -416,5 +416,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
+def main_forked(argv: List[str], env: Dict[str, str]) -> int:
+    """:func:`main`, in a child forked from its agent (``utility.process.fork_child``) rather
+    than started as a new interpreter: first undo what the agent's process set up that a
+    fresh ``python -m ...processor`` would not have."""
+    os.environ.clear()
+    os.environ.update(env)
+    sys.argv = [__file__, *argv]
+    sys.modules["__main__"] = sys.modules[__name__]  # as under -m: a task's __main__ is the processor
+    root = logging.getLogger()
+    for handler in list(root.handlers):  # the agent's (not closed: their files are the agent's too)
+        root.removeHandler(handler)
+    return main(argv)
+
+
 if __name__ == "__main__":
     sys.exit(main())

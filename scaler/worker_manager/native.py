@@ -35,6 +35,7 @@ PRELOAD_FAILED_EXIT = 3  # a worker's exit code when its processor's preload fai
 WORKER_STOP_GRACE_SECONDS = 10.0
 RESTART_BACKOFF_SECONDS = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 60.0)
 RECONNECT_SECONDS = 1.0
+WORKER_COMM = "scaler-worker"  # the name of a forked worker (its command line is its manager's)
 
 
 class _Group:
@@ -86,7 +87,7 @@ class NativeWorkerManager(Handler):
             names = self._worker_names
             for index in range(self.config.max_task_concurrency):
                 name = names[index] if index < len(names) else None
-                self._start_group(name)
+                self._start_group(name, fork=True)
         self._connect()
         self.loop.call_every(self.config.heartbeat_interval_seconds, self._heartbeat)
         self.loop.call_every(0.5, self._reap)
@@ -102,9 +103,18 @@ class NativeWorkerManager(Handler):
                       scheduler_address=self.config.worker_scheduler_address or self.config.scheduler_address)
         return WorkerConfig(**values)
 
-    def _start_group(self, group_id: Optional[str] = None) -> _Group:
+    def _start_group(self, group_id: Optional[str] = None, fork: bool = False) -> _Group:
+        """Start a worker; with ``fork``, by forking this process when that is safe (one thread:
+        the fixed pool's first workers), else as a new interpreter."""
         group_id = group_id or self._new_group_id()
-        child = proc_util.spawn_component("worker %s" % group_id, "worker", self._worker_config(group_id))
+        name = "worker %s" % group_id
+        config = self._worker_config(group_id)
+        if fork and proc_util.can_fork():
+            from ..worker import agent, processor  # noqa: F401 - imported once here, not in each child
+            child = proc_util.fork_child(name, lambda lifeline_fd: _run_forked_worker(config, lifeline_fd),
+                                          comm=WORKER_COMM)
+        else:
+            child = proc_util.spawn_component(name, "worker", config)
         group = _Group(group_id, child)
         self.groups[group_id] = group
         return group
@@ -309,6 +319,17 @@ class NativeWorkerManager(Handler):
         if box[1] is not None:
             raise box[1]
         return box[0]
+
+
+def _run_forked_worker(config: WorkerConfig, lifeline_fd: int) -> int:
+    """A worker forked from its manager: as ``python -m ...worker`` would run it."""
+    key = config.auth_key
+    env = proc_util.child_environment({proc_util.AUTH_KEY_ENV: key} if key else None)
+    os.environ.clear()
+    os.environ.update(env)
+    from ..worker.agent import run_worker
+    proc_util.start_component(config, "worker")
+    return run_worker(config, lifeline_fd)
 
 
 def run_native_manager(config: WorkerManagerConfig, lifeline_fd: Optional[int] = None,
