@@ -157,7 +157,8 @@ def role(pid: int) -> str:
     if name == "scaler-proc":
         return "processor"
     line = " ".join(cmdline(pid))
-    for module, what in ((".worker.processor", "processor"), (".worker", "worker"), (".cluster", "cluster"),
+    for module, what in ((".worker_manager", "worker manager"), (".worker.processor", "processor"),
+                         (".worker", "worker"), (".cluster", "cluster"),
                          (".scheduler", "scheduler"), (".object_storage", "object storage")):
         if "scaler" + module in line:
             return what

@@ -35,7 +35,7 @@ import pytest
 
 from e2e_support import (DEFAULT_PYTHONPATH, Proc, ProcessRegistry, Spawned, all_stats, children, cmdline,
                          describe, descendants, exit_code_within, free_port_pair, group_members, has_exited,
-                         is_present, proc_of, read_stat, subprocess_env, wait_until)
+                         is_present, proc_of, read_stat, role, subprocess_env, wait_until)
 from scaler import Client
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="e2e tests need Linux")
@@ -169,10 +169,9 @@ def start_scheduler(family: Family, port: int, *extra: str, name: str = "schedul
 
 
 def live_workers(manager_pid: int, stats=None) -> List:
-    """The manager's worker processes (its children running scaler.worker), zombies excluded."""
+    """The manager's worker processes (spawned as scaler.worker, or forked), zombies excluded."""
     stats = all_stats() if stats is None else stats
-    return [s for s in children(manager_pid, stats)
-            if s.state not in ("Z", "X") and "scaler.worker" in " ".join(cmdline(s.pid))]
+    return [s for s in children(manager_pid, stats) if s.state not in ("Z", "X") and role(s.pid) == "worker"]
 
 
 def ready_workers(manager_pid: int, stats) -> List:

@@ -304,20 +304,33 @@ class ForkedPopen:
                 pass
 
 
-FORK_ENV = "SCALER_FORK"  # "0": always start children as new interpreters
+FORK_ENV = "SCALER_FORK"  # "0" (or false, no, off): always start children as new interpreters
+
+# Set by run_main: this interpreter runs one of the package's components as its program. Only
+# then may it fork children; a user's program (a NativeWorkerManager run in-process) never is.
+_COMPONENT_PROCESS = False
 
 
 def can_fork() -> bool:
-    """Forking is safe here: Linux, one thread (the forked child has only the caller's, and
-    a lock another thread held would stay held in it), and not turned off."""
-    return (sys.platform.startswith("linux") and hasattr(os, "fork") and threading.active_count() == 1
-            and os.environ.get(FORK_ENV, "1") != "0")
+    """Forking is safe here: Linux, a process that runs a component (not a user's program,
+    whose files, sockets and library state a child would inherit), one thread (the forked
+    child has only the caller's, and a lock another thread held would stay held in it; threads
+    a C extension started count too), and not turned off."""
+    if not (_COMPONENT_PROCESS and sys.platform.startswith("linux") and hasattr(os, "fork")):
+        return False
+    if os.environ.get(FORK_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    try:
+        return threading.active_count() == 1 and len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
 
 
 def _forked_child_reset(*fds: int) -> None:
     """In a forked child: signal handlers as a new interpreter has them (the parent's would act
-    on the parent's state), and none of the parent's lifeline write ends held."""
-    for signum in signal.valid_signals() if hasattr(signal, "valid_signals") else (signal.SIGINT, signal.SIGTERM):
+    on the parent's state), none of the parent's lifeline write ends held, and no logging set
+    up (see :func:`_forked_child_logging`)."""
+    for signum in signal.valid_signals():
         try:
             handler = signal.getsignal(signum)
         except (OSError, ValueError):
@@ -330,6 +343,23 @@ def _forked_child_reset(*fds: int) -> None:
         except OSError:
             pass
     _LIFELINES.clear()
+    _forked_child_logging()
+
+
+def _forked_child_logging() -> None:
+    """Logging as in a new interpreter that imported the same modules: no handlers (the
+    parent's are left open, its files are its own), every logger enabled, at its default
+    level (a ``dictConfig`` in the parent disables the loggers it does not name)."""
+    root = logging.getLogger()
+    for logger_ in [root, *logging.Logger.manager.loggerDict.values()]:
+        if not isinstance(logger_, logging.Logger):
+            continue  # a PlaceHolder
+        for handler in list(logger_.handlers):
+            if not isinstance(handler, logging.NullHandler):
+                logger_.removeHandler(handler)
+        logger_.disabled = False
+        logger_.propagate = True
+        logger_.setLevel(logging.WARNING if logger_ is root else logging.NOTSET)
 
 
 def _forked_child_stdin() -> None:
@@ -356,9 +386,12 @@ def fork_child(name: str, run: Callable[[int], int], comm: str = "") -> Child:
     the exit status (the child never returns into the caller's code, nor runs its atexit).
 
     What a new interpreter costs (30-60 ms of CPU: start-up and imports) is saved; the
-    caller makes sure the child inherits nothing it must not hold (see :func:`can_fork`).
-    As :func:`spawn`'s children, it reads stdin from ``/dev/null``. Its command line is the
-    parent's; ``comm`` (15 characters at most) names it for ``ps -o comm``, ``top``...
+    caller forks only where :func:`can_fork` and at a moment it holds nothing the child
+    must not: the child keeps the descriptors that were open then (a child of an agent or
+    a manager: their event loop's epoll and wake-up pair, their lifeline's read end, log
+    files; all close-on-exec, none that keeps a lifeline open). As :func:`spawn`'s
+    children, it reads stdin from ``/dev/null``. Its command line is the parent's;
+    ``comm`` (15 characters at most) names it for ``ps -o comm``, ``top``...
     """
     for stream in (sys.stdout, sys.stderr):  # or what they buffered would be written twice
         try:
@@ -366,37 +399,58 @@ def fork_child(name: str, run: Callable[[int], int], comm: str = "") -> Child:
         except (AttributeError, OSError, ValueError):
             pass
     read_end, write_end = os.pipe()
+    # Signals wait until the child has reset its handlers: the parent's, run in the child,
+    # would act on the child's copy of the parent's state (and drop the signal).
+    blocked = _block_signals()
     try:
         pid = os.fork()
     except BaseException:
+        _restore_signals(blocked)
         os.close(read_end)
         os.close(write_end)
         raise
-    if pid == 0:  # the child
-        code = 1
+    if pid == 0:  # the child: it ends here, whatever happens
         try:
-            _forked_child_reset(write_end)
-            _forked_child_stdin()
-            if comm:
-                set_comm(comm)
-            code = run(read_end)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        except BaseException:  # noqa: B902 - the child must end here, whatever happened
+            code = 1
             try:
-                import traceback
-                traceback.print_exc()
+                _forked_child_reset(write_end)
+                _restore_signals(blocked)
+                _forked_child_stdin()
+                if comm:
+                    set_comm(comm)
+                code = run(read_end)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                if exc.code is not None and not isinstance(exc.code, int):
+                    print(exc.code, file=sys.stderr)  # as the interpreter does at exit
             except BaseException:  # noqa: B902
-                pass
-        finally:
+                try:
+                    import traceback
+                    traceback.print_exc()
+                except BaseException:  # noqa: B902
+                    pass
             for stream in (sys.stdout, sys.stderr):
                 try:
                     stream.flush()
                 except BaseException:  # noqa: B902
                     pass
-            os._exit(code)
+            os._exit(code & 0xFF if isinstance(code, int) else 1)
+        finally:
+            os._exit(1)  # (reached only if the above raised: never back into the caller's code)
+    _restore_signals(blocked)
     os.close(read_end)
     return Child(name, ForkedPopen(pid), write_end)  # type: ignore[arg-type]
+
+
+def _block_signals() -> Optional[Any]:
+    if not hasattr(signal, "pthread_sigmask"):
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+
+
+def _restore_signals(previous: Optional[Any]) -> None:
+    if previous is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def spawn_component(name: str, submodule: str, config: Any, args: Sequence[str] = (), *,
@@ -525,6 +579,8 @@ def run_main(command: "Command", argv: Optional[Sequence[str]], name: str,
     ``start_component``, then ``run(loaded)``; its result (None: 0) is the exit status."""
     from ..config.loader import parse_or_exit
 
+    global _COMPONENT_PROCESS
+    _COMPONENT_PROCESS = True
     loaded = parse_or_exit(command, argv)
     start_component(loaded.config, name)
     return run(loaded) or 0

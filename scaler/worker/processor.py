@@ -424,10 +424,7 @@ def main_forked(argv: List[str], env: Dict[str, str]) -> int:
     os.environ.update(env)
     sys.argv = [__file__, *argv]
     sys.modules["__main__"] = sys.modules[__name__]  # as under -m: a task's __main__ is the processor
-    root = logging.getLogger()
-    for handler in list(root.handlers):  # the agent's (not closed: their files are the agent's too)
-        root.removeHandler(handler)
-    return main(argv)
+    return main(argv)  # (fork_child has undone the agent's logging set-up)
 
 
 if __name__ == "__main__":
