@@ -4,7 +4,7 @@ Which path was taken is checked where the bytes arrive, so a silent fallback fai
 test: the processor counts the objects it mapped from memfds (which the agent passes only
 for objects it got from the storage's shared memory), the objects that came as bytes and
 the results it handed over as memfds (``shm.STATS``, read by a task); the client
-counts the results it mapped (``shm_objects_read``) and the objects it stored as memfds
+counts the results it read from shared memory (``shm_objects_read``) and the objects it stored as memfds
 (``shm_objects_put``).
 """
 
@@ -64,7 +64,7 @@ def test_objects_and_results_go_through_shared_memory(make_combo, monkeypatch):
         assert client.submit(len, make_payload(SIZE)).result(timeout=TIMEOUT) == SIZE
         result = client.submit(make_payload, SIZE).result(timeout=TIMEOUT)
         assert result == make_payload(SIZE)
-        assert agent.shm_objects_read == 1  # the result was mapped here
+        assert agent.shm_objects_read == 1  # the result was read from shared memory here
         assert agent.shm_objects_put == 2
         _, _, after = client.submit(length_and_stats, ref).result(timeout=TIMEOUT)
         assert after["shm_results"] == 1, after  # it left the processor as a memfd too
@@ -133,3 +133,72 @@ def test_storage_limit_holds_for_shared_objects(procs, monkeypatch):
         ref = client.send_object(make_payload(2 * 1024 * 1024))
         assert client.submit(len, ref).result(timeout=TIMEOUT) == 2 * 1024 * 1024
         assert client._agent.shm_objects_put == 4
+
+
+class _Reversing:
+    """A custom serializer (a class at module level: it travels to the workers by reference)."""
+
+    @staticmethod
+    def serialize(obj):
+        import pickle
+        return pickle.dumps(obj)[::-1]
+
+    @staticmethod
+    def deserialize(payload):
+        import pickle
+        assert type(payload) is bytes, type(payload)
+        return pickle.loads(payload[::-1])
+
+
+def _client_fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _fd_links():
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            links.append(os.readlink("/proc/self/fd/" + fd))
+        except OSError:
+            pass
+    return sorted(links)
+
+
+def test_many_unread_shared_results_hold_a_bounded_number_of_descriptors(make_combo, monkeypatch):
+    """Results from shared memory are read with pread when decoded, holding the memfd till
+    then; past ``SharedPayload.MAX_HELD`` unread ones the rest come through the socket, so
+    many big results left unread cannot run the client out of descriptors. Every value
+    arrives, and every descriptor is given back."""
+    from concurrent.futures import wait
+
+    from scaler.io import shm
+
+    monkeypatch.delenv("SCALER_OBJECT_SHM", raising=False)
+    combo = make_combo(n_workers=2)
+    n, size = shm.SharedPayload.MAX_HELD + 16, 2 * 1024 * 1024
+    import gc
+    gc.collect()
+    assert shm.SharedPayload.held == 0
+    with Client(combo.get_address(), timeout_seconds=TIMEOUT) as client:
+        assert client.submit(len, b"warm").result(timeout=TIMEOUT) == 4
+        before = _client_fds()
+        futures = [client.submit(make_payload, size + i) for i in range(n)]
+        done, not_done = wait(futures, timeout=TIMEOUT * 3)
+        assert not not_done
+        assert client._agent.shm_objects_read == shm.SharedPayload.MAX_HELD
+        assert shm.SharedPayload.held == shm.SharedPayload.MAX_HELD
+        assert _client_fds() - before <= shm.SharedPayload.MAX_HELD, "\n".join(_fd_links())
+        for i, future in enumerate(futures):
+            assert future.result(timeout=TIMEOUT) == make_payload(size + i)
+        del futures, done, future
+        gc.collect()
+        assert shm.SharedPayload.held == 0  # read or dropped: every descriptor given back
+
+
+def test_a_custom_serializer_gets_a_shared_result_as_bytes(make_combo, monkeypatch):
+    monkeypatch.delenv("SCALER_OBJECT_SHM", raising=False)
+    combo = make_combo(n_workers=1)
+    with Client(combo.get_address(), timeout_seconds=TIMEOUT, serializer=_Reversing()) as client:
+        result = client.submit(make_payload, SIZE).result(timeout=TIMEOUT)
+        assert result == make_payload(SIZE)
+        assert client._agent.shm_objects_read == 1

@@ -131,6 +131,96 @@ def test_segment_view_outlives_its_descriptor():
     assert bytes(view[:6]) == b"abcabc"
 
 
+# --- reading a payload out of a memfd without mapping it ---------------------------------------
+
+def _shared(chunks, head=b""):
+    """A SharedPayload over ``chunks``, placed after ``head`` in its memfd (as the storage places
+    an object after other bytes)."""
+    segment = shm.make_sealed([head] + list(chunks))
+    return shm.SharedPayload(segment, len(head), segment.size - len(head))
+
+
+def test_shared_payload_unpickles_its_range_only():
+    value = {"big": os.urandom(3 * MIB), "array": bytearray(os.urandom(2 * MIB)), "small": [1, "two", 3.0]}
+    writer = ChunkWriter()
+    import pickle
+    pickle.dump(value, writer, protocol=5)
+    payload = _shared(writer.chunks, head=b"not part of it" * 100)
+    assert len(payload) == writer.size
+    assert pickle.load(payload.reader()) == value
+    assert pickle.load(payload.reader()) == value  # each reader reads from the start
+    del payload
+
+
+def test_shared_payload_read_all_and_partial_reads():
+    data = os.urandom(MIB + 17)
+    payload = _shared([data], head=b"x" * 5)
+    assert payload.read_all() == data
+    reader = payload.reader()
+    assert reader.read(3) == data[:3]
+    buffer = bytearray(10)
+    assert reader.readinto(buffer) == 10 and bytes(buffer) == data[3:13]
+    assert reader.read() == data[13:]
+    assert reader.read() == b"" and reader.readinto(bytearray(4)) == 0  # never past its end
+    del payload, reader
+
+
+def test_shared_payload_readline_for_text_pickles():
+    import pickle
+    payload = _shared([pickle.dumps({"a": [1, 2]}, protocol=0)], head=b"\n\n")
+    assert pickle.load(payload.reader()) == {"a": [1, 2]}
+    del payload
+
+
+def test_shared_payload_is_read_by_threads_at_once():
+    import pickle
+    value = [os.urandom(MIB) for _ in range(4)]
+    writer = ChunkWriter()
+    pickle.dump(value, writer, protocol=5)
+    payload = _shared(writer.chunks)
+    results = []
+    threads = [threading.Thread(target=lambda p=payload: results.append(pickle.load(p.reader()))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT)
+    assert results == [value] * 4
+    del payload
+
+
+def test_shared_payloads_are_counted_and_close_their_descriptor():
+    base = shm.SharedPayload.held
+    held = [_shared([b"y" * 100]) for _ in range(3)]
+    assert shm.SharedPayload.held == base + 3
+    fds = [p.segment.fd for p in held]
+    del held
+    assert shm.SharedPayload.held == base
+    for fd in fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)
+
+
+def test_a_closed_shared_payload_raises_instead_of_reading_another_descriptor():
+    payload = _shared([b"w" * 100])
+    payload.segment.close()
+    with pytest.raises(shm.ShmError):
+        payload.reader()
+    del payload
+
+
+def test_bytes_serializer_hands_a_shared_payload_over_as_bytes():
+    from scaler.utility.serialization import BytesSerializer
+
+    class Upper:
+        @staticmethod
+        def deserialize(payload):
+            assert type(payload) is bytes
+            return payload.upper()
+    payload = _shared([b"abc" * 1000])
+    assert BytesSerializer(Upper()).deserialize(payload) == b"ABC" * 1000
+    del payload
+
+
 def test_memfds_leave_nothing_in_dev_shm():
     before = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
     segment = shm.make_sealed([b"q" * MIB])

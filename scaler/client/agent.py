@@ -350,8 +350,14 @@ class ClientAgent(Handler):
             self._result_fetched(msg.object_id, msg.found, msg.payload)
 
     def _object_shared(self, msg: Message) -> None:
-        """A result in the storage's shared memory: map it (one page-table walk, no copy)."""
+        """A result in the storage's shared memory: keep its descriptor and read it from there
+        when it is decoded (``SharedPayload``: no copy until then). Each one unread holds a
+        descriptor (so would a mapping: ``mmap`` keeps a duplicate), so past
+        ``SharedPayload.MAX_HELD`` of them the bytes come through the socket instead."""
         if msg.object_id not in self.result_fetches:
+            return
+        if shm.SharedPayload.held >= shm.SharedPayload.MAX_HELD:
+            self.storage.send(ObjectGetBytes(msg.object_id))
             return
         try:
             fd = shm.open_peer(self.storage_pid, msg.fd, msg.token, msg.offset + msg.size)
@@ -359,16 +365,9 @@ class ClientAgent(Handler):
             logger.debug("fetching a result through the socket: %s", exc)
             self.storage.send(ObjectGetBytes(msg.object_id))
             return
-        segment = shm.Segment(fd, msg.offset + msg.size, msg.token)
-        try:
-            view = segment.detach()[msg.offset:]
-        except (OSError, ValueError) as exc:
-            segment.close()
-            logger.debug("fetching a result through the socket: %s", exc)
-            self.storage.send(ObjectGetBytes(msg.object_id))
-            return
+        payload = shm.SharedPayload(shm.Segment(fd, msg.offset + msg.size, msg.token), msg.offset, msg.size)
         self.shm_objects_read += 1
-        self._result_fetched(msg.object_id, True, view)
+        self._result_fetched(msg.object_id, True, payload)
 
     def _result_fetched(self, object_id: bytes, found: bool, payload: Any) -> None:
         future = self.result_fetches.pop(object_id, None)

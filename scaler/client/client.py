@@ -18,7 +18,7 @@ from ..protocol.messages import FLAG_NEEDS_OBJECTS, FLAG_PROFILE, FLAG_STREAM_OU
 from ..utility.exceptions import ClientQuitException, MissingObjects
 from ..utility import task_context
 from ..utility.process import AUTH_KEY_ENV
-from ..utility.serialization import BytesSerializer, cloudpickle_dump, dump_chunks, dumps_arguments, payload_size
+from ..utility.serialization import BytesSerializer, cloudpickle_dump, dump_chunks, dumps_arguments, loads_payload, payload_size
 from .agent import ClientAgent, Waiter
 from .binding import check_call
 from .future import ScalerFuture, wait_all
@@ -85,7 +85,7 @@ class Client:
         self._stopped = False
         self._agent = ClientAgent(address, self._identity, normalize_key(self._auth_key), timeout_seconds,
                                   heartbeat_interval_seconds, object_storage_address, tls_ca)
-        self._agent.deserialize = (self._serializer.deserialize if self._packed
+        self._agent.deserialize = (loads_payload if self._packed
                                    else BytesSerializer(self._serializer).deserialize)
         self._agent.forget_object = self._forget_object
         self._agent.start()

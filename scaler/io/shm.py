@@ -29,6 +29,7 @@ import os
 import socket
 import stat
 import sys
+import threading
 from typing import Any, List, Optional, Sequence
 
 ENV = "SCALER_OBJECT_SHM"
@@ -214,6 +215,97 @@ class Segment:
         self.close()
 
 
+class SharedPayload:
+    """A payload lying in part of a memfd, read with ``pread`` rather than mapped.
+
+    Why not a mapping: a value has to be copied out of shared memory anyway, and
+    ``pickle.load`` from a file reads each big ``bytes``/``bytearray`` straight into the
+    object it becomes (``readinto``), so the copy is the kernel's and there is no mapping
+    to set up first (for 200 MB: 0.10 s against 0.12 s for ``pickle.loads`` of a mapping).
+    Reads are positional, so two threads may read one payload at once. It owns its
+    segment's descriptor until it is dropped; ``held`` counts those alive, for a caller
+    that bounds them (``MAX_HELD``)."""
+
+    __slots__ = ("segment", "offset", "size")
+    MAX_HELD = 32
+    held = 0  # instances alive
+    _lock = threading.Lock()  # made in the client's I/O thread, dropped in any
+
+    def __init__(self, segment: "Segment", offset: int, size: int) -> None:
+        with SharedPayload._lock:
+            SharedPayload.held += 1
+        self.segment = segment
+        self.offset = offset
+        self.size = size
+
+    def __del__(self) -> None:
+        with SharedPayload._lock:
+            SharedPayload.held -= 1
+        self.segment.close()
+
+    def __len__(self) -> int:
+        return self.size
+
+    def reader(self) -> "PositionalReader":
+        """A read-only file over the payload, for ``pickle.load``."""
+        return PositionalReader(self.segment.fd, self.offset, self.offset + self.size)
+
+    def read_all(self) -> bytes:
+        """The payload as one ``bytes`` (one copy, the kernel's)."""
+        return self.reader().read()
+
+
+class PositionalReader:
+    """The file ``pickle.load`` needs (``read``, ``readinto``, ``readline``) over
+    ``[start, end)`` of a descriptor, with ``pread``: no shared file offset is moved."""
+
+    __slots__ = ("fd", "pos", "end")
+
+    def __init__(self, fd: int, start: int, end: int) -> None:
+        if fd < 0:
+            raise ShmError("segment closed")
+        self.fd = fd
+        self.pos = start
+        self.end = end
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        want = min(len(view), self.end - self.pos)
+        done = 0
+        while done < want:
+            n = os.preadv(self.fd, [view[done:want]], self.pos + done)
+            if n <= 0:
+                break  # the memfd is sealed against shrinking: not expected
+            done += n
+        self.pos += done
+        return done
+
+    def read(self, size: int = -1) -> bytes:
+        left = self.end - self.pos
+        size = left if size is None or size < 0 or size > left else size
+        if size <= 0:
+            return b""
+        data = os.pread(self.fd, size, self.pos)
+        if len(data) < size:  # a read is capped at about 2 GiB: the rest into a buffer of its own
+            buffer = bytearray(size)
+            buffer[:len(data)] = data
+            self.pos += len(data)
+            got = len(data) + self.readinto(memoryview(buffer)[len(data):])
+            return bytes(buffer[:got])
+        self.pos += size
+        return data
+
+    def readline(self) -> bytes:
+        """Text pickles only (protocol 0): byte by byte, as they are small."""
+        out = bytearray()
+        while self.pos < self.end:
+            byte = self.read(1)
+            out += byte
+            if byte == b"\n":
+                break
+        return bytes(out)
+
+
 class Probe:
     """A small sealed memfd holding a random nonce: whoever can open it and read the nonce is on
     this host, as this user, and sees this process's ``/proc``."""
@@ -273,6 +365,6 @@ def received_fds(ancdata: Sequence[Any], flags: int) -> List[int]:
 
 ANC_BUFSIZE = _ANC_BUFSIZE
 
-__all__ = ["ENV", "SHM_MIN_BYTES", "ShmError", "Segment", "Probe", "available", "create", "make_sealed",
+__all__ = ["ENV", "SHM_MIN_BYTES", "ShmError", "Segment", "SharedPayload", "PositionalReader", "Probe", "available", "create", "make_sealed",
            "map_readonly", "open_peer", "read_probe", "seal", "write_all", "fd_rights", "received_fds",
            "new_token", "valid_token"]

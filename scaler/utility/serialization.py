@@ -131,8 +131,21 @@ class BytesSerializer:
         return self.inner.serialize(obj)
 
     def deserialize(self, payload: Any) -> Any:
-        return self.inner.deserialize(payload if type(payload) is bytes else bytes(payload))
+        if type(payload) is bytes:
+            return self.inner.deserialize(payload)
+        read_all = getattr(payload, "read_all", None)  # a result in shared memory (shm.SharedPayload)
+        return self.inner.deserialize(read_all() if read_all is not None else bytes(payload))
+
+
+def loads_payload(payload: Any) -> Any:
+    """The default serializer's ``deserialize`` on the client: ``pickle.loads``, or
+    ``pickle.load`` from a result in shared memory (``shm.SharedPayload.reader``), which
+    reads its big buffers straight into the objects they become."""
+    reader = getattr(payload, "reader", None)
+    if reader is not None:
+        return pickle.load(reader())
+    return pickle.loads(payload)
 
 
 __all__ = ["BytesSerializer", "ChunkWriter", "Payload", "cloudpickle_dump", "dump_chunks", "dumps_arguments",
-           "dumps_result", "only_builtin_scalars", "payload_size"]
+           "dumps_result", "loads_payload", "only_builtin_scalars", "payload_size"]
