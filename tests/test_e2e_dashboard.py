@@ -9,6 +9,8 @@ import json
 import os
 import re
 import shutil
+import socket
+import ssl
 import sys
 import threading
 import time
@@ -46,15 +48,15 @@ def _get(url, token=None, timeout=10):
         return error.code, dict(error.headers), error.read()
 
 
-def _start_gui(procs, monitor_address, *extra, env=None, module="scaler.gui"):
+def _start_gui(procs, monitor_address, *extra, env=None, module="scaler.gui", scheme="http"):
     port = free_tcp_port()
     if module == "scaler.gui":
         args = ["-m", module, monitor_address, "--gui-address", "127.0.0.1:%d" % port]
     else:
         args = ["-m", module, monitor_address, "--web-host", "127.0.0.1", "--web-port", str(port)]
     gui = procs.python(args + list(extra), "gui", env=env)
-    gui.output.wait_for(r"dashboard of .* on http://", TIMEOUT)
-    return gui, "http://127.0.0.1:%d" % port
+    gui.output.wait_for(r"dashboard of .* on %s://" % scheme, TIMEOUT)
+    return gui, "%s://127.0.0.1:%d" % (scheme, port)
 
 
 # --- HTTP, no browser -------------------------------------------------------------------------------
@@ -124,6 +126,124 @@ def test_gui_address_must_be_host_and_port():
     assert config.gui_address == "[::1]:8080"
 
 
+# --- slow or silent peers, HTTPS ---------------------------------------------------------------------
+
+def _in_process_dashboard(*extra):
+    """The dashboard served from this process (its monitor address leads nowhere: the HTTP
+    side works without it), on a free loopback port."""
+    config = resolve_command_line(GUI, ["tcp://127.0.0.1:%d" % free_tcp_port(), "--gui-address", "127.0.0.1:0"]
+                                  + list(extra)).config
+    sock = gui_server.listen_http(config.gui_address)
+    server, thread = gui_server.serve(config, sock)
+    return server, thread, sock.getsockname()[1]
+
+
+def _closed_within(sock, seconds):
+    """The server closed ``sock`` (end of stream or reset) within ``seconds``."""
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_silent_connections_are_dropped_and_bounded(monkeypatch):
+    """A peer that connects and sends nothing is dropped after the request timeout, and past
+    ``MAX_CONNECTIONS`` open ones a new connection is closed at once: silent peers cannot
+    pile up threads without end, nor keep the dashboard from others for longer than the timeout."""
+    monkeypatch.setattr(gui_server, "REQUEST_TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setattr(gui_server, "MAX_CONNECTIONS", 4)
+    server, thread, port = _in_process_dashboard()
+    silent = []
+    try:
+        for _ in range(4):
+            silent.append(socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT))
+        time.sleep(0.3)  # all four accepted
+        extra = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        silent.append(extra)
+        assert _closed_within(extra, 0.8)  # over the bound: closed before the timeout
+        for sock in silent[:4]:
+            assert _closed_within(sock, 5.0)  # silent: dropped after the timeout
+        assert _get("http://127.0.0.1:%d/api/config" % port)[0] == 200  # and room again
+    finally:
+        for sock in silent:
+            sock.close()
+        gui_server.stop(server, thread)
+
+
+def test_a_partial_request_is_dropped_after_the_timeout(monkeypatch):
+    monkeypatch.setattr(gui_server, "REQUEST_TIMEOUT_SECONDS", 1.0)
+    server, thread, port = _in_process_dashboard()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+            sock.sendall(b"GET /api/config HTTP/1.1\r\nHost: x\r\n")  # no blank line: never complete
+            assert _closed_within(sock, 5.0)
+    finally:
+        gui_server.stop(server, thread)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    from tls_support import OPENSSL, make_pki
+    if OPENSSL is None:
+        pytest.skip("the openssl command is needed to make test certificates")
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def _get_tls(url, ca, timeout=10):
+    context = ssl.create_default_context(cafile=ca)
+    with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
+        return response.status, dict(response.headers), response.read()
+
+
+def test_gui_serves_https_with_tls_cert_and_key(make_combo, procs, pki):
+    port = free_port_pair()
+    combo = make_combo(address="tcp://127.0.0.1:%d" % port, n_workers=1)
+    gui, base = _start_gui(procs, combo.monitor_address, "--tls-cert", pki.cert, "--tls-key", pki.key, scheme="https")
+    # A peer that connects and never starts the handshake holds nobody else up.
+    stalled = socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])), timeout=TIMEOUT)
+    try:
+        status, headers, body = _get_tls(base + "/", pki.ca)
+        assert status == 200 and b"<title>scaler dashboard</title>" in body
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            document = json.loads(_get_tls(base + "/api/status", pki.ca)[2])
+            if document["connected"] and document["status"] and len(document["status"]["workers"]) == 1:
+                break
+            assert time.monotonic() < deadline, document
+            time.sleep(0.1)
+        with pytest.raises(urllib.error.URLError) as refused:  # checked against another CA: refused
+            _get_tls(base + "/", pki.other_ca)
+        assert isinstance(refused.value.reason, ssl.SSLError)
+        with pytest.raises((urllib.error.URLError, ConnectionError, http_client_errors())):
+            _get(base.replace("https://", "http://") + "/api/config", timeout=5)  # no plain HTTP on it
+    finally:
+        stalled.close()
+    gui.popen.terminate()
+    assert exit_code_within(gui, TIMEOUT) == 0
+
+
+def http_client_errors():
+    import http.client
+    return http.client.HTTPException
+
+
+def test_gui_tls_flags_are_checked(pki, tmp_path):
+    from scaler.config.loader import ConfigError
+    with pytest.raises(ConfigError, match="together"):
+        resolve_command_line(GUI, ["tcp://127.0.0.1:1", "--tls-cert", pki.cert])
+    with pytest.raises(ConfigError, match="tls_cert|certificate"):
+        resolve_command_line(GUI, ["tcp://127.0.0.1:1", "--tls-cert", str(tmp_path / "missing.pem"),
+                                   "--tls-key", pki.key])
+    config = resolve_command_line(GUI, ["tcp://127.0.0.1:1", "--tls-cert", pki.cert, "--tls-key", pki.key]).config
+    assert (config.tls_cert, config.tls_key) == (pki.cert, pki.key)
+    from scaler.config.commands import WEBUI
+    config = resolve_command_line(WEBUI, ["tcp://127.0.0.1:1", "--tls-cert", pki.cert, "--tls-key", pki.key]).config
+    assert config.tls_cert == pki.cert
+
+
 # --- in Chromium --------------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -183,6 +303,23 @@ def test_dashboard_in_chromium_matches_the_cluster_under_load(make_combo, procs,
     target = os.environ.get("SCALER_SCREENSHOT_DIR")
     if target:
         shutil.copy(str(tmp_path / "dashboard.png"), os.path.join(target, "dashboard.png"))
+
+
+def test_dashboard_in_chromium_over_https(make_combo, procs, browser, pki):
+    """The page, its script and its event stream over HTTPS (the browser told to accept the
+    test CA's certificate, which its own store does not hold): nothing falls back to http."""
+    port = free_port_pair()
+    combo = make_combo(address="tcp://127.0.0.1:%d" % port, n_workers=1)
+    gui, base = _start_gui(procs, combo.monitor_address, "--tls-cert", pki.cert, "--tls-key", pki.key, scheme="https")
+    browser.call("Security.setIgnoreCertificateErrors", {"ignore": True})
+    browser.call("Page.navigate", {"url": base + "/"})
+    browser.wait_for("document.getElementById('worker-count').textContent === '1'", TIMEOUT, "the worker shown")
+    assert browser.evaluate("location.protocol") == "https:"
+    with Client(combo.get_address()) as client:
+        assert client.map(slow_square, range(5)) == [i * i for i in range(5)]
+    browser.wait_for("document.getElementById('total-finished').textContent === '5'", TIMEOUT,
+                     "the finished tasks counted through the event stream")
+    assert browser.errors() == []
 
 
 def test_dashboard_in_chromium_asks_for_the_token(make_combo, procs, browser):

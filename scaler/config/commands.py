@@ -6,7 +6,7 @@ The options themselves are declared once, on the dataclass fields in ``component
 from typing import Dict, List, Tuple
 
 from ..io.address import Address, parse_address
-from .components import (CONNECTING_TLS_OVERRIDES, CPUS_MINUS_ONE, ClusterConfig, GuiConfig, ObjectStorageConfig,
+from .components import (CONNECTING_TLS_OVERRIDES, GUI_TLS_OVERRIDES, CPUS_MINUS_ONE, ClusterConfig, GuiConfig, ObjectStorageConfig,
                          SchedulerConfig, TopConfig, WorkerConfig, WorkerManagerConfig, default_worker_count)
 from .loader import Command, Resolution
 
@@ -195,12 +195,28 @@ def split_host_port(text: str) -> "Tuple[str, int]":
     return host, int(port_text)
 
 
+def _check_https(resolution: Resolution) -> None:
+    """The dashboard's --tls-cert and --tls-key: both or neither, and they must load."""
+    values = resolution.values
+    cert, key = values.get("tls_cert"), values.get("tls_key")
+    if (cert is None) != (key is None):
+        raise resolution.error("tls_key" if cert is not None else "tls_cert",
+                               "--tls-cert and --tls-key go together: give both (tls_cert and tls_key in TOML)")
+    if cert is not None:
+        from ..io.tls import server_context
+        try:
+            server_context(cert, key)
+        except ValueError as exc:
+            raise resolution.error("tls_cert", str(exc)) from None
+
+
 def _finalize_gui(resolution: Resolution) -> None:
     values = resolution.values
     try:
         split_host_port(values["gui_address"])
     except ValueError as exc:
         raise resolution.error("gui_address", str(exc)) from None
+    _check_https(resolution)
 
 
 def _finalize_webui(resolution: Resolution) -> None:
@@ -209,6 +225,7 @@ def _finalize_webui(resolution: Resolution) -> None:
     if not host or any(c in host for c in " /"):
         raise resolution.error("web_host", "expected a host name or IP address, got %r" % host)
     values["gui_address"] = "%s:%d" % ("[%s]" % host if ":" in host else host, values["web_port"])
+    _check_https(resolution)
 
 
 TOP = Command(
@@ -224,7 +241,7 @@ GUI = Command(
     description="Serve a web dashboard of a scheduler (one self-contained page: no external scripts, styles or "
                 "fonts), a JSON snapshot at /api/status and a Server-Sent Events stream at /api/events.",
     epilog="example:\n  scaler_gui tcp://127.0.0.1:8518 --gui-address 127.0.0.1:50001\n\n" + VERSION_NOTE,
-    exclude=("web_host", "web_port"), overrides=CONNECTING_TLS_OVERRIDES,
+    exclude=("web_host", "web_port"), overrides=GUI_TLS_OVERRIDES,
     internal_flags=("lifeline-fd", "config-json", "listen-fd"),
     finalize=_finalize_gui)
 
@@ -233,7 +250,7 @@ WEBUI = Command(
     modules=("scaler.entry_points.ui",),
     description="The web dashboard under its older name and flags (the same as scaler_gui).",
     epilog="example:\n  scaler_ui tcp://127.0.0.1:8518 --web-host 127.0.0.1 --web-port 50001\n\n" + VERSION_NOTE,
-    exclude=("gui_address",), overrides=CONNECTING_TLS_OVERRIDES,
+    exclude=("gui_address",), overrides=GUI_TLS_OVERRIDES,
     internal_flags=("lifeline-fd", "config-json", "listen-fd"), finalize=_finalize_webui)
 
 # Internal: one worker, as clusters and worker managers start it (not a documented command).

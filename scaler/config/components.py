@@ -94,6 +94,12 @@ CONNECTING_TLS_OVERRIDES = {  # tls_cert/tls_key on commands that only connect (
     "tls_key": {"inert": True, "help": "the key of --tls-cert"},
 }
 
+GUI_TLS_OVERRIDES = {  # the dashboard listens for HTTP: a certificate makes it HTTPS
+    "tls_cert": {"help": "serve the dashboard over HTTPS only, presenting this PEM certificate (chain); "
+                         "with --tls-key"},
+    "tls_key": {"help": "PEM private key of --tls-cert (unencrypted; keep it private to the owner)"},
+}
+
 
 @dataclasses.dataclass
 class LoopSettings:

@@ -17,6 +17,13 @@ With an auth key (``--auth-key`` or ``SCALER_AUTH_KEY``, the same key the schedu
 uses), every ``/api/`` route but ``/api/config`` needs it as a token: the
 ``Authorization: Bearer TOKEN`` header or ``?token=TOKEN`` (EventSource cannot send
 headers); the page asks for it. It is bound to loopback unless told otherwise.
+
+With ``--tls-cert`` and ``--tls-key`` it serves HTTPS only (the handshake runs in the
+connection's own thread, under the request timeout). Each connection is a thread: a peer
+silent for ``REQUEST_TIMEOUT_SECONDS`` (mid-request, between requests, in the handshake,
+or not reading its event stream) is dropped, and past ``MAX_CONNECTIONS`` open ones a new
+connection is closed at once, so silent peers can neither pile up threads nor keep the
+page from others for longer than the timeout.
 """
 
 import collections
@@ -26,6 +33,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -42,6 +50,8 @@ STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 STATIC_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
                 "app.css": "text/css; charset=utf-8"}
 MAX_STREAMS = 64
+REQUEST_TIMEOUT_SECONDS = 30.0  # see the module docstring (read when a connection starts)
+MAX_CONNECTIONS = 256
 KEEPALIVE_SECONDS = 15.0
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "font-src 'none'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
@@ -123,6 +133,10 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "scaler-gui"
     protocol_version = "HTTP/1.1"
     dashboard: Dashboard  # set on the subclass made per server
+
+    def setup(self) -> None:
+        self.timeout = REQUEST_TIMEOUT_SECONDS  # StreamRequestHandler.setup applies it to the socket
+        super().setup()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         logger.debug("%s %s", self.address_string(), format % args)
@@ -231,7 +245,7 @@ class DashboardHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, sock: socket.socket, dashboard: Dashboard) -> None:
+    def __init__(self, sock: socket.socket, dashboard: Dashboard, tls: Optional[ssl.SSLContext] = None) -> None:
         handler = type("Handler", (_Handler,), {"dashboard": dashboard})
         self.address_family = sock.family
         super().__init__(sock.getsockname()[:2], handler, bind_and_activate=False)
@@ -239,13 +253,65 @@ class DashboardHTTPServer(ThreadingHTTPServer):
         self.socket = sock
         self.server_address = sock.getsockname()
         self.dashboard = dashboard
+        self.tls = tls
+        self.open_connections = 0
+        self._open_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            full = self.open_connections >= MAX_CONNECTIONS
+            if not full:
+                self.open_connections += 1
+        if full:
+            logger.debug("refusing %s: %d connections open", client_address, MAX_CONNECTIONS)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)  # its thread counts it down
+        except BaseException:
+            self._closed_one()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._closed_one()
+
+    def _closed_one(self) -> None:
+        with self._open_lock:
+            self.open_connections -= 1
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """In the connection's thread: the TLS handshake (bounded by the timeout), then HTTP."""
+        request.settimeout(REQUEST_TIMEOUT_SECONDS)
+        if self.tls is None:
+            self.RequestHandlerClass(request, client_address, self)
+            return
+        try:
+            secure = self.tls.wrap_socket(request, server_side=True)  # takes over the descriptor
+        except (OSError, ValueError) as exc:
+            logger.debug("TLS handshake with %s failed: %s", client_address, exc)
+            return
+        try:
+            self.RequestHandlerClass(secure, client_address, self)
+        finally:
+            secure.close()
+
+
+def tls_context(config: Any) -> Optional[ssl.SSLContext]:
+    """HTTPS when the configuration has a certificate and key (checked when it was loaded)."""
+    if not getattr(config, "tls_cert", None):
+        return None
+    from ..io.tls import server_context
+    return server_context(config.tls_cert, config.tls_key)
 
 
 def serve(config: Any, sock: socket.socket) -> Tuple[DashboardHTTPServer, threading.Thread]:
     """Start the dashboard on ``sock`` in a background thread (tests, embedding); stop with :func:`stop`."""
     dashboard = Dashboard(config)
+    server = DashboardHTTPServer(sock, dashboard, tls_context(config))
     dashboard.follower.start()
-    server = DashboardHTTPServer(sock, dashboard)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="gui-http",
                               daemon=True)
     thread.start()
@@ -264,7 +330,8 @@ def stop(server: DashboardHTTPServer, thread: Optional[threading.Thread] = None)
 def run_dashboard(config: Any, sock: socket.socket, lifeline_fd: Optional[int] = None) -> None:
     """Serve until SIGINT/SIGTERM or the parent's death."""
     dashboard = Dashboard(config)
-    server = DashboardHTTPServer(sock, dashboard)
+    tls = tls_context(config)
+    server = DashboardHTTPServer(sock, dashboard, tls)
 
     def request_stop(*_args: Any) -> None:
         dashboard.stopping.set()
@@ -274,7 +341,7 @@ def run_dashboard(config: Any, sock: socket.socket, lifeline_fd: Optional[int] =
         signal.signal(signum, request_stop)
     watch_lifeline(lifeline_fd, request_stop)
     host, port = sock.getsockname()[:2]
-    logger.info("dashboard of %s on http://%s:%d/%s", config.monitor_address,
+    logger.info("dashboard of %s on %s://%s:%d/%s", config.monitor_address, "http" if tls is None else "https",
                 "[%s]" % host if ":" in host else host, port, " (token required)" if dashboard.token else "")
     dashboard.follower.start()
     try:
