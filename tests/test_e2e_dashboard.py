@@ -128,13 +128,14 @@ def test_gui_address_must_be_host_and_port():
 
 # --- slow or silent peers, HTTPS ---------------------------------------------------------------------
 
-def _in_process_dashboard(*extra):
+def _in_process_dashboard(timeout, max_connections=gui_server.MAX_CONNECTIONS):
     """The dashboard served from this process (its monitor address leads nowhere: the HTTP
-    side works without it), on a free loopback port."""
+    side works without it), on a free loopback port, with a shorter request timeout."""
     config = resolve_command_line(GUI, ["tcp://127.0.0.1:%d" % free_tcp_port(), "--gui-address", "127.0.0.1:0"]
-                                  + list(extra)).config
+                                  ).config
     sock = gui_server.listen_http(config.gui_address)
     server, thread = gui_server.serve(config, sock)
+    server.request_timeout, server.max_connections = timeout, max_connections
     return server, thread, sock.getsockname()[1]
 
 
@@ -149,13 +150,11 @@ def _closed_within(sock, seconds):
         return False
 
 
-def test_silent_connections_are_dropped_and_bounded(monkeypatch):
+def test_silent_connections_are_dropped_and_bounded():
     """A peer that connects and sends nothing is dropped after the request timeout, and past
-    ``MAX_CONNECTIONS`` open ones a new connection is closed at once: silent peers cannot
+    ``max_connections`` open ones a new connection is closed at once: silent peers cannot
     pile up threads without end, nor keep the dashboard from others for longer than the timeout."""
-    monkeypatch.setattr(gui_server, "REQUEST_TIMEOUT_SECONDS", 1.0)
-    monkeypatch.setattr(gui_server, "MAX_CONNECTIONS", 4)
-    server, thread, port = _in_process_dashboard()
+    server, thread, port = _in_process_dashboard(1.0, 4)
     silent = []
     try:
         for _ in range(4):
@@ -173,9 +172,8 @@ def test_silent_connections_are_dropped_and_bounded(monkeypatch):
         gui_server.stop(server, thread)
 
 
-def test_a_partial_request_is_dropped_after_the_timeout(monkeypatch):
-    monkeypatch.setattr(gui_server, "REQUEST_TIMEOUT_SECONDS", 1.0)
-    server, thread, port = _in_process_dashboard()
+def test_a_partial_request_is_dropped_after_the_timeout():
+    server, thread, port = _in_process_dashboard(1.0)
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
             sock.sendall(b"GET /api/config HTTP/1.1\r\nHost: x\r\n")  # no blank line: never complete

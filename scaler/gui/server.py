@@ -18,12 +18,9 @@ uses), every ``/api/`` route but ``/api/config`` needs it as a token: the
 ``Authorization: Bearer TOKEN`` header or ``?token=TOKEN`` (EventSource cannot send
 headers); the page asks for it. It is bound to loopback unless told otherwise.
 
-With ``--tls-cert`` and ``--tls-key`` it serves HTTPS only (the handshake runs in the
-connection's own thread, under the request timeout). Each connection is a thread: a peer
-silent for ``REQUEST_TIMEOUT_SECONDS`` (mid-request, between requests, in the handshake,
-or not reading its event stream) is dropped, and past ``MAX_CONNECTIONS`` open ones a new
-connection is closed at once, so silent peers can neither pile up threads nor keep the
-page from others for longer than the timeout.
+With ``--tls-cert`` and ``--tls-key`` it serves HTTPS only. A connection silent for
+``REQUEST_TIMEOUT_SECONDS`` is closed, and at most ``MAX_CONNECTIONS`` are open at once
+(``io/http_server.py``).
 """
 
 import collections
@@ -36,11 +33,12 @@ import socket
 import ssl
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Deque, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 from ..config.commands import split_host_port
+from ..io.http_server import BoundedHTTPServer
 from ..monitor import Follower, Status
 from ..utility.process import watch_lifeline
 
@@ -50,7 +48,7 @@ STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 STATIC_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
                 "app.css": "text/css; charset=utf-8"}
 MAX_STREAMS = 64
-REQUEST_TIMEOUT_SECONDS = 30.0  # see the module docstring (read when a connection starts)
+REQUEST_TIMEOUT_SECONDS = 30.0
 MAX_CONNECTIONS = 256
 KEEPALIVE_SECONDS = 15.0
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -133,10 +131,6 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "scaler-gui"
     protocol_version = "HTTP/1.1"
     dashboard: Dashboard  # set on the subclass made per server
-
-    def setup(self) -> None:
-        self.timeout = REQUEST_TIMEOUT_SECONDS  # StreamRequestHandler.setup applies it to the socket
-        super().setup()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         logger.debug("%s %s", self.address_string(), format % args)
@@ -241,62 +235,12 @@ class _Handler(BaseHTTPRequestHandler):
                 last_write = now
 
 
-class DashboardHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
+class DashboardHTTPServer(BoundedHTTPServer):
     def __init__(self, sock: socket.socket, dashboard: Dashboard, tls: Optional[ssl.SSLContext] = None) -> None:
         handler = type("Handler", (_Handler,), {"dashboard": dashboard})
-        self.address_family = sock.family
-        super().__init__(sock.getsockname()[:2], handler, bind_and_activate=False)
-        self.socket.close()
-        self.socket = sock
-        self.server_address = sock.getsockname()
+        super().__init__(sock.getsockname()[:2], handler, sock=sock, tls=tls, max_connections=MAX_CONNECTIONS,
+                         request_timeout=REQUEST_TIMEOUT_SECONDS)
         self.dashboard = dashboard
-        self.tls = tls
-        self.open_connections = 0
-        self._open_lock = threading.Lock()
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._open_lock:
-            full = self.open_connections >= MAX_CONNECTIONS
-            if not full:
-                self.open_connections += 1
-        if full:
-            logger.debug("refusing %s: %d connections open", client_address, MAX_CONNECTIONS)
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)  # its thread counts it down
-        except BaseException:
-            self._closed_one()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._closed_one()
-
-    def _closed_one(self) -> None:
-        with self._open_lock:
-            self.open_connections -= 1
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        """In the connection's thread: the TLS handshake (bounded by the timeout), then HTTP."""
-        request.settimeout(REQUEST_TIMEOUT_SECONDS)
-        if self.tls is None:
-            self.RequestHandlerClass(request, client_address, self)
-            return
-        try:
-            secure = self.tls.wrap_socket(request, server_side=True)  # takes over the descriptor
-        except (OSError, ValueError) as exc:
-            logger.debug("TLS handshake with %s failed: %s", client_address, exc)
-            return
-        try:
-            self.RequestHandlerClass(secure, client_address, self)
-        finally:
-            secure.close()
 
 
 def tls_context(config: Any) -> Optional[ssl.SSLContext]:

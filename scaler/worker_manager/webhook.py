@@ -10,15 +10,18 @@ to the manager's loop and waited for with a timeout.
 import json
 import logging
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Dict, Tuple
 
 from ..config.capabilities import parse_capabilities
+from ..io.http_server import BoundedHTTPServer
 from .errors import GroupError, Refusal
 
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+REQUEST_TIMEOUT_SECONDS = 10.0  # a client silent this long is dropped
+MAX_CONNECTIONS = 64
 HTTP_STATUS = {  # the answer to a request the manager refuses (GroupError), by reason
     Refusal.BAD_REQUEST: 400,
     Refusal.UNKNOWN_GROUP: 404,
@@ -35,8 +38,8 @@ class WebhookServer:
 
     def __init__(self, host: str, port: int, manager: Any) -> None:
         handler = type("Handler", (_Handler,), {"manager": manager})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
+        self.httpd = BoundedHTTPServer((host, port), handler, max_connections=MAX_CONNECTIONS,
+                                       request_timeout=REQUEST_TIMEOUT_SECONDS)
         self.address: Tuple[str, int] = self.httpd.server_address[:2]
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="scaler-webhook", daemon=True)
         self.thread.start()
@@ -49,7 +52,6 @@ class WebhookServer:
 class _Handler(BaseHTTPRequestHandler):
     manager: Any = None
     server_version = "scaler-worker-manager"
-    timeout = 10  # seconds a client may take to send its request
 
     def log_message(self, fmt: str, *args: Any) -> None:
         logger.debug("webhook %s: " + fmt, self.client_address[0], *args)
