@@ -174,6 +174,7 @@ def test_many_unread_shared_results_hold_a_bounded_number_of_descriptors(make_co
     from scaler.io import shm
 
     monkeypatch.delenv("SCALER_OBJECT_SHM", raising=False)
+    monkeypatch.setattr(shm.SharedPayload, "MAX_HELD", 12)  # (the budget is a quarter of the descriptor limit)
     combo = make_combo(n_workers=2)
     n, size = shm.SharedPayload.MAX_HELD + 16, 2 * 1024 * 1024
     import gc

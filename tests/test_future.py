@@ -268,3 +268,27 @@ def test_task_duration_is_known_to_the_done_callbacks_of_a_cancelled_future():
     inside.add_done_callback(lambda f: seen.append(f.task_duration()))
     assert inside._cancel_here()
     assert len(seen) == 2 and seen[1] >= 0
+
+
+def test_a_payload_arriving_for_a_cancelled_future_is_not_kept():
+    """A result in shared memory holds a descriptor until it is dropped: a future cancelled
+    while its result was fetched must not keep it (with or without a Condition made)."""
+    import weakref
+    from concurrent.futures import InvalidStateError
+
+    class Payload:
+        pass
+
+    for make_condition in (False, True):
+        future = ScalerFuture(b"task")
+        if make_condition:
+            future.add_done_callback(lambda f: None)
+        assert future.cancel()
+        payload = Payload()
+        alive = weakref.ref(payload)
+        try:
+            future._set_payload(payload, lambda p: p)
+        except InvalidStateError:
+            pass
+        del payload
+        assert alive() is None, make_condition

@@ -208,6 +208,58 @@ def test_a_closed_shared_payload_raises_instead_of_reading_another_descriptor():
     del payload
 
 
+def test_reads_past_the_kernels_2_gib_cap_come_whole(monkeypatch):
+    """One pread returns at most about 2 GiB: ``read`` gets the rest with further reads (the
+    cap simulated at a third of the payload)."""
+    data = os.urandom(3 * MIB + 5)
+    payload = _shared([data], head=b"h")
+    real_pread, real_preadv = os.pread, os.preadv
+    cap = MIB
+    monkeypatch.setattr(os, "pread", lambda fd, n, offset: real_pread(fd, min(n, cap), offset))
+    monkeypatch.setattr(os, "preadv", lambda fd, buffers, offset: real_preadv(
+        fd, [memoryview(buffers[0])[:cap]], offset))
+    assert payload.read_all() == data
+    import pickle
+    writer = ChunkWriter()
+    pickle.dump({"a": data, "b": bytearray(data)}, writer, protocol=5)
+    other = _shared(writer.chunks)
+    assert pickle.load(other.reader()) == {"a": data, "b": bytearray(data)}
+    monkeypatch.undo()
+    del payload, other
+
+
+def test_a_reader_never_reads_a_reused_descriptor_number():
+    payload = _shared([b"v" * 100])
+    reader = payload.reader()
+    fd = payload.segment.fd
+    payload.segment.close()
+    other = os.open("/dev/zero", os.O_RDONLY)
+    try:
+        assert other == fd  # the number is reused at once
+        with pytest.raises(shm.ShmError):
+            reader.read(10)
+        with pytest.raises(shm.ShmError):
+            reader.readinto(bytearray(10))
+    finally:
+        os.close(other)
+    del payload, reader
+
+
+def test_the_descriptor_budget_is_a_quarter_of_the_limit_within_bounds(monkeypatch):
+    import resource
+    for soft, expected in ((1024, 256), (64, 32), (1 << 20, 1024), (resource.RLIM_INFINITY, 1024)):
+        monkeypatch.setattr(resource, "getrlimit", lambda which, soft=soft: (soft, resource.RLIM_INFINITY))
+        assert shm._descriptor_budget() == expected
+
+
+def test_shared_payloads_cannot_be_copied():
+    import copy
+    payload = _shared([b"c" * 10])
+    with pytest.raises(TypeError):
+        copy.copy(payload)
+    del payload
+
+
 def test_bytes_serializer_hands_a_shared_payload_over_as_bytes():
     from scaler.utility.serialization import BytesSerializer
 

@@ -354,7 +354,11 @@ class ClientAgent(Handler):
         when it is decoded (``SharedPayload``: no copy until then). Each one unread holds a
         descriptor (so would a mapping: ``mmap`` keeps a duplicate), so past
         ``SharedPayload.MAX_HELD`` of them the bytes come through the socket instead."""
-        if msg.object_id not in self.result_fetches:
+        future = self.result_fetches.get(msg.object_id)
+        if future is None:
+            return
+        if future.done():  # cancelled while it was fetched: nothing to open
+            self._result_fetched(msg.object_id, True, b"")
             return
         if shm.SharedPayload.held >= shm.SharedPayload.MAX_HELD:
             self.storage.send(ObjectGetBytes(msg.object_id))

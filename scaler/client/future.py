@@ -98,12 +98,12 @@ class ScalerFuture(Future):
         """The I/O thread's success path. A future nobody has waited on, added a callback to
         or cancelled has no Condition: it is finished under ``_LOCK`` (so a thread that makes
         the Condition afterwards sees it finished) without making one."""
-        self._payload = payload
-        self._deserialize = deserialize
         with _LOCK:
             if self._cond is None:
                 if self._state != PENDING and self._state != RUNNING:
-                    raise InvalidStateError("%r is already done" % (self,))
+                    raise InvalidStateError("%r is already done" % (self,))  # (the payload is not kept)
+                self._payload = payload
+                self._deserialize = deserialize
                 self._ended_at = time.monotonic()
                 self._result = _NOT_DECODED
                 self._state = FINISHED
@@ -111,7 +111,13 @@ class ScalerFuture(Future):
                 if group is not None and group.one_done(False):
                     group.event.set()
                 return
-        self.set_result(_NOT_DECODED)
+        self._payload = payload  # before set_result wakes a waiter that decodes it
+        self._deserialize = deserialize
+        try:
+            self.set_result(_NOT_DECODED)
+        except InvalidStateError:
+            self._payload = None  # cancelled meanwhile: nobody reads it (it may hold a descriptor)
+            raise
 
     def _invoke_callbacks(self) -> None:
         # Every other way to the end (set_result, set_exception, cancel) comes through here,

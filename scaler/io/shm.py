@@ -215,6 +215,19 @@ class Segment:
         self.close()
 
 
+def _descriptor_budget() -> int:
+    """How many unread results a client may hold as descriptors: a quarter of its descriptor
+    limit, between 32 and 1024 (a Linux default soft limit of 1024 gives 256)."""
+    try:
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return 32
+    if soft == getattr(resource, "RLIM_INFINITY", -1) or soft <= 0:
+        return 1024
+    return max(32, min(1024, soft // 4))
+
+
 class SharedPayload:
     """A payload lying in part of a memfd, read with ``pread`` rather than mapped.
 
@@ -227,53 +240,68 @@ class SharedPayload:
     that bounds them (``MAX_HELD``)."""
 
     __slots__ = ("segment", "offset", "size")
-    MAX_HELD = 32
+    MAX_HELD = _descriptor_budget()
     held = 0  # instances alive
     _lock = threading.Lock()  # made in the client's I/O thread, dropped in any
 
     def __init__(self, segment: "Segment", offset: int, size: int) -> None:
-        with SharedPayload._lock:
-            SharedPayload.held += 1
-        self.segment = segment
         self.offset = offset
         self.size = size
+        self.segment = segment  # set last: __del__ counts out only what was counted in
+        cls = type(self)
+        with cls._lock:
+            cls.held += 1
 
     def __del__(self) -> None:
-        with SharedPayload._lock:
-            SharedPayload.held -= 1
-        self.segment.close()
+        try:
+            segment = self.segment
+        except AttributeError:
+            return
+        cls = type(self)  # (not the module global: it may be gone at interpreter exit)
+        with cls._lock:
+            cls.held -= 1
+        segment.close()
+
+    def __copy__(self) -> "SharedPayload":
+        raise TypeError("a SharedPayload owns its descriptor: it cannot be copied")
 
     def __len__(self) -> int:
         return self.size
 
     def reader(self) -> "PositionalReader":
         """A read-only file over the payload, for ``pickle.load``."""
-        return PositionalReader(self.segment.fd, self.offset, self.offset + self.size)
+        return PositionalReader(self.segment, self.offset, self.offset + self.size)
 
     def read_all(self) -> bytes:
-        """The payload as one ``bytes`` (one copy, the kernel's)."""
+        """The payload as one ``bytes``: one copy (the kernel's) below 2 GiB, two above."""
         return self.reader().read()
 
 
 class PositionalReader:
     """The file ``pickle.load`` needs (``read``, ``readinto``, ``readline``) over
-    ``[start, end)`` of a descriptor, with ``pread``: no shared file offset is moved."""
+    ``[start, end)`` of a segment, with ``pread``: no shared file offset is moved. It holds
+    the segment, not its bare descriptor, so it never reads a number reused by another file."""
 
-    __slots__ = ("fd", "pos", "end")
+    __slots__ = ("segment", "pos", "end")
 
-    def __init__(self, fd: int, start: int, end: int) -> None:
-        if fd < 0:
-            raise ShmError("segment closed")
-        self.fd = fd
+    def __init__(self, segment: "Segment", start: int, end: int) -> None:
+        self.segment = segment
         self.pos = start
         self.end = end
+        self._fd()
+
+    def _fd(self) -> int:
+        fd = self.segment.fd
+        if fd < 0:
+            raise ShmError("segment closed")
+        return fd
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
         want = min(len(view), self.end - self.pos)
         done = 0
         while done < want:
-            n = os.preadv(self.fd, [view[done:want]], self.pos + done)
+            n = os.preadv(self._fd(), [view[done:want]], self.pos + done)
             if n <= 0:
                 break  # the memfd is sealed against shrinking: not expected
             done += n
@@ -285,13 +313,17 @@ class PositionalReader:
         size = left if size is None or size < 0 or size > left else size
         if size <= 0:
             return b""
-        data = os.pread(self.fd, size, self.pos)
-        if len(data) < size:  # a read is capped at about 2 GiB: the rest into a buffer of its own
+        data = os.pread(self._fd(), size, self.pos)
+        if len(data) < size:  # a read is capped at about 2 GiB: the whole into one buffer, then bytes
             buffer = bytearray(size)
-            buffer[:len(data)] = data
-            self.pos += len(data)
-            got = len(data) + self.readinto(memoryview(buffer)[len(data):])
-            return bytes(buffer[:got])
+            got = len(data)
+            buffer[:got] = data
+            del data
+            self.pos += got
+            got += self.readinto(memoryview(buffer)[got:])
+            if got < size:
+                del buffer[got:]
+            return bytes(buffer)
         self.pos += size
         return data
 
