@@ -267,6 +267,18 @@ class Announcements:
 
 # --- ports ----------------------------------------------------------------------------------
 
+def closed_by_peer(sock: socket.socket, seconds: float) -> bool:
+    """The other side closed ``sock`` (end of stream or a reset) within ``seconds``; False if
+    it is still open then (or sent something first)."""
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
 def free_port_pair(host: str = "127.0.0.1") -> int:
     """A port P such that P .. P + 2 were free a moment ago (scheduler, object storage, monitor)."""
     from scaler.io.address import free_tcp_port

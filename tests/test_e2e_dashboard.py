@@ -20,7 +20,7 @@ import urllib.request
 import pytest
 
 from cdp import Chromium, find_chromium
-from e2e_support import exit_code_within, free_port_pair, subprocess_env
+from e2e_support import closed_by_peer, exit_code_within, free_port_pair, subprocess_env
 
 from scaler import Client, monitor
 from scaler.config.commands import GUI
@@ -139,23 +139,12 @@ def _in_process_dashboard(timeout, max_connections=gui_server.MAX_CONNECTIONS):
     return server, thread, sock.getsockname()[1]
 
 
-def _closed_within(sock, seconds):
-    """The server closed ``sock`` (end of stream or reset) within ``seconds``."""
-    sock.settimeout(seconds)
-    try:
-        return sock.recv(1) == b""
-    except ConnectionResetError:
-        return True
-    except socket.timeout:
-        return False
-
-
 def test_silent_connections_are_dropped():
     """A peer that connects and sends nothing is dropped after the request timeout."""
     server, thread, port = _in_process_dashboard(1.0)
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as silent:
-            assert _closed_within(silent, TIMEOUT)
+            assert closed_by_peer(silent, TIMEOUT)
         assert _get("http://127.0.0.1:%d/api/config" % port)[0] == 200
     finally:
         gui_server.stop(server, thread)
@@ -170,7 +159,7 @@ def test_open_connections_are_bounded():
         for _ in range(4):
             held.append(socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT))
         with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as extra:
-            assert _closed_within(extra, TIMEOUT)
+            assert closed_by_peer(extra, TIMEOUT)
         held.pop().close()
         deadline = time.monotonic() + TIMEOUT
         while server.open_connections > 3:
@@ -188,7 +177,7 @@ def test_a_partial_request_is_dropped_after_the_timeout():
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
             sock.sendall(b"GET /api/config HTTP/1.1\r\nHost: x\r\n")  # no blank line: never complete
-            assert _closed_within(sock, TIMEOUT)
+            assert closed_by_peer(sock, TIMEOUT)
     finally:
         gui_server.stop(server, thread)
 

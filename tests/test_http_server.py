@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 
+from e2e_support import closed_by_peer
 from scaler.io.http_server import BoundedHTTPServer
 
 TIMEOUT = 10.0
@@ -46,16 +47,6 @@ def serve():
         thread.join(TIMEOUT)
 
 
-def _closed_within(sock, seconds):
-    sock.settimeout(seconds)
-    try:
-        return sock.recv(1) == b""
-    except ConnectionResetError:
-        return True
-    except socket.timeout:
-        return False
-
-
 def _read_to_close(sock, seconds):
     """Everything the server sends until it closes, within ``seconds`` (fails if it does not)."""
     sock.settimeout(seconds)
@@ -81,8 +72,8 @@ def test_a_silent_peer_is_dropped_after_the_timeout_and_counted_out(serve):
     server, port = serve(request_timeout=2.0)
     with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
         _wait_for(lambda: server.open_connections == 1)
-        assert not _closed_within(sock, 0.1)  # not at once
-        assert _closed_within(sock, TIMEOUT)
+        assert not closed_by_peer(sock, 0.1)  # not at once
+        assert closed_by_peer(sock, TIMEOUT)
     _wait_for(lambda: server.open_connections == 0)
 
 
@@ -92,7 +83,7 @@ def test_past_the_bound_a_new_connection_is_closed_at_once(serve):
     try:
         _wait_for(lambda: server.open_connections == 3)
         with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as extra:
-            assert _closed_within(extra, 5.0)
+            assert closed_by_peer(extra, 5.0)
         held.pop().close()  # one leaves: room for one more
         _wait_for(lambda: server.open_connections == 2)
         with urllib.request.urlopen("http://127.0.0.1:%d/" % port, timeout=TIMEOUT) as response:
@@ -118,7 +109,7 @@ def test_https_only_and_a_stalled_handshake_holds_nobody_up(serve, tmp_path):
         context = ssl.create_default_context(cafile=pki.ca)
         with urllib.request.urlopen("https://127.0.0.1:%d/" % port, timeout=TIMEOUT, context=context) as response:
             assert response.read() == b"hello"
-        assert not _closed_within(stalled, 0.1)  # still waiting for its handshake
+        assert not closed_by_peer(stalled, 0.1)  # still waiting for its handshake
     with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as plain:
         plain.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert not _read_to_close(plain, TIMEOUT).startswith(b"HTTP/")  # not TLS: closed (an alert at most)
@@ -133,5 +124,5 @@ def test_a_tls_peer_that_never_shakes_hands_is_dropped_after_the_timeout(serve, 
     pki = make_pki(str(tmp_path))
     server, port = serve(tls=server_context(pki.cert, pki.key), request_timeout=1.0)
     with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as stalled:
-        assert _closed_within(stalled, TIMEOUT)
+        assert closed_by_peer(stalled, TIMEOUT)
     _wait_for(lambda: server.open_connections == 0)

@@ -3,7 +3,7 @@
 The options themselves are declared once, on the dataclass fields in ``components.py``.
 """
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from ..io.address import Address, parse_address
 from .components import (CONNECTING_TLS_OVERRIDES, GUI_TLS_OVERRIDES, CPUS_MINUS_ONE, ClusterConfig, GuiConfig, ObjectStorageConfig,
@@ -22,11 +22,7 @@ def _replace_allocate(policy: str, allocate: str) -> str:
 def _check_listener_tls(resolution: Resolution, listeners: List[Tuple[str, Address]]) -> None:
     """A command that listens: its ``tls://`` addresses need --tls-cert and --tls-key (which must
     load), and those are only for ``tls://`` addresses."""
-    values = resolution.values
-    cert, key = values.get("tls_cert"), values.get("tls_key")
-    if (cert is None) != (key is None):
-        raise resolution.error("tls_key" if cert is not None else "tls_cert",
-                               "--tls-cert and --tls-key go together: give both (tls_cert and tls_key in TOML)")
+    cert = _cert_and_key(resolution)
     tls_names = [name for name, address in listeners if address.is_tls]
     if tls_names and cert is None:
         raise resolution.error(tls_names[0], "a tls:// address needs --tls-cert and --tls-key (tls_cert and tls_key "
@@ -34,10 +30,26 @@ def _check_listener_tls(resolution: Resolution, listeners: List[Tuple[str, Addre
     if cert is not None and not tls_names:
         raise resolution.error("tls_cert", "given, but no address is tls://: listen on tls://HOST:PORT to use TLS, "
                                            "or drop --tls-cert and --tls-key")
-    if cert is not None:
+    _load_cert_and_key(resolution)
+
+
+def _cert_and_key(resolution: Resolution) -> Optional[str]:
+    """--tls-cert and --tls-key go together: the certificate's path, or None for neither."""
+    values = resolution.values
+    cert, key = values.get("tls_cert"), values.get("tls_key")
+    if (cert is None) != (key is None):
+        raise resolution.error("tls_key" if cert is not None else "tls_cert",
+                               "--tls-cert and --tls-key go together: give both (tls_cert and tls_key in TOML)")
+    return cert
+
+
+def _load_cert_and_key(resolution: Resolution) -> None:
+    """The certificate and key load (a one-line error now, not when the first peer connects)."""
+    values = resolution.values
+    if values.get("tls_cert") is not None:
         from ..io.tls import server_context
         try:
-            server_context(cert, key)
+            server_context(values["tls_cert"], values["tls_key"])
         except ValueError as exc:
             raise resolution.error("tls_cert", str(exc)) from None
 
@@ -196,18 +208,9 @@ def split_host_port(text: str) -> "Tuple[str, int]":
 
 
 def _check_https(resolution: Resolution) -> None:
-    """The dashboard's --tls-cert and --tls-key: both or neither, and they must load."""
-    values = resolution.values
-    cert, key = values.get("tls_cert"), values.get("tls_key")
-    if (cert is None) != (key is None):
-        raise resolution.error("tls_key" if cert is not None else "tls_cert",
-                               "--tls-cert and --tls-key go together: give both (tls_cert and tls_key in TOML)")
-    if cert is not None:
-        from ..io.tls import server_context
-        try:
-            server_context(cert, key)
-        except ValueError as exc:
-            raise resolution.error("tls_cert", str(exc)) from None
+    """The dashboard's --tls-cert and --tls-key (HTTPS): both or neither, and they must load."""
+    _cert_and_key(resolution)
+    _load_cert_and_key(resolution)
 
 
 def _finalize_gui(resolution: Resolution) -> None:
