@@ -18,7 +18,8 @@ from ..protocol.messages import FLAG_NEEDS_OBJECTS, FLAG_PROFILE, FLAG_STREAM_OU
 from ..utility.exceptions import ClientQuitException, MissingObjects
 from ..utility import task_context
 from ..utility.process import AUTH_KEY_ENV
-from ..utility.serialization import BytesSerializer, cloudpickle_dump, dump_chunks, dumps_arguments, loads_payload, payload_size
+from ..utility.serialization import (BytesSerializer, cloudpickle_dump, dump_chunks, dumps_arguments, loads_payload,
+                                     payload_size)
 from .agent import ClientAgent, Waiter
 from .binding import check_call
 from .future import ScalerFuture, wait_all

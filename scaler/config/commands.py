@@ -6,8 +6,9 @@ The options themselves are declared once, on the dataclass fields in ``component
 from typing import Dict, List, Optional, Tuple
 
 from ..io.address import Address, parse_address
-from .components import (CONNECTING_TLS_OVERRIDES, GUI_TLS_OVERRIDES, CPUS_MINUS_ONE, ClusterConfig, GuiConfig, ObjectStorageConfig,
-                         SchedulerConfig, TopConfig, WorkerConfig, WorkerManagerConfig, default_worker_count)
+from .components import (CONNECTING_TLS_OVERRIDES, CPUS_MINUS_ONE, GUI_TLS_OVERRIDES, ClusterConfig, GuiConfig,
+                         ObjectStorageConfig, SchedulerConfig, TopConfig, WorkerConfig, WorkerManagerConfig,
+                         default_worker_count)
 from .loader import Command, Resolution
 
 VERSION_NOTE = "Every flag can also be set in the TOML file given with --config (key = long flag, - becomes _)."

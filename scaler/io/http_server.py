@@ -4,8 +4,8 @@
 a timeout: a peer that connects and says nothing holds its thread for ever, and any number
 of them can pile up. :class:`BoundedHTTPServer` closes a connection silent for
 ``request_timeout`` seconds (mid-request, between requests, in the TLS handshake, or
-blocking a write because it does not read), closes a new connection at once while ``max_connections`` are
-open, and with ``tls`` (an ``ssl.SSLContext``, ``tls.server_context``) serves HTTPS only,
+blocking a write because it does not read), closes a new connection at once while
+``max_connections`` are open, and with ``tls`` (an ``ssl.SSLContext``, ``tls.server_context``) serves HTTPS only,
 the handshake running in the connection's own thread so that a stalled one holds nobody up.
 """
 

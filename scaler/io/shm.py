@@ -397,6 +397,6 @@ def received_fds(ancdata: Sequence[Any], flags: int) -> List[int]:
 
 ANC_BUFSIZE = _ANC_BUFSIZE
 
-__all__ = ["ENV", "SHM_MIN_BYTES", "ShmError", "Segment", "SharedPayload", "PositionalReader", "Probe", "available", "create", "make_sealed",
-           "map_readonly", "open_peer", "read_probe", "seal", "write_all", "fd_rights", "received_fds",
-           "new_token", "valid_token"]
+__all__ = ["ENV", "SHM_MIN_BYTES", "ShmError", "Segment", "SharedPayload", "PositionalReader", "Probe", "available",
+           "create", "make_sealed", "map_readonly", "open_peer", "read_probe", "seal", "write_all", "fd_rights",
+           "received_fds", "new_token", "valid_token"]

@@ -141,6 +141,8 @@ def loads_payload(payload: Any) -> Any:
     """The default serializer's ``deserialize`` on the client: ``pickle.loads``, or
     ``pickle.load`` from a result in shared memory (``shm.SharedPayload.reader``), which
     reads its big buffers straight into the objects they become."""
+    if type(payload) is bytes:  # the common case: no attribute lookup that fails per result
+        return pickle.loads(payload)
     reader = getattr(payload, "reader", None)
     if reader is not None:
         return pickle.load(reader())
