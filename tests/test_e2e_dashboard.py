@@ -5,6 +5,7 @@ standard library only); they skip, saying why, only where no browser is installe
 (``.ci/run`` installs it). Set ``SCALER_SCREENSHOT_DIR`` to keep the screenshot for the docs.
 """
 
+import http.client
 import json
 import os
 import re
@@ -215,17 +216,12 @@ def test_gui_serves_https_with_tls_cert_and_key(make_combo, procs, pki):
         with pytest.raises(urllib.error.URLError) as refused:  # checked against another CA: refused
             _get_tls(base + "/", pki.other_ca)
         assert isinstance(refused.value.reason, ssl.SSLError)
-        with pytest.raises((urllib.error.URLError, ConnectionError, http_client_errors())):
+        with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
             _get(base.replace("https://", "http://") + "/api/config", timeout=5)  # no plain HTTP on it
     finally:
         stalled.close()
     gui.popen.terminate()
     assert exit_code_within(gui, TIMEOUT) == 0
-
-
-def http_client_errors():
-    import http.client
-    return http.client.HTTPException
 
 
 def test_gui_tls_flags_are_checked(pki, tmp_path):
