@@ -27,9 +27,10 @@ import time
 from typing import Any, Callable, Dict, Iterator, Optional, Union
 
 from .io.address import connectable_host, parse_address
-from .protocol.codec import Message, ProtocolError, encode
+from .io.dial import DialError, dial, receive
+from .protocol.codec import Message
 from .protocol.framing import FrameReader
-from .protocol.handshake import HANDSHAKE_FRAME_LIMIT, ConnectorHandshake, normalize_key
+from .protocol.handshake import normalize_key
 from .protocol.messages import ROLE_MONITOR, StatusSnapshot
 
 DEFAULT_TIMEOUT_SECONDS = 5.0
@@ -56,79 +57,29 @@ class Subscription:
         self.timeout = timeout
         if auth_key is None:
             auth_key = os.environ.get(AUTH_KEY_ENV) or None
-        target = connectable_host(parse_address(address))
-        context = None
-        if target.is_tls:
-            from .io.tls import client_context
-            context = client_context(tls_ca or os.environ.get(TLS_CA_ENV) or None)  # ValueError: a bad CA file
-        if target.scheme == "ipc":
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            endpoint: Any = target.path
-        else:
-            sock = socket.socket(socket.AF_INET6 if ":" in target.host else socket.AF_INET, socket.SOCK_STREAM)
-            endpoint = (target.host, target.port)
-        self._sock: Optional[socket.socket] = sock
-        self._reader = FrameReader(HANDSHAKE_FRAME_LIMIT)
+        self._sock: Optional[socket.socket] = None
+        self._reader = FrameReader(MAX_SNAPSHOT_BYTES)
         try:
-            sock.settimeout(timeout)
-            try:
-                sock.connect(endpoint)
-            except OSError as exc:
-                raise MonitorError("cannot connect to the monitor at %s: %s" % (address, exc.strerror or exc)) from None
-            if context is not None:
-                try:  # the wrapper takes the descriptor over and shakes hands, within the timeout
-                    self._sock = context.wrap_socket(sock, server_hostname=target.host)
-                except (OSError, ValueError) as exc:
-                    from .io.tls import handshake_failure
-                    raise MonitorError("monitor at %s: %s" % (address, handshake_failure(exc, address, False))) \
-                        from None
-            self._handshake(normalize_key(auth_key))
-        except BaseException:
-            self.close()
-            raise
-        self._reader.limit = MAX_SNAPSHOT_BYTES
+            self._sock = dial(connectable_host(parse_address(address)), ROLE_MONITOR, normalize_key(auth_key),
+                              tls_ca or os.environ.get(TLS_CA_ENV) or None, timeout, self._reader, self._what)
+        except DialError as exc:
+            raise MonitorError(str(exc)) from None
 
-    def _handshake(self, key: Optional[bytes]) -> None:
-        handshake = ConnectorHandshake(ROLE_MONITOR, key)
-        self._send(handshake.start())
-        deadline = time.monotonic() + self.timeout
-        while True:
-            step = handshake.receive(self._recv(deadline))
-            if step.reply is not None:
-                self._send(step.reply)
-            if step.failure is not None:
-                raise MonitorError("monitor at %s: %s" % (self.address, step.failure))
-            if step.done:
-                return
-
-    def _send(self, msg: Message) -> None:
-        assert self._sock is not None
-        self._sock.sendall(encode(msg))
+    @property
+    def _what(self) -> str:
+        return "the monitor at %s" % self.address
 
     def _recv(self, deadline: float) -> Message:
         sock = self._sock
         if sock is None:
             raise MonitorError("subscription to %s is closed" % self.address)
-        while True:
-            try:
-                msg = self._reader.next_message()
-            except ProtocolError as exc:
-                raise MonitorError("malformed data from the monitor at %s: %s" % (self.address, exc)) from None
-            if msg is not None:
-                return msg
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("no status from the monitor at %s within %.1fs" % (self.address, self.timeout))
-            sock.settimeout(remaining)
-            try:
-                data = sock.recv(256 * 1024)
-            except socket.timeout:
-                continue
-            except OSError as exc:
-                raise MonitorError("lost the monitor at %s: %s" % (self.address, exc.strerror or exc)) from None
-            if not data:
-                raise MonitorError("the monitor at %s closed the connection (scheduler stopped?)" % self.address)
-            self._reader.feed(data)
+        try:
+            return receive(sock, self._reader, deadline, self._what)
+        except DialError as exc:
+            raise MonitorError(str(exc)) from None
+        except TimeoutError:
+            raise TimeoutError("no status from the monitor at %s within %.1fs" % (self.address, self.timeout)) \
+                from None
 
     def next(self, timeout: Optional[float] = None) -> Status:
         """The next snapshot; TimeoutError if none comes within ``timeout`` (default: the subscription's)."""

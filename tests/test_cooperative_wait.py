@@ -173,20 +173,22 @@ class _Task:
 
 @pytest.fixture
 def processor(monkeypatch):
-    """A real Processor on one end of a socketpair; the other end stands for the agent."""
+    """A real Processor on one end of two socketpairs; the other ends stand for the scheduler
+    (``agent`` here: what the tests read ProcessorWaiting from) and the agent."""
     import socket
     from scaler.io.connection import BlockingChannel
     from scaler.worker.processor import Processor
     mine, agent = socket.socketpair()
-    proc = Processor(BlockingChannel(mine), gc_interval=0, trim_threshold=-1)
+    mine_agent, the_agent = socket.socketpair()
+    proc = Processor(BlockingChannel(mine), BlockingChannel(mine_agent), gc_interval=0, trim_threshold=-1)
     ran = []
     monkeypatch.setattr(proc, "_run_one", ran.append)
     monkeypatch.setattr(task_context, "task_id", b"p" * 16)
     monkeypatch.setattr(task_context, "priority", 0)
     agent.setblocking(False)
     yield proc, agent, ran
-    mine.close()
-    agent.close()
+    for sock in (mine, agent, mine_agent, the_agent):
+        sock.close()
 
 
 def test_a_wait_with_no_time_left_polls_and_runs_no_child(processor):
@@ -200,10 +202,10 @@ def test_a_wait_with_no_time_left_polls_and_runs_no_child(processor):
     assert ran == [child]
 
 
-def test_a_wait_already_satisfied_tells_the_agent_nothing(processor):
+def test_a_wait_already_satisfied_tells_the_scheduler_nothing(processor):
     proc, agent, _ = processor
     proc.block_until(lambda: True, None)
     with pytest.raises(BlockingIOError):
         agent.recv(1)
     proc.block_until(lambda: False, 0.01)
-    assert agent.recv(4096), "a real wait tells the agent (ProcessorWaiting) so it sends children past its limits"
+    assert agent.recv(4096), "a real wait tells the scheduler (ProcessorWaiting) so it sends children past its limits"

@@ -256,10 +256,10 @@ def test_bytearray_and_memoryview_field_values_encode_like_bytes():
 
 
 @pytest.mark.parametrize("msg", [
-    m.ProcessorTask(b"t", 256, b"f", b"c", 0),  # u8 overflow
-    m.ProcessorTask(b"t", -1, b"f", b"c", 0),
+    m.ProcessorTask(b"t", 256, b"f", b"c", 0, b""),  # u8 overflow
+    m.ProcessorTask(b"t", -1, b"f", b"c", 0, b""),
     m.Hello(m.MAGIC, 65536, 1, b"n"),  # u16 overflow
-    m.WorkerConnect(b"w", "n", 2 ** 32, "", 1, ""),  # u32 overflow
+    m.WorkerConnect(b"w", "n", 2 ** 32, "", 1, "", 0.0, b""),  # u32 overflow
     m.WorkerHeartbeat(0.0, 0, 2 ** 64, 0.0),  # u64 overflow
     m.WorkerHeartbeat(0.0, 0, -1, 0.0),
     m.Heartbeat("not a float"),
@@ -522,10 +522,10 @@ def _in_thread(fn, *args):
 def test_channel_small_messages_both_directions(pair):
     left, right = BlockingChannel(pair[0]), BlockingChannel(pair[1])
     left.send(m.ProcessorReady(1234, ""))
-    right.send(m.ProcessorTask(b"task", 1, b"func", b"call", -7))
+    right.send(m.ProcessorTask(b"task", 1, b"func", b"call", -7, b"owner"))
     assert right.recv() == m.ProcessorReady(1234, "")
     got = left.recv()
-    assert got == m.ProcessorTask(b"task", 1, b"func", b"call", -7)
+    assert got == m.ProcessorTask(b"task", 1, b"func", b"call", -7, b"owner")
     assert type(got.task_id) is bytes
 
 
@@ -556,7 +556,7 @@ def test_channel_send_many_preserves_order_and_content(pair):
     msgs = [m.ProcessorReady(1, "")]
     msgs += [m.ProcessorObject(b"o%d" % i, b"x" * i) for i in range(50)]
     msgs += [m.ProcessorObject(b"big", big), m.ProcessorDropObjects([b"a", b"b"]),
-             m.ProcessorTask(b"t", 0, b"f", BIG, 0), m.Accepted()]
+             m.ProcessorTask(b"t", 0, b"f", BIG, 0, b""), m.Accepted()]
     left, right = BlockingChannel(pair[0]), BlockingChannel(pair[1])
     join = _in_thread(left.send_many, msgs)
     received = [right.recv() for _ in msgs]

@@ -318,7 +318,7 @@ class Recorder(Handler):
 
     def message_received(self, conn, msg):
         self.messages.append(msg)
-        if type(msg) is m.ProcessorResultShm:
+        if type(msg) is m.ProcessorStore:
             self.fds.append(conn.take_fd())
 
     def connection_closed(self, conn, reason):
@@ -366,7 +366,7 @@ def test_descriptors_travel_with_their_frames_both_ways():
         assert not channel.received_fds
         # processor -> agent
         for i in range(3):
-            channel.send_with_fd(m.ProcessorResultShm(b"r%d" % i, segments[i].token, ""), segments[i].fd)
+            channel.send_with_fd(m.ProcessorStore(b"r%d" % i, b"owner", segments[i].token, b""), segments[i].fd)
         run_until(loop, lambda: len(recorder.messages) == 3)
         for i, fd in enumerate(recorder.fds):
             assert fd is not None

@@ -1,8 +1,8 @@
-"""The worker's task pipeline, driven directly: no sockets, no processes, a fake clock.
+"""A worker's task pipeline, driven directly: no sockets, no processes, a fake clock.
 
-A fake effects object records what the pipeline asks of its agent; each test feeds it the
-events an agent would (tasks, object replies, processor results, deaths) and checks what
-went where.
+A fake effects object records what the pipeline asks of its host (the scheduler's
+``worker_host.py``); each test feeds it the events the host would (tasks, objects passed to
+the processor, processor results, deaths) and checks what went where.
 """
 
 import pytest
@@ -12,10 +12,9 @@ from scaler.protocol.codec import encode
 from scaler.protocol.messages import (FLAG_KEEP_RESULT, FLAG_NEEDS_OBJECTS, STATUS_CANCELLED, STATUS_FAILED,
                                       STATUS_MISSING_OBJECT, STATUS_OK, STATUS_OK_OBJECT, STATUS_PROCESSOR_DIED,
                                       STATUS_TIMED_OUT, Call,
-                                      ProcessorCancel, ProcessorDropObjects, ProcessorObject, ProcessorTask, TaskResult,
+                                      ProcessorCancel, ProcessorDropObjects, ProcessorTask, TaskResult,
                                       WorkerTask)
-from scaler.worker.pipeline import (HEAD_STALL_SECONDS, INLINE_RESULT_LIMIT, PIPELINE_DEPTH, PipelineEffects,
-                                    TaskPipeline, pipeline_depth)
+from scaler.scheduler.pipeline import HEAD_STALL_SECONDS, PIPELINE_DEPTH, PipelineEffects, TaskPipeline, pipeline_depth
 
 CLIENT = b"C" * 16
 FUNC = b"F" * 32
@@ -24,16 +23,12 @@ FUNC = b"F" * 32
 class FakeEffects(PipelineEffects):
     def __init__(self):
         self.fetched = []
-        self.stored = []
         self.processor = []
         self.results = []
         self.restarts = []
 
     def fetch_object(self, object_id):
         self.fetched.append(object_id)
-
-    def store_object(self, object_id, owner_id, payload):
-        self.stored.append((object_id, owner_id, bytes(payload)))
 
     def to_processor(self, msg):
         self.processor.append(msg)
@@ -75,12 +70,9 @@ def call_of(kinds_values, serializer_id=b""):
     return encode(Call(serializer_id, kinds, [b""] * len(kinds_values), [v for _, v in kinds_values]))[8:]
 
 
-def make(ready=True, storage=True, fast=True, **kwargs):
+def make(ready=True, fast=True):
     effects, clock = FakeEffects(), Clock()
-    ids = iter(oid("result%d" % i) for i in range(1000))
-    pipeline = TaskPipeline(effects, clock, new_object_id=lambda: next(ids), **kwargs)
-    if storage:
-        pipeline.storage_connected()
+    pipeline = TaskPipeline(effects, clock)
     if ready:
         pipeline.processor_ready()
     if fast:  # pretend the function is cached already and tasks are short
@@ -91,7 +83,7 @@ def make(ready=True, storage=True, fast=True, **kwargs):
 def make_fast(pipeline, effects, clock):
     """Warm the pipeline up: its function is held by the processor and tasks take 0 s."""
     pipeline.add(task("warm"), 0)
-    pipeline.object_arrived(FUNC, True, b"fn")
+    pipeline.object_arrived(FUNC, True)
     for _ in range(30):
         pipeline.processor_result(TaskResult(b"warm", STATUS_OK, b"", ""))
         if pipeline.depth == PIPELINE_DEPTH:
@@ -117,8 +109,7 @@ def test_a_new_pipeline_assumes_slow_tasks_and_sends_one_at_a_time():
     pipeline, effects, clock = make(fast=False)
     pipeline.add(task("a"), 0)
     assert effects.fetched == [FUNC]  # the processor does not hold the function yet
-    pipeline.object_arrived(FUNC, True, b"fn")
-    assert effects.processor[0] == ProcessorObject(FUNC, b"fn")
+    pipeline.object_arrived(FUNC, True)
     pipeline.add(task("b"), 0)
     assert effects.sent_tasks() == [b"a"]
     assert pipeline.queued() == [b"b"]
@@ -177,7 +168,7 @@ def test_nothing_is_sent_before_the_processor_is_ready():
 def test_queued_tasks_are_taken_highest_priority_first_then_in_arrival_order():
     pipeline, effects, clock = make(fast=False)  # one at a time: the rest stays queued
     pipeline.add(task("first"), 0)
-    pipeline.object_arrived(FUNC, True, b"fn")
+    pipeline.object_arrived(FUNC, True)
     for name, priority in [("low1", -1), ("mid1", 0), ("high1", 5), ("mid2", 0), ("high2", 5), ("low2", -1)]:
         pipeline.add(task(name), priority)
     assert pipeline.queued() == [b"high1", b"high2", b"mid1", b"mid2", b"low1", b"low2"]
@@ -217,13 +208,13 @@ def test_a_shared_temporary_input_is_dropped_only_after_its_last_reader():
     pipeline, effects, clock = make()
     shared, other = oid("shared"), oid("other")
     pipeline.add(task("first", FLAG_NEEDS_OBJECTS, call_of([(ARG_TEMP, shared)])), 0)
-    pipeline.object_arrived(shared, True, b"s")
+    pipeline.object_arrived(shared, True)
     pipeline.add(task("second", FLAG_NEEDS_OBJECTS, call_of([(ARG_TEMP, shared), (ARG_TEMP, other)])), 0)
     assert pipeline.inflight() == [b"first"] and pipeline.preparing() == b"second"
     assert effects.fetched == [shared, other]  # the shared one is held already: fetched once
     pipeline.processor_result(ok("first"))
     assert not [m for m in effects.processor if type(m) is ProcessorDropObjects]  # "second" still needs it
-    pipeline.object_arrived(other, True, b"o")
+    pipeline.object_arrived(other, True)
     assert pipeline.inflight() == [b"second"]
     pipeline.processor_result(ok("second"))
     drops = [m.object_ids for m in effects.processor if type(m) is ProcessorDropObjects]
@@ -247,7 +238,7 @@ def test_a_task_running_past_the_limit_fails_and_the_processor_is_replaced():
     assert (result.task_id, result.status) == (b"long", STATUS_TIMED_OUT) and "10s" in result.detail
     assert effects.restarts and pipeline.queued() == [b"next"]  # the next task runs on the new processor
     pipeline.processor_ready()
-    pipeline.object_arrived(FUNC, True, b"fn")
+    pipeline.object_arrived(FUNC, True)
     assert pipeline.inflight() == [b"next"]
 
 
@@ -348,17 +339,16 @@ def test_cancel_removes_a_queued_task_of_any_priority():
 
 # --- objects ---
 
-def test_objects_are_fetched_once_per_processor_and_sent_before_the_task():
+def test_objects_are_fetched_once_per_processor_and_the_task_sent_once_they_are_there():
     pipeline, effects, clock = make(fast=False)
     ref = oid("ref")
     call = call_of([(ARG_OBJECT, ref), (ARG_INLINE, b"x")])
     pipeline.add(task("a", FLAG_NEEDS_OBJECTS, call), 0)
     assert effects.fetched == [FUNC, ref]
-    pipeline.object_arrived(ref, True, b"R")
+    pipeline.object_arrived(ref, True)
     assert effects.sent_tasks() == []
-    pipeline.object_arrived(FUNC, True, b"fn")
-    assert effects.processor == [ProcessorObject(ref, b"R"), ProcessorObject(FUNC, b"fn"),
-                                 ProcessorTask(b"a", FLAG_NEEDS_OBJECTS, FUNC, call, 0)]
+    pipeline.object_arrived(FUNC, True)
+    assert effects.processor == [ProcessorTask(b"a", FLAG_NEEDS_OBJECTS, FUNC, call, 0, CLIENT)]
     pipeline.processor_result(ok("a"))
     pipeline.add(task("b", FLAG_NEEDS_OBJECTS, call), 0)
     assert effects.fetched == [FUNC, ref], "cached on the processor"
@@ -380,8 +370,8 @@ def test_a_task_waiting_for_objects_holds_back_the_tasks_after_it():
     pipeline.add(task("b"), 0)
     assert pipeline.preparing() == b"a" and pipeline.queued() == [b"b"]
     assert effects.sent_tasks() == []
-    pipeline.object_arrived(oid("unrelated"), True, b"?")  # ignored
-    pipeline.object_arrived(ref, True, b"R")
+    pipeline.object_arrived(oid("unrelated"), True)  # ignored
+    pipeline.object_arrived(ref, True)
     assert effects.sent_tasks() == [b"a", b"b"]
 
 
@@ -389,9 +379,9 @@ def test_temporary_objects_are_forgotten_after_their_task():
     pipeline, effects, clock = make()
     big, packed = oid("big"), oid("packed")
     pipeline.add(task("a", FLAG_NEEDS_OBJECTS, call_of([(ARG_TEMP, big)])), 0)
-    pipeline.object_arrived(big, True, b"B")
+    pipeline.object_arrived(big, True)
     pipeline.add(task("b", FLAG_NEEDS_OBJECTS, call_of([(ARG_PACKED_TEMP, packed)])), 0)
-    pipeline.object_arrived(packed, True, b"P")
+    pipeline.object_arrived(packed, True)
     assert set(pipeline.processor_holds()) == {FUNC, big, packed}
     pipeline.processor_result(ok("a"))
     pipeline.processor_result(ok("b"))
@@ -403,7 +393,7 @@ def test_a_missing_object_fails_its_task_only():
     ref = oid("gone")
     pipeline.add(task("a", FLAG_NEEDS_OBJECTS, call_of([(ARG_OBJECT, ref)])), 0)
     pipeline.add(task("b"), 0)
-    pipeline.object_arrived(ref, False, b"")
+    pipeline.object_arrived(ref, False)
     assert effects.take_results() == [(b"a", STATUS_MISSING_OBJECT)]
     assert effects.sent_tasks() == [b"b"]
 
@@ -417,18 +407,11 @@ def test_a_malformed_call_fails_its_task_only():
     assert effects.sent_tasks() == [b"good"]
 
 
-def test_without_object_storage_a_task_needing_objects_fails():
-    pipeline, effects, clock = make(storage=False, fast=False)
-    pipeline.add(task("a"), 0)
-    (result,) = effects.results
-    assert result.status == STATUS_MISSING_OBJECT and "no object storage" in result.detail
-
-
 def test_a_client_leaving_drops_its_objects_from_the_processor():
     pipeline, effects, clock = make()
     other, ref = b"O" * 16, oid("ref")
     pipeline.add(task("a", FLAG_NEEDS_OBJECTS, call_of([(ARG_OBJECT, ref)]), client=other), 0)
-    pipeline.object_arrived(ref, True, b"R")
+    pipeline.object_arrived(ref, True)
     pipeline.drop_owner(other)
     assert effects.processor[-1] == ProcessorDropObjects([ref])
     assert pipeline.processor_holds() == {FUNC: CLIENT}
@@ -438,38 +421,16 @@ def test_a_client_leaving_drops_its_objects_from_the_processor():
 
 # --- results ---
 
-def test_a_small_result_goes_back_inline_and_a_large_one_through_storage():
+def test_results_pass_through_unchanged():
+    """Big results and graph nodes' are stored by the processor (through its agent): the
+    pipeline forwards whatever the processor answered."""
     pipeline, effects, clock = make()
     pipeline.add(task("small"), 0)
-    pipeline.add(task("large"), 0)
+    pipeline.add(task("stored", FLAG_KEEP_RESULT), 0)
+    stored = TaskResult(b"stored", STATUS_OK_OBJECT, graph_result_id(b"stored"), "")
     pipeline.processor_result(ok("small", b"s"))
-    big = b"x" * (INLINE_RESULT_LIMIT + 1)
-    pipeline.processor_result(ok("large", big))
-    assert effects.results == [ok("small", b"s")]
-    (object_id, owner, payload), = effects.stored
-    assert owner == CLIENT and payload == big and object_id == oid("result0")
-    pipeline.object_stored(object_id, "")
-    assert effects.results[-1] == TaskResult(b"large", STATUS_OK_OBJECT, object_id, "")
-
-
-def test_a_refused_put_fails_the_task_with_the_reason():
-    pipeline, effects, clock = make()
-    pipeline.add(task("large"), 0)
-    pipeline.processor_result(ok("large", b"x" * (INLINE_RESULT_LIMIT + 1)))
-    pipeline.object_stored(effects.stored[0][0], "object storage is full")
-    (result,) = effects.results
-    assert result.status == STATUS_MISSING_OBJECT and "object storage is full" in result.detail
-
-
-def test_losing_storage_answers_the_results_waiting_for_a_put():
-    pipeline, effects, clock = make()
-    pipeline.add(task("large"), 0)
-    pipeline.processor_result(ok("large", b"x" * (INLINE_RESULT_LIMIT + 1)))
-    pipeline.storage_lost("connection reset")
-    (result,) = effects.results
-    assert result.status == STATUS_MISSING_OBJECT and "connection reset" in result.detail
-    pipeline.object_stored(effects.stored[0][0], "")  # a late ack: already answered
-    assert len(effects.results) == 1
+    pipeline.processor_result(stored)
+    assert effects.results == [ok("small", b"s"), stored]
 
 
 def test_failures_pass_through_unchanged():
@@ -477,31 +438,7 @@ def test_failures_pass_through_unchanged():
     pipeline.add(task("a"), 0)
     failure = TaskResult(b"a", STATUS_FAILED, b"exc" * 100000, "Traceback")
     pipeline.processor_result(failure)
-    assert effects.results == [failure] and effects.stored == []
-
-
-def test_keep_result_stores_even_a_small_result_under_the_task_ids_result_id_for_its_client():
-    pipeline, effects, clock = make()
-    task_id = b"K" * 16
-    owner = b"O" * 16
-    result_id = graph_result_id(task_id)  # what the readers' Calls name
-    assert len(result_id) == 32 and result_id != graph_result_id(b"L" * 16)
-    pipeline.add(WorkerTask(task_id, owner, FLAG_KEEP_RESULT, FUNC, packed_call(b"", b"args"), 0), 0)
-    pipeline.processor_result(TaskResult(task_id, STATUS_OK, b"tiny", ""))
-    assert effects.stored == [(result_id, owner, b"tiny")]
-    assert effects.results == [], "announced once stored"
-    pipeline.object_stored(result_id, "")
-    assert effects.results == [TaskResult(task_id, STATUS_OK_OBJECT, result_id, "")]
-
-
-def test_keep_result_stores_a_large_result_under_the_result_id_too():
-    pipeline, effects, clock = make()
-    task_id = b"K" * 16
-    pipeline.add(WorkerTask(task_id, CLIENT, FLAG_KEEP_RESULT, FUNC, packed_call(b"", b"args"), 0), 0)
-    pipeline.processor_result(TaskResult(task_id, STATUS_OK, b"x" * (INLINE_RESULT_LIMIT + 1), ""))
-    assert [s[0] for s in effects.stored] == [graph_result_id(task_id)]
-    pipeline.object_stored(graph_result_id(task_id), "")
-    assert effects.results == [TaskResult(task_id, STATUS_OK_OBJECT, graph_result_id(task_id), "")]
+    assert effects.results == [failure]
 
 
 def test_keep_result_of_a_failed_task_is_the_failure():
@@ -509,26 +446,7 @@ def test_keep_result_of_a_failed_task_is_the_failure():
     pipeline.add(task("k", FLAG_KEEP_RESULT), 0)
     failure = TaskResult(b"k", STATUS_FAILED, b"exc", "Traceback")
     pipeline.processor_result(failure)
-    assert effects.stored == [] and effects.results == [failure]
-
-
-def test_keep_result_without_storage_says_it_could_not_be_stored():
-    pipeline, effects, clock = make()
-    pipeline.storage_lost("gone")
-    pipeline.add(task("k", FLAG_KEEP_RESULT), 0)  # the function is held: it still runs
-    pipeline.processor_result(ok("k"))
-    (result,) = effects.results
-    assert effects.stored == []
-    assert result.status == STATUS_MISSING_OBJECT and "could not store" in result.detail
-
-
-def test_keep_result_put_refused_fails_the_task():
-    pipeline, effects, clock = make()
-    pipeline.add(task("k", FLAG_KEEP_RESULT), 0)
-    pipeline.processor_result(ok("k"))
-    pipeline.object_stored(graph_result_id(b"k"), "object storage is full")
-    (result,) = effects.results
-    assert result.task_id == b"k" and result.status == STATUS_MISSING_OBJECT
+    assert effects.results == [failure]
 
 
 # --- cancellation ---
@@ -553,7 +471,7 @@ def test_cancel_of_a_task_waiting_for_objects_lets_the_next_one_go():
     pipeline.cancel(b"a", force=False)
     assert effects.take_results() == [(b"a", STATUS_CANCELLED)]
     assert effects.sent_tasks() == [b"b"]
-    pipeline.object_arrived(ref, True, b"R")  # too late: ignored
+    pipeline.object_arrived(ref, True)  # too late: ignored
     assert effects.sent_tasks() == [b"b"]
 
 
@@ -586,7 +504,7 @@ def test_a_skipped_task_drops_its_temporary_objects_from_the_processor():
     big = oid("big")
     pipeline.add(task("a"), 0)
     pipeline.add(task("b", FLAG_NEEDS_OBJECTS, call_of([(ARG_TEMP, big)])), 0)
-    pipeline.object_arrived(big, True, b"B")
+    pipeline.object_arrived(big, True)
     pipeline.cancel(b"b", force=True)
     pipeline.processor_result(ok("a"))
     pipeline.processor_result(TaskResult(b"b", STATUS_CANCELLED, b"", "cancelled"))
@@ -609,7 +527,7 @@ def test_a_forced_cancel_of_the_running_task_replaces_the_processor_and_requeues
     assert len(effects.sent_tasks()) == sent_before, "no new processor yet"
     pipeline.processor_ready()
     assert effects.fetched == [FUNC], "the new processor needs the function again"
-    pipeline.object_arrived(FUNC, True, b"fn")
+    pipeline.object_arrived(FUNC, True)
     assert effects.sent_tasks()[sent_before:][0] == b"b"
 
 
@@ -631,7 +549,7 @@ def test_a_dead_processor_fails_its_running_task_and_requeues_the_others():
     assert pipeline.queued() == [b"b", b"c"]
     assert effects.restarts == [], "the agent restarts a dead processor itself"
     pipeline.processor_ready()
-    pipeline.object_arrived(FUNC, True, b"fn")
+    pipeline.object_arrived(FUNC, True)
     assert effects.sent_tasks()[-2:] == [b"b", b"c"]
 
 
@@ -656,24 +574,8 @@ def test_a_dead_processor_requeues_the_task_waiting_for_objects_after_the_sent_o
     assert pipeline.preparing() == b"c"
     pipeline.processor_died("killed")
     assert pipeline.queued() == [b"b", b"c", b"d"] and pipeline.preparing() is None
-    pipeline.object_arrived(ref, True, b"R")  # for the old attempt: ignored
+    pipeline.object_arrived(ref, True)  # for the old attempt: ignored
     assert not pipeline.processor_holds()
-
-
-def test_losing_the_scheduler_drops_everything_and_replaces_a_busy_processor():
-    pipeline, effects, clock = make()
-    pipeline.add(task("a"), 0)
-    clock.now += 1.0
-    pipeline.add(task("b"), 0)
-    assert pipeline.drop_all() == 2
-    assert len(pipeline) == 0 and effects.restarts == ["scheduler lost"]
-    assert effects.results == []
-
-
-def test_losing_the_scheduler_keeps_an_idle_processor():
-    pipeline, effects, clock = make()
-    assert pipeline.drop_all() == 0
-    assert effects.restarts == [] and pipeline.processor_is_ready
 
 
 def test_a_result_for_a_task_not_in_flight_is_ignored():
@@ -708,23 +610,19 @@ def test_random_event_sequences_never_lose_or_duplicate_a_task(seed):
         elif event < 0.6 and pipeline.preparing() is not None:
             fetched, effects.fetched = effects.fetched, []
             for object_id in fetched:
-                pipeline.object_arrived(object_id, rng.random() < 0.9, b"o")
+                pipeline.object_arrived(object_id, rng.random() < 0.9)
         elif event < 0.7 and added:
             pipeline.cancel(rng.choice(added), force=rng.random() < 0.5)
         elif event < 0.75 and pipeline.processor_is_ready:
             pipeline.processor_died("random")
             pipeline.processor_ready()
-        elif event < 0.8:
-            stored, effects.stored = effects.stored, []
-            for object_id, _, _ in stored:
-                pipeline.object_stored(object_id, rng.choice(["", "", "full"]))
         elif event < 0.85 and not pipeline.processor_is_ready:
             pipeline.processor_ready()
         if effects.restarts:  # the agent replaced the processor: the new one is ready
             effects.restarts.clear()
             pipeline.processor_ready()
     assert set(added) <= {r.task_id for r in effects.results} | set(pipeline.queued()) | set(
-        pipeline.inflight()) | {pipeline.preparing()} | set(pipeline.storing())
+        pipeline.inflight()) | {pipeline.preparing()}
     # Let everything finish: then every task has been answered exactly once.
     if not pipeline.processor_is_ready:
         pipeline.processor_ready()
@@ -732,15 +630,11 @@ def test_random_event_sequences_never_lose_or_duplicate_a_task(seed):
         if effects.fetched:
             fetched, effects.fetched = effects.fetched, []
             for object_id in fetched:
-                pipeline.object_arrived(object_id, True, b"o")
-        elif effects.stored:
-            stored, effects.stored = effects.stored, []
-            for object_id, _, _ in stored:
-                pipeline.object_stored(object_id, "")
+                pipeline.object_arrived(object_id, True)
         elif pipeline.inflight():
             pipeline.processor_result(TaskResult(pipeline.inflight()[0], STATUS_OK, b"r", ""))
         else:
             break
-    assert len(pipeline) == 0 and not pipeline.storing(), "stuck: %r %r %r" % (pipeline.queued(), pipeline.preparing(), pipeline.inflight())
+    assert len(pipeline) == 0, "stuck: %r %r %r" % (pipeline.queued(), pipeline.preparing(), pipeline.inflight())
     answered = [r.task_id for r in effects.results]
     assert sorted(answered) == sorted(added), "every task answered exactly once"

@@ -1,6 +1,7 @@
 """Many protocol-level workers in one process, for load tests: the scheduler is what is
-under load. Each worker registers like a real one, answers every task at once with the
-pickled task id, and counts what it was sent.
+under load. Each worker registers like a real one (an agent's connection, then a
+processor's), says every object it is asked to fetch is there, answers every task at once
+with the pickled task id, and counts what it was sent.
 
     python tests/thin_workers.py ADDRESS COUNT SECONDS REPORT.json
 
@@ -18,13 +19,17 @@ import time
 from scaler.io.address import parse_address
 from scaler.io.connection import Connection, Handler
 from scaler.io.loop import EventLoop
-from scaler.protocol.messages import (ROLE_WORKER, STATUS_CANCELLED, STATUS_OK, TaskResult, WorkerConnect,
-                                      WorkerConnectReply, WorkerHeartbeat, WorkerTask, WorkerTaskCancel)
+from scaler.protocol.messages import (ROLE_WORKER, STATUS_CANCELLED, STATUS_OK, ProcessorCancel, ProcessorConnect,
+                                      ProcessorTask, TaskResult, WorkerConnect, WorkerConnectReply,
+                                      WorkerFetchObject, WorkerHeartbeat, WorkerObjectReady)
+
+TOKEN = b"thin-token"
 
 
 class ThinWorkers(Handler):
     def __init__(self, loop, address, count):
         self.loop = loop
+        self.address = parse_address(address)
         self.seen = set()
         self.duplicates = 0
         self.registered = 0
@@ -36,20 +41,27 @@ class ThinWorkers(Handler):
         loop.call_every(1.0, self._heartbeat)
 
     def connection_open(self, conn):
-        conn.send(WorkerConnect(conn.data, conn.data.decode(), 1000, "", os.getpid(), ""))
+        if type(conn.data) is tuple:  # a processor's
+            conn.send(ProcessorConnect(conn.data[1], TOKEN, os.getpid()))
+        else:
+            conn.send(WorkerConnect(conn.data, conn.data.decode(), 1000, "", os.getpid(), "", 0.0, TOKEN))
 
     def message_received(self, conn, msg):
         kind = type(msg)
-        if kind is WorkerTask:
+        if kind is ProcessorTask:
             task_id = bytes(msg.task_id)
             if task_id in self.seen:
                 self.duplicates += 1
             self.seen.add(task_id)
             conn.send(TaskResult(task_id, STATUS_OK, pickle.dumps(task_id), ""))
-        elif kind is WorkerTaskCancel:
+        elif kind is ProcessorCancel:
             conn.send(TaskResult(msg.task_id, STATUS_CANCELLED, b"", "cancelled"))
+        elif kind is WorkerFetchObject:
+            conn.send(WorkerObjectReady(msg.object_id, True))
         elif kind is WorkerConnectReply:
             self.registered += 1
+            processor = Connection.dial(self.loop, self.address, self, ROLE_WORKER, None)
+            processor.data = ("processor", conn.data)
 
     def connection_closed(self, conn, reason):
         pass

@@ -25,6 +25,7 @@ import os
 import select
 import selectors
 import socket
+import sys
 import threading
 import time
 import weakref
@@ -933,11 +934,14 @@ def _open_reserve() -> Optional[int]:
 
 
 class BlockingChannel:
-    """The same framing over a blocking socket, for the processor side of a socketpair."""
+    """The same framing over a blocking socket, for the processor: its socketpair with its agent,
+    and its connection to the scheduler (``reader``: the one its handshake was read with)."""
 
-    def __init__(self, sock: socket.socket, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+    def __init__(self, sock: socket.socket, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+                 reader: Optional[FrameReader] = None) -> None:
         self.sock = sock
-        self._reader = FrameReader(max_frame_bytes)
+        self._reader = reader if reader is not None else FrameReader(max_frame_bytes)
+        self._reader.limit = max_frame_bytes
         # A task's own threads may send (stream_output) while the processor sends a result:
         # a frame goes out whole or not at all.
         self._send_lock = threading.Lock()
@@ -983,12 +987,13 @@ class BlockingChannel:
             if small:
                 self.sock.sendall(b"".join(small))
 
-    def recv_ready(self, poll: bool = True) -> List[Message]:
+    def recv_ready(self, poll: bool = True, readable: bool = False) -> List[Message]:
         """The messages already complete in the socket buffer; never blocks.
 
         Stops at an incomplete big frame: ``recv()`` then receives the rest of it straight
         into its own buffer, blocking, rather than this loop polling for it. Without
-        ``poll``, only what an earlier receive already brought (no system call).
+        ``poll``, only what an earlier receive already brought (no system call); with
+        ``readable``, the caller's own poll found the socket readable (no poll here first).
         """
         reader = self._reader
         out: List[Message] = []
@@ -999,7 +1004,9 @@ class BlockingChannel:
                 continue
             if reader.receiving_big or not poll:
                 return out
-            if self._poller is not None and not self._poller.poll(0):
+            if readable:
+                readable = False
+            elif self._poller is not None and not self.buffered() and not self._poller.poll(0):
                 return out
             try:
                 data = self._recv_some(socket.MSG_DONTWAIT)
@@ -1024,7 +1031,7 @@ class BlockingChannel:
                 big.release()
                 reader.big_received(n)
             else:
-                if self._poller is not None:
+                if self._poller is not None and not self.buffered():
                     # Wait in poll(), not in recv(): a reader blocked in a unix socket's recv()
                     # is also woken each time the peer reads what we sent (the kernel's
                     # "room to write again" wake-up is not filtered for it), which for the
@@ -1036,6 +1043,10 @@ class BlockingChannel:
                 reader.feed(data)
             if not n:
                 raise EOFError("channel closed")
+
+    def buffered(self) -> bool:
+        """Bytes received already, where ``poll`` does not see them (a TLS record decrypted ahead)."""
+        return False
 
     def _buffer(self) -> memoryview:
         buf = self._scratch
@@ -1054,4 +1065,24 @@ class BlockingChannel:
         return self.sock.recv_into(buf)
 
 
-__all__ = ["Connection", "Listener", "Handler", "BlockingChannel", "FRAME_HEADER"]
+class TlsChannel(BlockingChannel):
+    """A :class:`BlockingChannel` over an ``ssl.SSLSocket`` (a processor's tls:// scheduler)."""
+
+    def buffered(self) -> bool:
+        return self.sock.pending() > 0  # type: ignore[attr-defined]
+
+    def _recv_some(self, flags: int = 0) -> memoryview:
+        buf = self._buffer()
+        if not flags:
+            return buf[:self.sock.recv_into(buf)]
+        ssl = sys.modules["ssl"]
+        self.sock.setblocking(False)  # (an SSLSocket takes no MSG_DONTWAIT)
+        try:
+            return buf[:self.sock.recv_into(buf)]
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise BlockingIOError from None
+        finally:
+            self.sock.setblocking(True)
+
+
+__all__ = ["Connection", "Listener", "Handler", "BlockingChannel", "TlsChannel", "FRAME_HEADER"]

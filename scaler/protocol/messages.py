@@ -10,11 +10,12 @@ from typing import List, Sequence
 from .codec import declare
 
 MAGIC = 0x53434C52  # b"SCLR"
-PROTOCOL_VERSION = 8  # 2: GraphSubmit, WorkerGroupStopped.refusal, STATUS_REJECTED; 3: task priorities;
+PROTOCOL_VERSION = 9  # 2: GraphSubmit, WorkerGroupStopped.refusal, STATUS_REJECTED; 3: task priorities;
 #                       4: WorkerStatus, StatusSnapshot (monitoring); 5: TaskOutput (stream_output);
 #                       6: shared memory for big objects (ObjectShm*, ObjectPutShm, ObjectGetShm...);
 #                       7: batch frames (codec.encode_batch) of TaskSubmit, WorkerTask, TaskResult;
-#                       8: the packed Call's own layout (protocol/call.py, PACKED_CALL_TYPE)
+#                       8: the packed Call's own layout (protocol/call.py, PACKED_CALL_TYPE);
+#                       9: processors connect to the scheduler (ProcessorConnect...): the agent is off a task's way
 
 # Roles a peer announces in its Hello.
 ROLE_CLIENT = 1
@@ -96,8 +97,11 @@ ShutdownRefused = declare(18, "ShutdownRefused", [("reason", "str")])
 SchedulerShutdown = declare(19, "SchedulerShutdown", [("reason", "str")])
 
 # --- worker <-> scheduler ---
+# task_timeout: the worker's task_timeout_seconds (0: none), which the scheduler enforces;
+# processor_token: what this worker's processors present in their ProcessorConnect.
 WorkerConnect = declare(20, "WorkerConnect", [("worker_id", "bytes"), ("name", "str"), ("queue_size", "u32"),
-                                              ("capabilities", "str"), ("pid", "u32"), ("manager_id", "str")])
+                                              ("capabilities", "str"), ("pid", "u32"), ("manager_id", "str"),
+                                              ("task_timeout", "f64"), ("processor_token", "bytes")])
 WorkerConnectReply = declare(21, "WorkerConnectReply", [("object_storage_address", "str")])
 WorkerHeartbeat = declare(22, "WorkerHeartbeat", [("sent_at", "f64"), ("queued", "u32"), ("rss", "u64"),
                                                   ("cpu", "f64")])
@@ -113,6 +117,20 @@ WorkerDisconnect = declare(25, "WorkerDisconnect", [("reason", "str")])
 WorkerStatus = declare(27, "WorkerStatus", [("agent_cpu", "f64"), ("agent_rss", "u64"), ("processor_pid", "u32"),
                                             ("processor_cpu", "f64"), ("processor_rss", "u64"), ("running", "u32"),
                                             ("suspended", "u32")])
+
+# The scheduler keeps each worker's task pipeline (scheduler/pipeline.py) and talks to its
+# processor over a connection of the processor's own (ProcessorConnect); the agent fetches
+# and stores objects for the processor and replaces it when told to.
+# scheduler -> agent: fetch an object and pass it to the processor, then say WorkerObjectReady.
+WorkerFetchObject = declare(80, "WorkerFetchObject", [("object_id", "bytes")])
+# agent -> scheduler: the object is on its way to the processor (found), or not in storage.
+WorkerObjectReady = declare(81, "WorkerObjectReady", [("object_id", "bytes"), ("found", "bool")])
+# scheduler -> agent: the processor is to forget these objects (sent behind the objects themselves).
+WorkerDropObjects = declare(82, "WorkerDropObjects", [("object_ids", "bytes_list")])
+# scheduler -> agent: stop the processor and start another (a running task cancelled or timed out).
+WorkerRestartProcessor = declare(83, "WorkerRestartProcessor", [("reason", "str")])
+# agent -> scheduler: the processor ``pid`` exited; detail: its exit code or signal.
+WorkerProcessorExited = declare(84, "WorkerProcessorExited", [("pid", "u32"), ("detail", "str")])
 
 # --- worker manager <-> scheduler ---
 # capacity: worker groups it may run; -1 no limit, 0 a fixed pool the scheduler never scales.
@@ -159,21 +177,35 @@ ObjectGetBytes = declare(46, "ObjectGetBytes", [("object_id", "bytes")])
 ObjectPutShm = declare(47, "ObjectPutShm", [("object_id", "bytes"), ("owner_id", "bytes"), ("fd", "u32"),
                                             ("token", "str"), ("size", "u64")])
 
+# --- a processor <-> the scheduler (tasks in, results out: TaskResult, TaskOutput) ---
+# The first message of a processor's connection: which worker it belongs to, with the token
+# that worker's WorkerConnect announced.
+ProcessorConnect = declare(85, "ProcessorConnect", [("worker_id", "bytes"), ("token", "bytes"), ("pid", "u32")])
+
 # --- worker agent <-> its processor (a socketpair, same framing) ---
 ProcessorReady = declare(40, "ProcessorReady", [("pid", "u32"), ("error", "str")])
 ProcessorObject = declare(41, "ProcessorObject", [("object_id", "bytes"), ("payload", "bytes")])
 ProcessorDropObjects = declare(42, "ProcessorDropObjects", [("object_ids", "bytes_list")])
+# (scheduler -> processor; owner_id: the task's client, which owns a result it stores)
 ProcessorTask = declare(43, "ProcessorTask", [("task_id", "bytes"), ("flags", "u8"), ("func_id", "bytes"),
-                                              ("call", "bytes"), ("priority", "i64")])
-# Skip a task already sent but not started (the processor runs its tasks in order).
+                                              ("call", "bytes"), ("priority", "i64"), ("owner_id", "bytes")],
+                        batchable=True)
+# (scheduler -> processor) Skip a task already sent but not started (the processor runs its tasks in order).
 ProcessorCancel = declare(44, "ProcessorCancel", [("task_id", "bytes")])
 # ProcessorObject whose payload is a memfd passed with the frame (SCM_RIGHTS): ``size``
 # bytes at ``offset``.
 ProcessorObjectShm = declare(48, "ProcessorObjectShm", [("object_id", "bytes"), ("offset", "u64"), ("size", "u64")])
-# processor -> agent: a TaskResult (STATUS_OK) whose payload is the sealed memfd passed with
-# the frame (SCM_RIGHTS), named after ``token``.
-ProcessorResultShm = declare(49, "ProcessorResultShm", [("task_id", "bytes"), ("token", "str"), ("detail", "str")])
-# processor -> agent: the running task ``task_id`` blocks on tasks it submitted (``waiting``
+# processor -> agent: store a result (too big to go inline, or a graph node's) under
+# ``object_id`` for ``owner_id``: in the sealed memfd passed with the frame (SCM_RIGHTS),
+# named after ``token``, or in ``payload`` when ``token`` is "". Answered by ProcessorStored.
+ProcessorStore = declare(49, "ProcessorStore", [("object_id", "bytes"), ("owner_id", "bytes"), ("token", "str"),
+                                                ("payload", "chunks")])
+ProcessorStored = declare(87, "ProcessorStored", [("object_id", "bytes"), ("error", "str")])
+# agent -> processor: the agent has joined the scheduler at ``address``: connect to it (with
+# the cluster's key, trusting ``tls_ca`` for tls://) and present ``worker_id`` and ``token``.
+ProcessorDial = declare(86, "ProcessorDial", [("address", "str"), ("auth_key", "bytes"), ("tls_ca", "str"),
+                                              ("worker_id", "bytes"), ("token", "bytes")])
+# processor -> scheduler: the running task ``task_id`` blocks on tasks it submitted (``waiting``
 # true) or goes on (false). While it waits, the processor runs tasks that outrank it.
 ProcessorWaiting = declare(45, "ProcessorWaiting", [("task_id", "bytes"), ("waiting", "bool")])
 

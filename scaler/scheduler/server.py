@@ -24,9 +24,9 @@ from ..protocol.messages import (ROLE_CLIENT, ROLE_MANAGER, ROLE_SCHEDULER, ROLE
                                  ClientConnectReply, GraphSubmit, ManagerConnect, ManagerConnectReply,
                                  ManagerHeartbeat, ShutdownWorkerGroup, StartWorkerGroup, WorkerGroupStarted,
                                  WorkerGroupStopped, ClientDisconnect, Heartbeat, HeartbeatEcho, ObjectDelete,
-                                 ObjectDeleteOwner, SchedulerShutdown, ShutdownRefused, TaskCancel, TaskOutput,
-                                 TaskResult, TaskSubmit, WorkerConnect, WorkerConnectReply, WorkerDisconnect,
-                                 WorkerHeartbeat, WorkerStatus)
+                                 ObjectDeleteOwner, ProcessorConnect, SchedulerShutdown, ShutdownRefused, TaskCancel,
+                                 TaskSubmit, WorkerConnect, WorkerConnectReply, WorkerDisconnect, WorkerHeartbeat,
+                                 WorkerObjectReady, WorkerProcessorExited, WorkerStatus)
 from ..config.policy import parse_policy
 from ..utility.procstat import ProcessMeter
 from ..worker_manager.errors import Refusal
@@ -37,6 +37,7 @@ from .monitor import MonitorServer, monitor_address_of, open_monitor_socket
 from .state import SchedulerState, WorkerInfo, capability_names, short_id
 from .status import RateMeter, build_snapshot, totals_of
 from .webhook_client import RETRY_SECONDS, WebhookWorker
+from .worker_host import WorkerHost
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ REGISTRATION_TIMEOUT_SECONDS = 10.0
 # stays bounded whatever a client does.
 CLIENT_WRITE_LIMIT = 64 * 1024 * 1024
 SCALING_INTERVAL_SECONDS = 1.0
+TASK_TIMEOUT_CHECK_SECONDS = 0.25
 
 
 class _ClientPeer:
@@ -60,6 +62,16 @@ class _ClientPeer:
 
 class _WorkerPeer(_ClientPeer):
     __slots__ = ()
+
+
+class _ProcessorPeer(_ClientPeer):
+    """A worker's processor: its tasks' way in and out (``worker_host.py``)."""
+
+    __slots__ = ("host",)
+
+    def __init__(self, peer_id: bytes, host: WorkerHost) -> None:
+        super().__init__(peer_id)
+        self.host = host
 
 
 class _ManagerPeer(_ClientPeer):
@@ -81,6 +93,7 @@ class SchedulerServer(Handler):
         self.address = parse_address(config.address)
         key = normalize_key(config.auth_key)
         self.peers: Dict[bytes, Connection] = {}
+        self.hosts: Dict[bytes, WorkerHost] = {}  # worker id -> its task pipeline (worker_host.py)
         self.store: Optional[ObjectStore] = None
         self.storage_server: Optional[ObjectStorageServer] = None
         self._storage_link: Optional[Connection] = None
@@ -113,6 +126,7 @@ class SchedulerServer(Handler):
         self._balance_scheduled = False
         self.stopping = False
         loop.call_every(TIMEOUT_CHECK_SECONDS, self._check_timeouts)
+        loop.call_every(TASK_TIMEOUT_CHECK_SECONDS, self._check_task_timeouts)
         loop.call_every(SCALING_INTERVAL_SECONDS, lambda: self.managers.tick(time.monotonic()))
         if config.load_balance_seconds > 0:
             loop.call_every(config.load_balance_seconds, self.state.balance)
@@ -196,9 +210,23 @@ class SchedulerServer(Handler):
 
     # --- routing ---
     def _send(self, peer_id: bytes, msg: Message) -> None:
+        host = self.hosts.get(peer_id)
+        if host is not None:
+            host.deliver(msg)  # to a worker: through its pipeline, to its processor
+            return
         conn = self.peers.get(peer_id)
         if conn is not None:
             conn.send(msg)
+
+    def _worker_result(self, worker_id: bytes, msg: Message) -> None:
+        state = self.state
+        state.task_result(worker_id, msg)
+        self._schedule_dispatch()
+        if state.went_idle:
+            state.went_idle = False
+            if self.config.load_balance_seconds > 0 and not self._balance_scheduled:
+                self._balance_scheduled = True  # once per loop iteration, after the dispatch
+                self.loop.call_soon(self._balance_now)
 
     def _schedule_dispatch(self) -> None:
         if not self._dispatch_scheduled:
@@ -242,23 +270,22 @@ class SchedulerServer(Handler):
                     conn.close("client disconnected")
             else:
                 conn.close("unexpected %s from a client" % kind.__name__)
+        elif type(peer) is _ProcessorPeer:
+            peer.host.processor_message(conn, msg)
         elif type(peer) is _WorkerPeer:
             worker_id = peer.peer_id
-            if kind is TaskResult:
-                state = self.state
-                state.task_result(worker_id, msg)
-                self._schedule_dispatch()
-                if state.went_idle:
-                    state.went_idle = False
-                    if self.config.load_balance_seconds > 0 and not self._balance_scheduled:
-                        self._balance_scheduled = True  # once per loop iteration, after the dispatch
-                        self.loop.call_soon(self._balance_now)
-            elif kind is TaskOutput:
-                self.state.task_output(worker_id, msg)
+            host = self.hosts[worker_id]
+            if kind is WorkerObjectReady:
+                host.object_ready(msg.object_id, msg.found)
+            elif kind is WorkerProcessorExited:
+                host.processor_exited(msg.pid, msg.detail)
             elif kind is WorkerHeartbeat:
-                self.state.worker_heartbeat(worker_id, now, msg.queued, msg.rss, msg.cpu)
+                self.state.worker_heartbeat(worker_id, now, len(host.pipeline), msg.rss, msg.cpu)
                 conn.send(HeartbeatEcho(msg.sent_at))
             elif kind is WorkerStatus:
+                pipeline = host.pipeline  # (the pipeline is here now: what runs is known here)
+                msg.running = 1 if pipeline.inflight() else 0
+                msg.suspended = pipeline.blocked_count()
                 self.state.worker_status(worker_id, msg)
             elif kind is WorkerDisconnect:
                 conn.close("worker left: %s" % (msg.reason or "shutting down"))
@@ -312,6 +339,9 @@ class SchedulerServer(Handler):
                 return
             conn.data = _WorkerPeer(msg.worker_id)
             self.peers[msg.worker_id] = conn
+            self.hosts[msg.worker_id] = WorkerHost(msg.worker_id, conn, self._worker_result, self.state.task_output,
+                                                   self.loop.call_soon, self.loop.call_later, msg.task_timeout,
+                                                   msg.processor_token)
             queue_size = min(msg.queue_size, self.config.per_worker_queue_size)
             info = WorkerInfo(msg.worker_id, msg.name, queue_size, msg.capabilities, msg.pid, msg.manager_id, now)
             info.host = _host_of(conn.peer)
@@ -322,6 +352,13 @@ class SchedulerServer(Handler):
             self._schedule_dispatch()
             if self.config.load_balance_seconds > 0:
                 self.loop.call_soon(self.state.balance)  # a new, idle worker: share the others' queues
+        elif conn.peer_role == ROLE_WORKER and kind is ProcessorConnect:
+            host = self.hosts.get(msg.worker_id)
+            if host is None or not host.admits(msg.token):
+                conn.close("a processor of no worker connected here (or with the wrong token)")
+                return
+            conn.data = _ProcessorPeer(b"processor|" + msg.worker_id, host)
+            host.attach(conn, msg.pid)
         elif conn.peer_role == ROLE_MANAGER and kind is ManagerConnect:
             manager_id = msg.manager_id
             try:
@@ -358,12 +395,18 @@ class SchedulerServer(Handler):
         peer = conn.data
         if peer is None:
             return
+        if type(peer) is _ProcessorPeer:
+            peer.host.processor_closed(conn, reason)
+            return
         self.peers.pop(peer.peer_id, None)
         if type(peer) is _ClientPeer:
             self.state.client_disconnected(peer.peer_id, reason)
         elif type(peer) is _ManagerPeer:
             self.managers.remove(peer.manager_id, reason)
         else:
+            host = self.hosts.pop(peer.peer_id, None)
+            if host is not None:
+                host.close()
             worker = self.state.workers.get(peer.peer_id)
             if worker is not None:
                 if not self.stopping:
@@ -423,6 +466,15 @@ class SchedulerServer(Handler):
             peer = conn.data
             if type(peer) is _ManagerPeer and now - peer.last_seen > self.config.worker_timeout_seconds:
                 conn.close("no heartbeat from worker manager for too long")
+
+    def _check_task_timeouts(self) -> None:
+        for host in list(self.hosts.values()):
+            if host.task_timeout > 0:
+                task_id = host.check_timeout()
+                if task_id is not None:
+                    worker = self.state.workers.get(host.worker_id)
+                    logger.warning("task %s ran longer than %gs on worker %s: stopped", task_id.hex(),
+                                   host.task_timeout, worker.name if worker is not None else "?")
 
     def _shutdown_requested(self, conn: Connection) -> None:
         if self.config.protected:

@@ -1,10 +1,11 @@
-"""The worker agent: the scheduler's view of a worker.
+"""The worker agent: joins the scheduler for the worker, and supervises its processor.
 
-It holds the connections to the scheduler (tasks in, results out, heartbeats) and to
-object storage, and one processor subprocess that runs tasks in the order it gets them.
-Which task goes to the processor when — prefetching, object fetches, pipelining,
-cancellation — is decided by a :class:`~.pipeline.TaskPipeline`; the agent only routes
-messages between it and the sockets, and starts and replaces the processor.
+A task does not pass through here: the processor, once the agent has joined, connects to
+the scheduler itself, which keeps the worker's task pipeline (``scheduler/worker_host.py``)
+and sends it tasks directly. The agent holds the worker's registration and heartbeats, the
+connection to object storage (it fetches the objects the scheduler tells it the processor
+will need and passes them on, and stores the results the processor hands it), and starts,
+replaces and reports on the processor.
 """
 
 import collections
@@ -13,7 +14,7 @@ import os
 import signal
 import socket
 import time
-from typing import Deque, Dict, List, Optional
+from typing import Deque, Dict, List, Optional, Set
 
 from ..config.components import WorkerConfig
 from ..io import shm
@@ -23,31 +24,29 @@ from ..io.fd_connection import FdConnection
 from ..io.loop import EventLoop
 from ..protocol.codec import Buffer, Message
 from ..protocol.handshake import normalize_key
-from ..protocol.messages import (ROLE_WORKER, STATUS_OK, HeartbeatEcho, ObjectDeleteOwner, ObjectGet, ObjectGetBytes,
-                                 ObjectGetReply, ObjectGetShm, ObjectPut, ObjectPutReply, ObjectPutShm, ObjectShmAccept,
-                                 ObjectShmOffer, ObjectShmReady, ProcessorObject, ProcessorObjectShm, ProcessorReady,
-                                 ProcessorResultShm, ProcessorWaiting, SchedulerShutdown, TaskOutput, TaskResult,
-                                 WorkerConnect, WorkerConnectReply, WorkerDisconnect, WorkerHeartbeat, WorkerTask,
-                                 WorkerTaskCancel)
-from ..utility import cpu_policy
+from ..protocol.messages import (ROLE_WORKER, HeartbeatEcho, ObjectGet, ObjectGetBytes, ObjectGetReply, ObjectGetShm,
+                                 ObjectPut, ObjectPutReply, ObjectPutShm, ObjectShmAccept, ObjectShmOffer,
+                                 ObjectShmReady, ProcessorDial, ProcessorDropObjects, ProcessorObject,
+                                 ProcessorObjectShm, ProcessorReady, ProcessorStore, ProcessorStored,
+                                 SchedulerShutdown, WorkerConnect, WorkerConnectReply, WorkerDisconnect,
+                                 WorkerDropObjects, WorkerFetchObject, WorkerHeartbeat, WorkerObjectReady,
+                                 WorkerProcessorExited, WorkerRestartProcessor)
 from ..utility import process as proc_util
 from ..utility.outage import Outage
-from .pipeline import PipelineEffects, TaskPipeline
 from .status_report import StatusReporter
 
 logger = logging.getLogger(__name__)
 
 RECONNECT_INTERVAL_SECONDS = 1.0
 PRELOAD_FAILED_EXIT = 3
+SCHEDULER_LEFT_EXIT = 5  # the processor's, when its connection to the scheduler ends (processor.py)
 PROCESSOR_COMM = "scaler-proc"  # the name of a forked processor (its command line is its agent's)
 
 
-class WorkerAgent(PipelineEffects):
-    def __init__(self, loop: EventLoop, config: WorkerConfig, policy: Optional[cpu_policy.AgentPolicy] = None) -> None:
+class WorkerAgent:
+    def __init__(self, loop: EventLoop, config: WorkerConfig) -> None:
         self.loop = loop
         self.config = config
-        # The loop thread's scheduling policy, switched as tasks line up (utility/cpu_policy.py).
-        self.policy = policy if policy is not None and policy.enabled else None
         self.key = normalize_key(config.auth_key or proc_util.auth_key_from_env())
         self.scheduler_address = parse_address(config.scheduler_address)
         self.worker_id = os.urandom(16)  # random, as a uuid4 (the uuid module is a few ms to import)
@@ -69,13 +68,16 @@ class WorkerAgent(PipelineEffects):
         self._shm_stored: Dict[bytes, shm.Segment] = {}
         self.registered = False
         self.last_contact = time.monotonic()
+        self.processor_token = os.urandom(16)  # what our processors show the scheduler (WorkerConnect)
+        self._storing: Set[bytes] = set()  # results the processor handed us, being stored
 
-        self.pipeline = TaskPipeline(self, time.monotonic)
         self.storage_outage = Outage(logger, "object storage unreachable")
         self.cpu = proc_util.CpuMeter()
 
         self.processor: Optional[proc_util.Child] = None
         self.processor_conn: Optional[Connection] = None
+        self.processor_ready = False  # it said ProcessorReady: it can be told to join the scheduler
+        self.processor_dialed = False  # it was told to (ProcessorDial)
         self.processor_failures: Deque[float] = collections.deque(maxlen=5)
         self.status_reporter = StatusReporter()  # figures for monitors, sent with each heartbeat
 
@@ -90,8 +92,6 @@ class WorkerAgent(PipelineEffects):
         self._connect_scheduler()
         config = self.config
         self.loop.call_every(config.heartbeat_interval_seconds, self._heartbeat)
-        if config.task_timeout_seconds > 0:  # checked four times per limit, at least every second
-            self.loop.call_every(min(1.0, config.task_timeout_seconds / 4), self._check_timeout)
 
     def start_first_processor(self) -> None:
         """Start the first processor by forking this process, while that is safe and cheap: no
@@ -119,11 +119,10 @@ class WorkerAgent(PipelineEffects):
             logger.error("cannot join the scheduler: %s", handshake_failure)
             self.stop(2)
             return
-        # Whatever we held belongs to a scheduler that no longer knows us.
-        held = self.pipeline.drop_all()
-        self._policy_holding()
-        if held:
-            logger.warning("lost the scheduler (%s): dropping %d task(s)", reason, held)
+        # What the processor runs belongs to a scheduler that no longer knows us.
+        if self.processor_conn is not None and self.processor_dialed:
+            logger.warning("lost the scheduler (%s): replacing the processor", reason)
+            self.restart_processor("scheduler lost")
         if time.monotonic() - self.last_contact > self.death_timeout:
             logger.error("no scheduler for %.0fs (death timeout): exiting", self.death_timeout)
             self.stop(1)
@@ -133,23 +132,23 @@ class WorkerAgent(PipelineEffects):
     def scheduler_open(self, conn: Connection) -> None:
         self.last_contact = time.monotonic()
         conn.send(WorkerConnect(self.worker_id, self.name, self.config.per_worker_task_queue_size,
-                                self.config.per_worker_capabilities, os.getpid(), self.config.manager_id))
+                                self.config.per_worker_capabilities, os.getpid(), self.config.manager_id,
+                                max(0.0, self.config.task_timeout_seconds), self.processor_token))
 
     def scheduler_message(self, conn: Connection, msg: Message) -> None:
         self.last_contact = time.monotonic()
         kind = type(msg)
-        if kind is WorkerTask:
-            self.pipeline.add(msg, msg.priority)
-            if self.policy is not None:
-                self.policy.holding(len(self.pipeline))
-        elif kind is WorkerTaskCancel:
-            self.pipeline.cancel(msg.task_id, msg.force)
-            self._policy_holding()
+        if kind is WorkerFetchObject:
+            if self.storage is not None:
+                self.storage.send(ObjectGet(msg.object_id))
+            else:
+                conn.send(WorkerObjectReady(msg.object_id, False))
+        elif kind is WorkerDropObjects:
+            self.to_processor(ProcessorDropObjects(msg.object_ids))
         elif kind is HeartbeatEcho:
             pass
-        elif kind is ObjectDeleteOwner:
-            self.pipeline.drop_owner(msg.owner_id)
-            self._policy_holding()
+        elif kind is WorkerRestartProcessor:
+            self.restart_processor(msg.reason)
         elif kind is WorkerConnectReply:
             self.registered = True
             storage = parse_address(self.config.object_storage_address or msg.object_storage_address)
@@ -158,7 +157,7 @@ class WorkerAgent(PipelineEffects):
             if self.storage is None or self.storage.closed:
                 self.storage = Connection.dial(self.loop, connectable_host(storage), _Link(self, "storage"),
                                                ROLE_WORKER, self.key, tls_ca=self.config.tls_ca)
-                self.pipeline.storage_connected()
+            self._dial_processor()
         elif kind is SchedulerShutdown:
             logger.info("scheduler is shutting down (%s): exiting", msg.reason)
             self.stop(0, notify=False)
@@ -169,14 +168,16 @@ class WorkerAgent(PipelineEffects):
     def storage_message(self, conn: Connection, msg: Message) -> None:
         kind = type(msg)
         if kind is ObjectGetReply:
-            self.pipeline.object_arrived(msg.object_id, msg.found, msg.payload)
+            self._object_arrived(msg.object_id, msg.found, msg.payload)
         elif kind is ObjectGetShm:
             self._object_shared(msg)
         elif kind is ObjectPutReply:
             segment = self._shm_stored.pop(msg.object_id, None)
             if segment is not None:
                 segment.close()  # the storage holds its own descriptor now
-            self.pipeline.object_stored(msg.object_id, msg.error)
+            if msg.object_id in self._storing:
+                self._storing.discard(msg.object_id)
+                self.to_processor(ProcessorStored(msg.object_id, msg.error))
         elif kind is ObjectShmOffer:
             self._shm_offer(conn, msg)
         elif kind is ObjectShmReady:
@@ -208,7 +209,15 @@ class WorkerAgent(PipelineEffects):
             if self.storage is not None:
                 self.storage.send(ObjectGetBytes(msg.object_id))
             return
-        self.pipeline.object_arrived(msg.object_id, True, _SharedObject(fd, msg.offset, msg.size))
+        self._object_arrived(msg.object_id, True, _SharedObject(fd, msg.offset, msg.size))
+
+    def _object_arrived(self, object_id: bytes, found: bool, payload: object) -> None:
+        """Pass a fetched object on to the processor, then tell the scheduler, which sends the
+        task that reads it only after that (on the processor's own connection)."""
+        if found:
+            self.to_processor(ProcessorObject(object_id, payload))
+        if self.scheduler is not None and self.registered:
+            self.scheduler.send(WorkerObjectReady(object_id, found))
 
     def storage_lost(self, reason: str, handshake_failure: Optional[str] = None) -> None:
         if self.stopping:
@@ -228,14 +237,13 @@ class WorkerAgent(PipelineEffects):
             segment.close()
         # Nothing can be fetched or stored any more: answer what waits on storage, then
         # leave the scheduler, which re-queues the rest elsewhere; we reconnect afresh.
-        self.pipeline.storage_lost(reason)
+        storing, self._storing = self._storing, set()
+        for object_id in storing:
+            self.to_processor(ProcessorStored(object_id, "object storage connection lost: %s" % reason))
         if self.scheduler is not None and self.scheduler.opened and not self.scheduler.closed:
             self.scheduler.close("object storage lost")
 
-    # --- the pipeline's effects ---
-    def fetch_object(self, object_id: bytes) -> None:
-        self.storage.send(ObjectGet(object_id))
-
+    # --- for the processor ---
     def store_object(self, object_id: bytes, owner_id: bytes, payload: Buffer) -> None:
         if type(payload) is shm.Segment:  # a result the processor handed over in a memfd
             if self.shm_puts:
@@ -261,12 +269,6 @@ class WorkerAgent(PipelineEffects):
         if conn is not None:
             conn.send(msg)
 
-    def send_result(self, result: Message) -> None:
-        if type(result) is TaskResult and type(result.payload) is shm.Segment:  # a big result sent inline (no storage)
-            result = TaskResult(result.task_id, result.status, result.payload.detach(), result.detail)
-        if self.scheduler is not None and self.registered:
-            self.scheduler.send(result)
-
     def restart_processor(self, why: str) -> None:
         logger.info("restarting processor: %s", why)
         self._stop_processor()
@@ -274,10 +276,22 @@ class WorkerAgent(PipelineEffects):
 
     def processor_message(self, conn: Connection, msg: Message) -> None:
         kind = type(msg)
-        if kind is TaskResult:
-            self.pipeline.processor_result(msg)
-            self._policy_holding()
-        elif kind is ProcessorResultShm:
+        if kind is ProcessorStore:
+            self._store_for_processor(conn, msg)
+        elif kind is ProcessorReady:
+            if msg.error:
+                logger.error("processor failed to start:\n%s", msg.error)
+                self.stop(PRELOAD_FAILED_EXIT)
+                return
+            self.processor_ready = True
+            self._dial_processor()
+        else:
+            conn.close("unexpected %s from the processor" % kind.__name__)
+
+    def _store_for_processor(self, conn: Connection, msg: Message) -> None:
+        """A result to put into object storage (in a memfd when the message has a token)."""
+        payload = msg.payload
+        if msg.token:
             fd = conn.take_fd() if isinstance(conn, FdConnection) else None
             if fd is None:
                 conn.close("a shared memory result came without its descriptor")
@@ -286,24 +300,22 @@ class WorkerAgent(PipelineEffects):
                 size = os.fstat(fd).st_size
             except OSError:
                 size = 0
-            self.pipeline.processor_result(TaskResult(msg.task_id, STATUS_OK, shm.Segment(fd, size, msg.token),
-                                                      msg.detail))
-            self._policy_holding()
-        elif kind is TaskOutput:
-            self.send_result(msg)  # stream_output: on to the scheduler, ahead of the task's result
-        elif kind is ProcessorReady:
-            if msg.error:
-                logger.error("processor failed to start:\n%s", msg.error)
-                self.stop(PRELOAD_FAILED_EXIT)
-                return
-            self.pipeline.processor_ready()
-        elif kind is ProcessorWaiting:
-            self.pipeline.processor_waiting(msg.task_id, msg.waiting)
+            payload = shm.Segment(fd, size, msg.token)
+        if self.storage is None:
+            if type(payload) is shm.Segment:
+                payload.close()
+            conn.send(ProcessorStored(msg.object_id, "no object storage connection"))
+            return
+        self._storing.add(msg.object_id)
+        self.store_object(msg.object_id, msg.owner_id, payload)
 
-    def _policy_holding(self) -> None:
-        """After a result, a cancel or a drop: fewer held may end the batch policy now."""
-        if self.policy is not None:
-            self.policy.holding(len(self.pipeline))
+    def _dial_processor(self) -> None:
+        """Once both are up, tell the processor to join the scheduler we joined."""
+        if self.registered and self.processor_ready and not self.processor_dialed and self.processor_conn is not None:
+            self.processor_dialed = True
+            self.processor_conn.send(ProcessorDial(str(connectable_host(self.scheduler_address)), self.key or b"",
+                                                   os.path.abspath(self.config.tls_ca) if self.config.tls_ca else "",
+                                                   self.worker_id, self.processor_token))
 
     # --- processor ---
     def _start_processor(self, fork: bool = False) -> None:
@@ -315,8 +327,6 @@ class WorkerAgent(PipelineEffects):
                 "--trim-threshold", str(self.config.trim_memory_threshold_bytes)]
         if self.config.preload:
             args += ["--preload", self.config.preload]
-        if self.policy is not None:
-            args += cpu_policy.PROCESSOR_ARGS
         extra = {"SCALER_SCHEDULER_ADDRESS": self.config.scheduler_address}  # Client() inside a task joins it
         if self.config.tls_ca:
             extra["SCALER_TLS_CA"] = os.path.abspath(self.config.tls_ca)  # and trusts whom this worker trusts
@@ -335,6 +345,7 @@ class WorkerAgent(PipelineEffects):
                                                  pass_fds=(child_sock.fileno(),))
         finally:
             child_sock.close()
+        self.processor_ready = self.processor_dialed = False
         parent_sock.setblocking(False)
         # With shared memory, big objects and results cross the socketpair as memfds (SCM_RIGHTS).
         kind = FdConnection if shm.available() else Connection
@@ -354,16 +365,20 @@ class WorkerAgent(PipelineEffects):
         if conn.data == "retired" or self.stopping:
             return
         self.processor_conn = None
+        pid = self.processor.pid if self.processor is not None else 0
         code = self.processor.stop(grace_seconds=3.0) if self.processor is not None else None
         self.processor = None
         detail = _describe_exit(code)
-        if not self.pipeline.processor_is_ready:
+        if not self.processor_ready:
             logger.error("processor exited before it was ready (%s)", detail)
             self.stop(PRELOAD_FAILED_EXIT if code == PRELOAD_FAILED_EXIT else 1)
             return
-        logger.warning("processor died (%s)", detail)
-        self.pipeline.processor_died(detail)
-        self._policy_holding()
+        if code == SCHEDULER_LEFT_EXIT:  # the scheduler left, or dropped it
+            logger.info("processor left: its connection to the scheduler ended")
+        else:
+            logger.warning("processor died (%s)", detail)
+        if self.scheduler is not None and self.registered and pid:
+            self.scheduler.send(WorkerProcessorExited(pid, detail))  # its running task fails with this
         now = time.monotonic()
         self.processor_failures.append(now)
         if len(self.processor_failures) == self.processor_failures.maxlen and now - self.processor_failures[0] < 1.0:
@@ -373,21 +388,14 @@ class WorkerAgent(PipelineEffects):
         self.loop.call_later(delay, self._start_processor)
 
     # --- time ---
-    def _check_timeout(self) -> None:
-        task_id = self.pipeline.check_timeout(self.config.task_timeout_seconds)
-        if task_id is not None:
-            logger.warning("task %s ran longer than %gs: stopped", task_id.hex(), self.config.task_timeout_seconds)
-
     def _heartbeat(self) -> None:
         now = time.monotonic()
-        if self.policy is not None:  # (also after cancels and drops, which the hot paths do not follow)
-            self.policy.holding(len(self.pipeline))
         if self.scheduler is not None and self.registered:
             processor_pid = self.processor.pid if self.processor is not None else None
-            self.scheduler.send(WorkerHeartbeat(time.time(), len(self.pipeline), proc_util.rss_bytes(),
+            # (how many tasks it holds, runs and has blocked: the scheduler knows, it keeps the pipeline)
+            self.scheduler.send(WorkerHeartbeat(time.time(), 0, proc_util.rss_bytes(),
                                                 self.cpu.percent(processor_pid)))
-            self.scheduler.send(self.status_reporter.report(processor_pid or 0, 1 if self.pipeline.inflight() else 0,
-                                                            self.pipeline.blocked_count()))
+            self.scheduler.send(self.status_reporter.report(processor_pid or 0, 0, 0))
         if now - self.last_contact > self.death_timeout:
             logger.error("no scheduler contact for %.0fs (death timeout): exiting", now - self.last_contact)
             self.stop(1)
@@ -486,7 +494,7 @@ def _describe_exit(code: Optional[int]) -> str:
 def run_worker(config: WorkerConfig, lifeline_fd: Optional[int] = None) -> int:
     """Run one worker (agent + processor) until told to stop; return the exit code."""
     loop = EventLoop()
-    agent = WorkerAgent(loop, config, cpu_policy.AgentPolicy())  # (this thread runs the loop)
+    agent = WorkerAgent(loop, config)
 
     def stop_from_signal(_signum: int) -> None:
         loop.call_soon_threadsafe(agent.stop)

@@ -1,8 +1,11 @@
 """The processor: a child of the worker agent that runs user code, one task at a time.
 
-It talks to its agent over a socketpair with blocking reads (it has nothing else to do
-between tasks) and keeps the deserialised functions and objects it was sent, so a
-function crosses the network once per worker, not once per task. It dies with its agent
+It gets its tasks from the scheduler and sends their results back over a connection of its
+own (the scheduler keeps the worker's pipeline: ``scheduler/worker_host.py``), and talks to
+its agent over a socketpair: the objects its tasks need come that way (fetched by the agent),
+and big results go that way to be stored. Both are read with blocking calls (it has nothing
+else to do between tasks). It keeps the deserialised functions and objects it was sent, so
+a function crosses the network once per worker, not once per task. It dies with its agent
 (lifeline), and the agent replaces it when it dies.
 """
 
@@ -12,25 +15,28 @@ import importlib
 import logging
 import os
 import pickle
+import select
 import signal
 import socket
 import sys
-import threading
 import time
 import traceback
 from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from ..client.serializer import DefaultSerializer
 from ..io import shm
-from ..io.connection import BlockingChannel
+from ..io.address import connectable_host, parse_address
+from ..io.connection import BlockingChannel, TlsChannel
+from ..io.dial import DialError, dial
 from ..io.fd_connection import FdChannel
-from ..protocol.call import call_arguments, read_call
-from ..protocol.messages import (FLAG_PROFILE, FLAG_STREAM_OUTPUT, STATUS_CANCELLED, STATUS_FAILED,
-                                 STATUS_MISSING_OBJECT, STATUS_NOT_SERIALIZABLE, STATUS_OK, ProcessorCancel, ProcessorDropObjects,
-                                 ProcessorObject, ProcessorObjectShm, ProcessorReady, ProcessorResultShm,
-                                 ProcessorWaiting, ProcessorTask, TaskResult)
+from ..protocol.call import call_arguments, graph_result_id, read_call
+from ..protocol.framing import FrameReader
+from ..protocol.messages import (FLAG_KEEP_RESULT, FLAG_PROFILE, FLAG_STREAM_OUTPUT, ROLE_WORKER, STATUS_CANCELLED,
+                                 STATUS_FAILED, STATUS_MISSING_OBJECT, STATUS_NOT_SERIALIZABLE, STATUS_OK,
+                                 STATUS_OK_OBJECT, ProcessorCancel, ProcessorConnect, ProcessorDial,
+                                 ProcessorDropObjects, ProcessorObject, ProcessorObjectShm, ProcessorReady,
+                                 ProcessorStore, ProcessorStored, ProcessorTask, ProcessorWaiting, TaskResult)
 from ..utility import task_context
-from ..utility.cpu_policy import processor_policy
 from ..utility.exceptions import TaskExitError
 from ..utility.process import rss_bytes, watch_lifeline
 from ..utility.serialization import BytesSerializer, dumps_result, payload_size
@@ -39,6 +45,14 @@ from .task_output import STDERR, STDOUT, TaskOutputStream
 
 logger = logging.getLogger(__name__)
 SCHEDULER_ADDRESS_ENV = "SCALER_SCHEDULER_ADDRESS"
+INLINE_RESULT_LIMIT = 64 * 1024  # results above this go to object storage, and the scheduler gets their id
+DIAL_TIMEOUT_SECONDS = 10.0
+# A task's object that is not here yet is on its way from the agent (the scheduler sends a task
+# only once the agent has passed its objects on); past this long with nothing from the agent,
+# the task fails as missing its object.
+OBJECT_WAIT_SECONDS = 30.0
+DIAL_FAILED_EXIT = 4
+SCHEDULER_LEFT_EXIT = 5  # its connection to the scheduler ended (the agent starts another)
 
 
 class _MissingObject(Exception):
@@ -58,8 +72,17 @@ def run_preload(spec: str) -> None:
 
 
 class Processor:
-    def __init__(self, channel: BlockingChannel, gc_interval: float, trim_threshold: int) -> None:
-        self.channel = channel
+    def __init__(self, channel: BlockingChannel, agent: BlockingChannel, gc_interval: float,
+                 trim_threshold: int) -> None:
+        self.channel = channel  # the scheduler: tasks in, results out
+        self.agent = agent  # the agent: objects in, results to store out
+        self.stored: Dict[bytes, str] = {}  # ProcessorStored answers: object id -> error ("" when stored)
+        self._poller = select.poll()
+        self._poller.register(channel.sock, select.POLLIN)
+        self._poller.register(agent.sock, select.POLLIN)
+        self._agent_fd = agent.sock.fileno()
+        self._agent_poller = select.poll()
+        self._agent_poller.register(agent.sock, select.POLLIN)
         self.raw: Dict[bytes, Any] = {}  # object id -> payload bytes, until first use
         self.loaded: Dict[bytes, Any] = {}  # object id -> deserialised object
         self.gc_interval = gc_interval
@@ -79,31 +102,52 @@ class Processor:
     def serve(self) -> None:
         """Run tasks in arrival order, each result sent as soon as it exists.
 
-        Before each task, whatever the agent has sent meanwhile is read without blocking,
-        so a cancel for a task still waiting here is seen before that task would start.
-        (Right after a blocking receive, only what it brought: asking the socket again at
-        once costs a system call and an exception per task and finds nothing.)
+        Before each task, whatever the scheduler and the agent have sent meanwhile is read
+        without blocking (one ``poll`` for both), so a cancel for a task still waiting here
+        is seen before that task would start. (Right after a blocking wait, only what it
+        brought: asking again at once costs system calls and finds nothing.)
         """
         channel = self.channel
         pending = self.pending
+        handle = self._handle
         task_context.wait_hook = self.wait_for
         task_context.block_hook = self.block_until
         task_context.wake = self._wake
         try:
             while True:
-                woke = not pending
-                if woke:
+                if not pending:
                     if self.profiler is not None:
                         self.profiler.waited()
-                    self._handle(channel.recv())
-                for msg in channel.recv_ready(poll=not woke):
-                    self._handle(msg)
+                    self._receive(None)
+                else:
+                    for msg in channel.recv_ready(poll=False):
+                        handle(msg)
+                    self._receive(0)
                 if pending:
                     self._run_one(pending.popleft())
         except (EOFError, OSError):
             return
         finally:
             task_context.wait_hook = task_context.block_hook = task_context.wake = None
+
+    def _receive(self, timeout_ms: Optional[int]) -> None:
+        """Wait up to ``timeout_ms`` (None: for ever) for either peer, and take what came: the
+        agent's first (objects before the tasks that read them). EOFError when one is gone."""
+        channel = self.channel
+        if channel.buffered():
+            events: Any = ((channel.sock.fileno(), select.POLLIN),)
+        else:
+            events = self._poller.poll(timeout_ms)
+        from_scheduler = False
+        for fd, _ in events:
+            if fd == self._agent_fd:
+                for msg in self.agent.recv_ready(readable=True) or [self.agent.recv()]:
+                    self._handle(msg)
+            else:
+                from_scheduler = True
+        if from_scheduler:
+            for msg in channel.recv_ready(readable=True) or [channel.recv()]:
+                self._handle(msg)
 
     def _handle(self, msg: Any) -> None:
         kind = type(msg)
@@ -121,7 +165,7 @@ class Processor:
                 self.profiler.invalidate()
             self.loaded.pop(msg.object_id, None)
             self.raw.pop(msg.object_id, None)
-            fd = self.channel.take_fd() if isinstance(self.channel, FdChannel) else None
+            fd = self.agent.take_fd() if isinstance(self.agent, FdChannel) else None
             if fd is None:
                 logger.error("object %s came without its descriptor", msg.object_id.hex())
                 return  # the task that needs it fails with STATUS_MISSING_OBJECT
@@ -140,6 +184,8 @@ class Processor:
             for object_id in msg.object_ids:
                 self.raw.pop(object_id, None)
                 self.loaded.pop(object_id, None)
+        elif kind is ProcessorStored:
+            self.stored[msg.object_id] = msg.error
 
     def _run_one(self, task: Any) -> None:
         if task.task_id in self.cancelled:
@@ -160,27 +206,43 @@ class Processor:
             task_context.restore(previous)
             if streams is not None:
                 self._restore_output(streams)
-        self._send_result(result)
+        if result.status == STATUS_OK and (task.flags & FLAG_KEEP_RESULT
+                                           or payload_size(result.payload) > INLINE_RESULT_LIMIT):
+            result = self._store_result(task, result)
+        self.channel.send(result)
         self._housekeeping()
 
-    def _send_result(self, result: Any) -> None:
-        """A big result goes to the agent as a sealed memfd (its one copy), not through the socket."""
-        channel = self.channel
-        if (result.status == STATUS_OK and isinstance(channel, FdChannel)
-                and payload_size(result.payload) >= shm.SHM_MIN_BYTES):
-            payload = result.payload
+    def _store_result(self, task: Any, result: Any) -> Any:
+        """Have the agent put a result into object storage (a graph node's under the id its
+        dependents read, ``FLAG_KEEP_RESULT``); the scheduler gets the object's id. A big one
+        goes to the agent as a sealed memfd (its one copy), not through the socket."""
+        object_id = graph_result_id(task.task_id) if task.flags & FLAG_KEEP_RESULT else os.urandom(32)
+        payload = result.payload
+        agent = self.agent
+        sent = False
+        if isinstance(agent, FdChannel) and payload_size(payload) >= shm.SHM_MIN_BYTES:
             try:
                 segment = shm.make_sealed(payload if type(payload) is list else [payload])
             except shm.ShmError as exc:
-                logger.debug("sending a result through the socket: %s", exc)
+                logger.debug("storing a result through the socket: %s", exc)
             else:
                 try:
-                    channel.send_with_fd(ProcessorResultShm(result.task_id, segment.token, result.detail), segment.fd)
+                    agent.send_with_fd(ProcessorStore(object_id, task.owner_id, segment.token, b""), segment.fd)
                 finally:
                     segment.close()
                 shm.STATS["shm_results"] += 1
-                return
-        channel.send(result)
+                sent = True
+        if not sent:
+            agent.send(ProcessorStore(object_id, task.owner_id, "", payload))
+        detail = result.detail
+        payload = result.payload = None  # sent: free them while the agent stores them
+        while object_id not in self.stored:
+            for msg in self.agent.recv_ready() or [self.agent.recv()]:
+                self._handle(msg)
+        error = self.stored.pop(object_id)
+        if error:
+            return TaskResult(task.task_id, STATUS_MISSING_OBJECT, b"", "could not store the result: %s" % error)
+        return TaskResult(task.task_id, STATUS_OK_OBJECT, object_id, detail)
 
     def _redirect_output(self, task: Any) -> Optional[Tuple[Any, Any]]:
         """Point ``sys.stdout``/``sys.stderr`` at the task's client (stream_output), or back at
@@ -206,7 +268,7 @@ class Processor:
 
     def wait_for(self, future: Any, timeout: Optional[float]) -> None:
         """The running task blocks on ``future`` (a task it submitted): until it is done, or
-        ``timeout`` passes, run here the tasks the agent sends that outrank the waiting one
+        ``timeout`` passes, run here the tasks the scheduler sends that outrank the waiting one
         (:meth:`block_until`)."""
         if not cooperative_wait.in_task_thread():
             cooperative_wait._standard_wait([future], timeout)  # a thread of the task's own: it cannot run tasks
@@ -216,14 +278,14 @@ class Processor:
 
     def block_until(self, ready: Callable[[], bool], timeout: Optional[float]) -> None:
         """Block the running task until ``ready()`` or ``timeout``, running meanwhile the
-        tasks the agent sends that outrank it; whatever may make ``ready()`` true must call
+        tasks the scheduler sends that outrank it; whatever may make ``ready()`` true must call
         :meth:`_wake` (a ``FutureWaiter`` does, for the futures it watches).
 
         Its children have its priority + 1, so they run on top of it instead of queueing
         behind it: a waiting parent never holds the only slot its children need.
         """
         if ready():
-            return  # nothing to tell the agent
+            return  # nothing to tell the scheduler
         task_id, priority = task_context.task_id, task_context.priority
         deadline = None if timeout is None else time.monotonic() + timeout
         channel = self.channel
@@ -243,19 +305,23 @@ class Processor:
                     continue
                 if self.profiler is not None:
                     self.profiler.waited()
-                ready_fds = connection_wait([channel.sock, self.wake_reader], remaining)
+                if channel.buffered():
+                    ready_fds = [channel.sock]
+                else:
+                    ready_fds = connection_wait([channel.sock, self.agent.sock, self.wake_reader], remaining)
                 if self.wake_reader in ready_fds:
                     try:
                         os.read(self.wake_reader, 4096)
                     except BlockingIOError:
                         pass
-                if channel.sock in ready_fds:
-                    try:
-                        messages = channel.recv_ready() or [channel.recv()]
-                    except (EOFError, OSError):
-                        os._exit(1)  # the agent is gone: nobody wants these results
-                    for msg in messages:
-                        self._handle(msg)
+                for peer in (self.agent, channel):  # the agent's first: objects before the tasks that read them
+                    if peer.sock in ready_fds:
+                        try:
+                            messages = peer.recv_ready(readable=True) or [peer.recv()]
+                        except (EOFError, OSError):
+                            os._exit(1)  # the scheduler or the agent is gone: nobody wants these results
+                        for msg in messages:
+                            self._handle(msg)
         finally:
             channel.send(ProcessorWaiting(task_id, False))
 
@@ -280,8 +346,10 @@ class Processor:
             return self.loaded[object_id]
         except KeyError:
             pass
-        # A temporary object (a large argument, a graph node's input) stays raw until the agent
-        # drops it: other tasks sent here may read it too.
+        if object_id not in self.raw:
+            self._await_object(object_id)
+        # A temporary object (a large argument, a graph node's input) stays raw until the
+        # scheduler drops it: other tasks sent here may read it too.
         payload = self.raw.pop(object_id, None) if keep else self.raw.get(object_id)
         if payload is None:
             raise _MissingObject(object_id)
@@ -289,6 +357,19 @@ class Processor:
         if keep:
             self.loaded[object_id] = value
         return value
+
+    def _await_object(self, object_id: bytes) -> None:
+        """Read the agent's messages until ``object_id`` is here: the task was sent after the
+        agent passed it on, but it travels on the other channel and may still be on its way."""
+        agent = self.agent
+        while object_id not in self.raw and object_id not in self.loaded:
+            messages = agent.recv_ready()
+            if not messages:
+                if not self._agent_poller.poll(int(OBJECT_WAIT_SECONDS * 1000)):
+                    return  # nothing from the agent for that long: it is not coming
+                messages = agent.recv_ready(readable=True) or [agent.recv()]
+            for msg in messages:
+                self._handle(msg)
 
     def run(self, msg: Any, profile: Any = None) -> Any:
         """The task's ``TaskResult``; with a profiler ``begin`` mark, a successful one carries the
@@ -364,12 +445,11 @@ class _Arguments:
     """The processor's command line, written by its agent: ``--flag value`` pairs."""
 
     FLAGS = {"--lifeline-fd": int, "--channel-fd": int, "--preload": str, "--gc-interval": float,
-             "--trim-threshold": int, "--logging-level": str, "--scheduling": str}
+             "--trim-threshold": int, "--logging-level": str}
 
     def __init__(self, argv: List[str]) -> None:
         self.lifeline_fd, self.channel_fd, self.preload = -1, None, None
         self.gc_interval, self.trim_threshold, self.logging_level = 30.0, 1 << 30, "INFO"
-        self.scheduling = ""  # "normal": leave the SCHED_BATCH the agent may have had when it started us
         if len(argv) % 2:
             raise SystemExit("scaler processor: expected --flag value pairs, got %r" % (argv,))
         for flag, text in zip(argv[0::2], argv[1::2]):
@@ -388,15 +468,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     # Not argparse: a processor is started by its agent only, and importing argparse and
     # building a parser is a few ms of every processor's start-up.
     args = _Arguments(sys.argv[1:] if argv is None else list(argv))
-    if args.scheduling == "normal":
-        processor_policy()  # before any thread starts or user code runs (see utility/cpu_policy.py)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the agent decides when we stop
     watch_lifeline(args.lifeline_fd, lambda: os._exit(1))
     cooperative_wait.install()  # before any user code: see its module doc
     logging.basicConfig(level=getattr(logging, args.logging_level.upper(), logging.INFO), stream=sys.stderr,
                         format="[%(levelname)s]%(asctime)s: processor[" + str(os.getpid()) + "]: %(message)s")
     sock = socket.socket(fileno=args.channel_fd)
-    channel = FdChannel(sock) if shm.available() else BlockingChannel(sock)
+    agent = FdChannel(sock) if shm.available() else BlockingChannel(sock)
     if args.preload:
         try:
             run_preload(args.preload)
@@ -404,16 +482,37 @@ def main(argv: Optional[List[str]] = None) -> int:
             text = "preload %r failed:\n%s" % (args.preload, "".join(
                 traceback.format_exception(type(exc), exc, exc.__traceback__)))
             try:
-                channel.send(ProcessorReady(os.getpid(), text))  # the agent logs it, once
+                agent.send(ProcessorReady(os.getpid(), text))  # the agent logs it, once
             except OSError:
                 logger.error("%s", text)
             return 3
     try:
-        channel.send(ProcessorReady(os.getpid(), ""))
-    except OSError:
+        agent.send(ProcessorReady(os.getpid(), ""))
+        dial_msg = agent.recv()
+        while type(dial_msg) is not ProcessorDial:  # (drops for a processor before this one)
+            dial_msg = agent.recv()
+    except (EOFError, OSError):
         return 1  # the agent died while we started: nobody to serve, nothing to report
-    Processor(channel, args.gc_interval, args.trim_threshold).serve()
-    return 0
+    try:
+        scheduler = join_scheduler(dial_msg)
+    except (DialError, TimeoutError, ValueError, OSError) as exc:
+        logger.error("cannot join the scheduler: %s", exc)
+        return DIAL_FAILED_EXIT
+    Processor(scheduler, agent, args.gc_interval, args.trim_threshold).serve()
+    return SCHEDULER_LEFT_EXIT
+
+
+def join_scheduler(msg: Any) -> BlockingChannel:
+    """Connect to the scheduler as the agent's ``ProcessorDial`` says, and say whose processor
+    this is: the scheduler sends this worker's tasks here from then on."""
+    address = connectable_host(parse_address(msg.address))
+    reader = FrameReader(0)
+    sock = dial(address, ROLE_WORKER, msg.auth_key or None, msg.tls_ca or None, DIAL_TIMEOUT_SECONDS, reader,
+                "the scheduler at %s" % msg.address)
+    sock.settimeout(None)  # from now on it waits for tasks: for as long as there are none
+    channel = (TlsChannel if address.is_tls else BlockingChannel)(sock, reader=reader)
+    channel.send(ProcessorConnect(msg.worker_id, msg.token, os.getpid()))
+    return channel
 
 
 def main_forked(argv: List[str], env: Dict[str, str]) -> int:

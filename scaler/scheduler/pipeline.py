@@ -1,18 +1,21 @@
-"""The worker's task pipeline: which task goes to the processor, when. No sockets, no threads.
+"""A worker's task pipeline: which task goes to its processor, when. No sockets, no threads.
 
-The agent feeds it events (a task arrived, an object arrived, a result came back, the
-processor died...) and it answers through a small :class:`PipelineEffects` interface the
-agent implements (fetch an object, send to the processor, send a result...), with time
-read from an injected clock. So its rules are unit-tested by driving it directly
-(``tests/test_worker_pipeline.py``), and the agent is only wiring.
+The scheduler keeps one per worker (:mod:`.worker_host`) and sends the tasks to
+the worker's processor itself, over the processor's own connection: the worker's agent is
+not on a task's way. The host feeds it events (a task arrived, an object reached the
+processor, a result came back, the processor died...) and it answers through a small
+:class:`PipelineEffects` interface (fetch an object, send to the processor, send a
+result...), with time read from an injected clock. So its rules are unit-tested by driving
+it directly (``tests/test_worker_pipeline.py``), and the host is only wiring.
 
 Where a task is, in order:
 
 * **queued** — held here, not sent yet: taken highest priority first, arrival order
   within one priority; the scheduler can still take it back (a non-forced cancel);
 * **preparing** — at most one: its objects (function, serializer, ``send_object``
-  arguments, large arguments) are being fetched from object storage, in the order tasks
-  were taken, so a task never overtakes an earlier one in the processor;
+  arguments, large arguments) are being fetched from object storage and passed to the
+  processor by the worker's agent, in the order tasks were taken, so a task never
+  overtakes an earlier one in the processor;
 * **in flight** — sent to the processor, which runs them in order: the first one is
   the running one, which keeps cancellation and crash attribution exact.
 
@@ -33,17 +36,14 @@ only slot its children could run in (see "Nested tasks" in ``docs/architecture.r
 
 import collections
 import bisect
-import os
 import time
-from typing import AbstractSet, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Set
+from typing import AbstractSet, Callable, Deque, Dict, Iterator, List, Optional, Sequence
 
-from ..protocol.call import call_objects, graph_result_id, read_call
-from ..protocol.codec import Buffer, Message, ProtocolError
-from ..protocol.messages import (FLAG_KEEP_RESULT, FLAG_NEEDS_OBJECTS, STATUS_CANCELLED, STATUS_MISSING_OBJECT,
-                                 STATUS_OK, STATUS_OK_OBJECT, STATUS_PROCESSOR_DIED, STATUS_TIMED_OUT, ProcessorCancel,
-                                 ProcessorDropObjects, ProcessorObject, ProcessorTask, TaskResult)
+from ..protocol.call import call_objects, read_call
+from ..protocol.codec import Message, ProtocolError
+from ..protocol.messages import (FLAG_NEEDS_OBJECTS, STATUS_CANCELLED, STATUS_MISSING_OBJECT, STATUS_PROCESSOR_DIED,
+                                 STATUS_TIMED_OUT, ProcessorCancel, ProcessorDropObjects, ProcessorTask, TaskResult)
 
-INLINE_RESULT_LIMIT = 64 * 1024  # results above this go through object storage
 PIPELINE_DEPTH = 16  # tasks sent ahead to the processor (which runs them in order) while tasks are short
 HEAD_STALL_SECONDS = 0.001  # the running task has taken this long: stop queueing behind it
 
@@ -62,15 +62,13 @@ class PipelineEffects:
     """What the pipeline asks of the agent. None of these may call back into the pipeline."""
 
     def fetch_object(self, object_id: bytes) -> None:
-        """Ask object storage for an object; answer with :meth:`TaskPipeline.object_arrived`."""
-        raise NotImplementedError
-
-    def store_object(self, object_id: bytes, owner_id: bytes, payload: Buffer) -> None:
-        """Put a result into object storage; answer with :meth:`TaskPipeline.object_stored`."""
+        """Have an object fetched from object storage and passed to the processor; answer
+        with :meth:`TaskPipeline.object_arrived`."""
         raise NotImplementedError
 
     def to_processor(self, msg: Message) -> None:
-        """Send a message to the processor (dropped if there is none)."""
+        """Send a message to the processor (dropped if there is none); a ``ProcessorDropObjects``
+        must reach it behind the objects it names."""
         raise NotImplementedError
 
     def send_result(self, result: Message) -> None:
@@ -170,20 +168,14 @@ class _PriorityQueue:
 class TaskPipeline:
     """The worker's task state between the scheduler and the processor (see the module doc)."""
 
-    def __init__(self, effects: PipelineEffects, clock: Callable[[], float] = time.monotonic,
-                 inline_result_limit: int = INLINE_RESULT_LIMIT,
-                 new_object_id: Callable[[], bytes] = lambda: os.urandom(32)) -> None:
+    def __init__(self, effects: PipelineEffects, clock: Callable[[], float] = time.monotonic) -> None:
         self._effects = effects
         self._clock = clock
-        self._inline_result_limit = inline_result_limit
-        self._new_object_id = new_object_id
         self._queue = _PriorityQueue()
         self._preparing: Optional[_Item] = None
         self._inflight: Deque[_Item] = collections.deque()
         self._ready = False  # the processor is up and may be sent tasks
-        self._storage = False  # a connection to object storage exists
         self._holds: Dict[bytes, bytes] = {}  # objects the processor holds -> owning client
-        self._pending_results: Dict[bytes, Message] = {}  # object id -> TaskResult waiting for its put ack
         self._blocked: List[_Item] = []  # tasks waiting for their sub-tasks, outermost first
         self._temp_users: Dict[bytes, int] = {}  # temporary object -> tasks sent that read it
         # Moving average of the processor's time per task; start by assuming tasks are slow.
@@ -214,10 +206,6 @@ class TaskPipeline:
     def blocked_count(self) -> int:
         """Tasks with the processor that wait for tasks they submitted (for monitors)."""
         return len(self._blocked)
-
-    def storing(self) -> List[bytes]:
-        """Ids of the tasks whose result is being stored, to be announced once it is."""
-        return [result.task_id for result in self._pending_results.values()]
 
     def processor_holds(self) -> Dict[bytes, bytes]:
         """Object id -> owning client, for the objects the processor has been sent."""
@@ -264,35 +252,10 @@ class TaskPipeline:
         if ids:
             self._effects.to_processor(ProcessorDropObjects(ids))
 
-    def drop_all(self) -> int:
-        """The scheduler is gone, and with it whoever wanted these tasks: forget them all
-        (replacing the processor if it had any). Returns how many there were."""
-        held = len(self)
-        self._queue.clear()
-        self._preparing = None
-        if self._inflight:
-            self._inflight.clear()
-            self._replace_processor("scheduler lost")
-        return held
-
-    # --- events from object storage ---
-    def storage_connected(self) -> None:
-        self._storage = True
-
-    def storage_lost(self, reason: str) -> None:
-        """Nothing can be stored any more: answer the results that waited for a put.
-
-        A task waiting for objects stays where it is: the agent then leaves the scheduler,
-        which re-queues everything held here elsewhere (see :meth:`drop_all`).
-        """
-        self._storage = False
-        pending, self._pending_results = self._pending_results, {}
-        for result in pending.values():
-            self._effects.send_result(TaskResult(result.task_id, STATUS_MISSING_OBJECT, b"",
-                                                 "object storage connection lost: %s" % reason))
-
-    def object_arrived(self, object_id: bytes, found: bool, payload: Buffer) -> None:
-        """An ``ObjectGetReply``: pass the object to the processor, send the task once complete."""
+    # --- events from the agent ---
+    def object_arrived(self, object_id: bytes, found: bool) -> None:
+        """A fetched object is on its way to the processor (or not in storage): send the task
+        once all of its objects are."""
         item = self._preparing
         if item is None or object_id not in item.waiting:
             return
@@ -306,20 +269,10 @@ class TaskPipeline:
             return
         item.waiting = item.waiting - {object_id}
         self._holds[object_id] = item.task.client_id
-        self._effects.to_processor(ProcessorObject(object_id, payload))
         if not item.waiting:
             self._preparing = None
             self._send(item, self._clock())
             self._pump()
-
-    def object_stored(self, object_id: bytes, error: str) -> None:
-        """An ``ObjectPutReply``: the result stored under ``object_id`` can be announced."""
-        result = self._pending_results.pop(object_id, None)
-        if result is None:
-            return
-        if error:
-            result = TaskResult(result.task_id, STATUS_MISSING_OBJECT, b"", "could not store the result: %s" % error)
-        self._effects.send_result(result)
 
     # --- events from the processor ---
     def processor_ready(self) -> None:
@@ -352,7 +305,7 @@ class TaskPipeline:
         self._last_result_at = now
         self.depth = pipeline_depth(self.task_seconds)
         if not item.cancelled:
-            self._answer(item.task, result)
+            self._effects.send_result(result)
         self._pump()
 
     def processor_waiting(self, task_id: bytes, waiting: bool) -> None:
@@ -432,10 +385,6 @@ class TaskPipeline:
             if not missing:
                 self._send(item, now)
                 continue
-            if not self._storage:
-                self._effects.send_result(TaskResult(task.task_id, STATUS_MISSING_OBJECT, b"",
-                                                     "no object storage connection"))
-                continue
             item.waiting = set(missing)
             self._preparing = item
             for object_id in missing:
@@ -462,7 +411,8 @@ class TaskPipeline:
         task = item.task
         item.sent_at = item.started_at = now
         self._inflight.append(item)
-        self._effects.to_processor(ProcessorTask(task.task_id, task.flags, task.func_id, task.call, item.priority))
+        self._effects.to_processor(ProcessorTask(task.task_id, task.flags, task.func_id, task.call, item.priority,
+                                                 task.client_id))
 
     def _release_temp(self, object_ids: List[bytes]) -> None:
         """A task that read these temporary objects has ended: the processor drops each one
@@ -479,23 +429,6 @@ class TaskPipeline:
                 done.append(object_id)
         if done:
             self._effects.to_processor(ProcessorDropObjects(done))
-
-    def _answer(self, task: Message, result: Message) -> None:
-        """Send a task's result: through object storage when it is large, or when the task
-        is a graph node whose result other tasks read (``FLAG_KEEP_RESULT``: stored under
-        ``graph_result_id(task id)``, owned by its client, however small)."""
-        if result.status == STATUS_OK:
-            keep = task.flags & FLAG_KEEP_RESULT
-            if keep or len(result.payload) > self._inline_result_limit:
-                if self._storage:
-                    object_id = graph_result_id(task.task_id) if keep else self._new_object_id()
-                    self._pending_results[object_id] = TaskResult(task.task_id, STATUS_OK_OBJECT, object_id, result.detail)
-                    self._effects.store_object(object_id, task.client_id, result.payload)
-                    return
-                if keep:  # other tasks need it in storage: inline would not do
-                    result = TaskResult(task.task_id, STATUS_MISSING_OBJECT, b"",
-                                        "could not store the result: no object storage connection")
-        self._effects.send_result(result)
 
     def _cancelled(self, task_id: bytes) -> None:
         self._effects.send_result(TaskResult(task_id, STATUS_CANCELLED, b"", "cancelled"))
@@ -529,5 +462,5 @@ class TaskPipeline:
             self._queue.push(item, front=True)
 
 
-__all__ = ["HEAD_STALL_SECONDS", "INLINE_RESULT_LIMIT", "PIPELINE_DEPTH", "PipelineEffects", "TaskPipeline",
+__all__ = ["HEAD_STALL_SECONDS", "PIPELINE_DEPTH", "PipelineEffects", "TaskPipeline",
            "pipeline_depth"]
