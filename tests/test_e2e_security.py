@@ -17,7 +17,8 @@ from scaler import Client
 from scaler.io.address import parse_address
 from scaler.protocol.codec import decode, encode, frame_length
 from scaler.protocol.handshake import HANDSHAKE_FRAME_LIMIT, NONCE_BYTES, ConnectorHandshake
-from scaler.protocol.messages import MAGIC, PROTOCOL_VERSION, ROLE_CLIENT, Hello, Proof, Rejected, Welcome
+from scaler.protocol.messages import (MAGIC, PROTOCOL_VERSION, ROLE_CLIENT, ROLE_WORKER, Hello, ProcessorConnect, Proof,
+                                      Rejected, Welcome, WorkerConnect, WorkerConnectReply)
 from scaler.utility.exceptions import AuthenticationError
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="e2e tests need Linux")
@@ -313,3 +314,28 @@ def test_unknown_message_type_after_handshake_is_dropped(shared_combo):
         raw_handshake(sock)
         sock.sendall(struct.pack("<Q", 5) + b"\xfe\x00\x00\x00\x00")
         assert_dropped(sock)
+
+
+def test_a_processor_is_admitted_only_for_a_worker_with_that_worker_s_token(make_combo):
+    """A processor's connection gets its worker's tasks: the scheduler takes it only for a
+    registered worker, with the token that worker announced."""
+    combo = make_combo(n_workers=1)
+    address = combo.get_address()
+    worker_id, token = b"w" * 16, os.urandom(16)
+    with raw_connect(address) as agent:
+        raw_handshake(agent, role=ROLE_WORKER)
+        agent.sendall(encode(WorkerConnect(worker_id, "fake", 10, "", os.getpid(), "", 0.0, token)))
+        assert type(recv_message(agent)) is WorkerConnectReply
+        for claimed, shown in ((b"x" * 16, token), (worker_id, os.urandom(16)), (worker_id, b"")):
+            with raw_connect(address) as sock:
+                raw_handshake(sock, role=ROLE_WORKER)
+                sock.sendall(encode(ProcessorConnect(claimed, shown, 1)))
+                assert_dropped(sock)
+        with raw_connect(address) as sock:
+            raw_handshake(sock, role=ROLE_WORKER)
+            sock.sendall(encode(ProcessorConnect(worker_id, token, 1)))
+            sock.settimeout(1.0)
+            with pytest.raises(socket.timeout):
+                sock.recv(1)  # kept: it would be sent the fake worker's tasks
+    with Client(address) as client:  # (the fake worker is gone: the real one serves)
+        assert client.submit(add, 2, 3).result(timeout=TIMEOUT) == 5

@@ -2,7 +2,8 @@
 connections for the agent and the processors, no sockets."""
 
 from scaler.protocol.call import packed_call
-from scaler.protocol.messages import (STATUS_CANCELLED, STATUS_OK, STATUS_PROCESSOR_DIED, STATUS_TIMED_OUT,
+from scaler.protocol.messages import (STATUS_CANCELLED, STATUS_OK, STATUS_OK_OBJECT, STATUS_PROCESSOR_DIED,
+                                      STATUS_TIMED_OUT,
                                       ObjectDeleteOwner, ProcessorTask, ProcessorWaiting, SchedulerShutdown,
                                       TaskOutput, TaskResult, WorkerDropObjects, WorkerFetchObject,
                                       WorkerRestartProcessor, WorkerTask, WorkerTaskCancel)
@@ -139,15 +140,33 @@ def test_a_dead_processor_s_running_task_fails_with_the_agent_s_exit_detail():
     assert len(h.results) == 1
 
 
-def test_the_exit_note_may_come_before_the_connection_ends():
+def test_an_exit_note_before_the_connection_s_end_waits_for_what_it_sent_last():
+    """The agent's note and the processor's last results travel on different connections:
+    results read after the note (but before the connection's end) still count."""
+    h = Harness()
+    processor = h.connect_processor(pid=10)
+    h.warm(processor)
+    h.add("a")
+    h.add("b")
+    h.host.processor_exited(10, "exit code 7")
+    assert h.results == [] and processor.closed is None
+    h.host.processor_message(processor, TaskResult(b"a", STATUS_OK, b"", ""))  # sent just before it died
+    h.host.processor_closed(processor, "closed")
+    assert [(r.task_id, r.status, r.detail) for r in h.results] == [
+        (b"a", STATUS_OK, ""), (b"b", STATUS_PROCESSOR_DIED, "processor died: exit code 7")]
+
+
+def test_an_exit_note_whose_connection_never_ends_closes_it():
     h = Harness()
     processor = h.connect_processor(pid=10)
     h.warm(processor)
     h.add("a")
     h.host.processor_exited(10, "exit code 7")
+    (delay, end), = h.timers
+    assert delay == EXIT_NOTE_SECONDS
+    end()
     assert processor.closed and h.results[-1].status == STATUS_PROCESSOR_DIED and "exit code 7" in h.results[-1].detail
     h.host.processor_closed(processor, "closed")  # its end, seen later: nothing more
-    h.host.processor_message(processor, TaskResult(b"a", STATUS_OK, b"", ""))
     assert len(h.results) == 1
 
 
@@ -161,6 +180,7 @@ def test_without_a_note_the_processor_counts_as_dead_after_a_while():
     assert delay == EXIT_NOTE_SECONDS
     fallback()
     assert h.results[-1].status == STATUS_PROCESSOR_DIED and "connection reset" in h.results[-1].detail
+    assert type(h.agent.sent[-1]) is WorkerRestartProcessor, "it may be alive without its connection: replaced"
     h.host.processor_exited(10, "exit code 1")  # too late: already answered
     assert len(h.results) == 1
 
@@ -223,6 +243,41 @@ def test_an_unexpected_message_closes_the_processor_s_connection():
     processor = h.connect_processor()
     h.host.processor_message(processor, WorkerTask(b"x", CLIENT, 0, FUNC, b"", 0))
     assert processor.closed
+
+
+def test_answers_reach_the_state_only_after_the_pipeline_returned():
+    """A result handed to the state may make it call back in at once (a graph node failing
+    cancels its dependents on the same worker): the pipeline must have finished first."""
+    h = Harness()
+    processor = h.connect_processor()
+    h.warm(processor)
+    h.add("a")
+    h.add("b")
+    h.add("c")
+    inside = []
+
+    def on_result(worker_id, result):
+        inside.append((result.task_id, h.host._inside))
+        if result.task_id == b"a":
+            h.host.deliver(WorkerTaskCancel(b"c", True))
+
+    h.host._on_result = on_result
+    h.host.processor_message(processor, TaskResult(b"a", STATUS_OK, b"", ""))
+    h.run_soon()
+    assert inside == [(b"a", 0), (b"c", 0)]
+    assert h.host.pipeline.inflight() == [b"b"] and h.host.pipeline.queued() == []
+
+
+def test_the_agent_s_put_outcome_announces_a_stored_result():
+    h = Harness()
+    processor = h.connect_processor()
+    h.warm(processor)
+    h.add("big")
+    object_id = b"O" * 32
+    h.host.processor_message(processor, TaskResult(b"big", STATUS_OK_OBJECT, object_id, ""))
+    assert h.results == []
+    h.host.object_stored(object_id, "")
+    assert [(r.task_id, r.status) for r in h.results] == [(b"big", STATUS_OK_OBJECT)]
 
 
 def test_a_worker_that_left_answers_nothing_more():

@@ -210,7 +210,7 @@ def test_a_shared_temporary_input_is_dropped_only_after_its_last_reader():
     pipeline.add(task("first", FLAG_NEEDS_OBJECTS, call_of([(ARG_TEMP, shared)])), 0)
     pipeline.object_arrived(shared, True)
     pipeline.add(task("second", FLAG_NEEDS_OBJECTS, call_of([(ARG_TEMP, shared), (ARG_TEMP, other)])), 0)
-    assert pipeline.inflight() == [b"first"] and pipeline.preparing() == b"second"
+    assert pipeline.inflight() == [b"first"] and pipeline.preparing() == [b"second"]
     assert effects.fetched == [shared, other]  # the shared one is held already: fetched once
     pipeline.processor_result(ok("first"))
     assert not [m for m in effects.processor if type(m) is ProcessorDropObjects]  # "second" still needs it
@@ -309,7 +309,7 @@ def test_a_dead_processor_fails_every_task_it_had_started_and_requeues_the_rest(
     assert sorted(effects.take_results()) == [(b"child", STATUS_PROCESSOR_DIED), (b"parent", STATUS_PROCESSOR_DIED)]
     assert pipeline.queued() == [b"grandchild", b"later"]  # not known to have started: tried again
     pipeline.processor_ready()
-    assert pipeline.preparing() == b"grandchild"  # the new processor needs the function first
+    assert pipeline.preparing() == [b"grandchild", b"later"]  # the new processor needs the function first
 
 
 def test_waiting_reports_for_unknown_or_repeated_tasks_are_harmless():
@@ -368,11 +368,45 @@ def test_a_task_waiting_for_objects_holds_back_the_tasks_after_it():
     ref = oid("ref")
     pipeline.add(task("a", FLAG_NEEDS_OBJECTS, call_of([(ARG_OBJECT, ref)])), 0)
     pipeline.add(task("b"), 0)
-    assert pipeline.preparing() == b"a" and pipeline.queued() == [b"b"]
+    assert pipeline.preparing() == [b"a", b"b"] and pipeline.queued() == []
     assert effects.sent_tasks() == []
     pipeline.object_arrived(oid("unrelated"), True)  # ignored
     pipeline.object_arrived(ref, True)
     assert effects.sent_tasks() == [b"a", b"b"]
+
+
+def test_fetches_for_several_tasks_overlap_but_the_tasks_go_in_order():
+    """Graph nodes each read other nodes' results: their fetches run together (the round
+    trip through the agent is paid once, not once per task), and no task overtakes one
+    taken before it."""
+    pipeline, effects, clock = make()
+    ra, rb, shared = oid("ra"), oid("rb"), oid("shared")
+    pipeline.add(task("a", FLAG_NEEDS_OBJECTS, call_of([(ARG_TEMP, ra), (ARG_TEMP, shared)])), 0)
+    pipeline.add(task("b", FLAG_NEEDS_OBJECTS, call_of([(ARG_TEMP, rb), (ARG_TEMP, shared)])), 0)
+    pipeline.add(task("c"), 0)
+    assert effects.fetched == [ra, shared, rb], "all at once, a shared one once"
+    assert pipeline.preparing() == [b"a", b"b", b"c"]
+    pipeline.object_arrived(rb, True)
+    pipeline.object_arrived(shared, True)
+    assert effects.sent_tasks() == [], "b is ready, but a was taken first"
+    pipeline.object_arrived(ra, True)
+    assert effects.sent_tasks() == [b"a", b"b", b"c"] and pipeline.preparing() == []
+
+
+def test_a_fetch_for_a_dead_processor_does_not_count_for_the_next_one():
+    """The agent passes an object to whichever processor it has when the object comes: one
+    asked for before the processor died may have gone to the dead one."""
+    pipeline, effects, clock = make()
+    ref = oid("ref")
+    pipeline.add(task("a", FLAG_NEEDS_OBJECTS, call_of([(ARG_OBJECT, ref)])), 0)
+    pipeline.processor_died("killed")
+    pipeline.processor_ready()
+    assert effects.fetched == [ref, FUNC, ref], "fetched again for the new processor"
+    pipeline.object_arrived(FUNC, True)
+    pipeline.object_arrived(ref, True)  # the first fetch's: not for this processor
+    assert effects.sent_tasks() == []
+    pipeline.object_arrived(ref, True)
+    assert effects.sent_tasks() == [b"a"]
 
 
 def test_temporary_objects_are_forgotten_after_their_task():
@@ -421,16 +455,53 @@ def test_a_client_leaving_drops_its_objects_from_the_processor():
 
 # --- results ---
 
-def test_results_pass_through_unchanged():
-    """Big results and graph nodes' are stored by the processor (through its agent): the
-    pipeline forwards whatever the processor answered."""
+def test_a_small_result_passes_through_and_a_stored_one_waits_for_its_put():
+    """Results over 64 KiB and graph nodes' are handed to the agent to store; the processor
+    answers status 1 with the id at once, and the result is announced once the agent says
+    the put is done."""
     pipeline, effects, clock = make()
     pipeline.add(task("small"), 0)
     pipeline.add(task("stored", FLAG_KEEP_RESULT), 0)
     stored = TaskResult(b"stored", STATUS_OK_OBJECT, graph_result_id(b"stored"), "")
     pipeline.processor_result(ok("small", b"s"))
     pipeline.processor_result(stored)
-    assert effects.results == [ok("small", b"s"), stored]
+    assert effects.results == [ok("small", b"s")] and pipeline.storing() == [b"stored"]
+    assert pipeline.inflight() == [], "the processor is free for the next task meanwhile"
+    pipeline.object_stored(graph_result_id(b"stored"), "")
+    assert effects.results == [ok("small", b"s"), stored] and pipeline.storing() == []
+
+
+def test_a_put_done_before_its_result_came_is_remembered():
+    pipeline, effects, clock = make()
+    pipeline.add(task("a"), 0)
+    object_id = oid("result")
+    pipeline.object_stored(object_id, "")  # the agent's note overtook the processor's result
+    assert effects.results == []
+    pipeline.processor_result(TaskResult(b"a", STATUS_OK_OBJECT, object_id, ""))
+    assert effects.results == [TaskResult(b"a", STATUS_OK_OBJECT, object_id, "")]
+
+
+def test_a_refused_put_fails_the_task_with_the_reason_whichever_came_first():
+    pipeline, effects, clock = make()
+    pipeline.add(task("a"), 0)
+    pipeline.add(task("b"), 0)
+    pipeline.processor_result(TaskResult(b"a", STATUS_OK_OBJECT, oid("ra"), ""))
+    pipeline.object_stored(oid("ra"), "object storage is full")
+    pipeline.object_stored(oid("rb"), "object storage connection lost")
+    pipeline.processor_result(TaskResult(b"b", STATUS_OK_OBJECT, oid("rb"), ""))
+    assert [(r.task_id, r.status) for r in effects.results] == [(b"a", STATUS_MISSING_OBJECT),
+                                                                (b"b", STATUS_MISSING_OBJECT)]
+    assert "object storage is full" in effects.results[0].detail
+
+
+def test_a_stored_result_survives_its_processor_s_death():
+    pipeline, effects, clock = make()
+    pipeline.add(task("a"), 0)
+    pipeline.add(task("b"), 0)
+    pipeline.processor_result(TaskResult(b"a", STATUS_OK_OBJECT, oid("ra"), ""))
+    pipeline.processor_died("killed by signal SIGKILL")  # b was running
+    pipeline.object_stored(oid("ra"), "")
+    assert [(r.task_id, r.status) for r in effects.results] == [(b"b", STATUS_PROCESSOR_DIED), (b"a", STATUS_OK_OBJECT)]
 
 
 def test_failures_pass_through_unchanged():
@@ -571,9 +642,9 @@ def test_a_dead_processor_requeues_the_task_waiting_for_objects_after_the_sent_o
     pipeline.add(task("b"), 0)
     pipeline.add(task("c", FLAG_NEEDS_OBJECTS, call_of([(ARG_OBJECT, ref)])), 0)
     pipeline.add(task("d"), 0)
-    assert pipeline.preparing() == b"c"
+    assert pipeline.preparing() == [b"c", b"d"]
     pipeline.processor_died("killed")
-    assert pipeline.queued() == [b"b", b"c", b"d"] and pipeline.preparing() is None
+    assert pipeline.queued() == [b"b", b"c", b"d"] and pipeline.preparing() == []
     pipeline.object_arrived(ref, True)  # for the old attempt: ignored
     assert not pipeline.processor_holds()
 
@@ -594,6 +665,7 @@ def test_random_event_sequences_never_lose_or_duplicate_a_task(seed):
     pipeline, effects, clock = make()
     refs = [oid("ref%d" % i) for i in range(3)]
     added = []
+    pending_puts = []
     for step in range(300):
         event = rng.random()
         if event < 0.3:
@@ -606,8 +678,12 @@ def test_random_event_sequences_never_lose_or_duplicate_a_task(seed):
         elif event < 0.5 and pipeline.inflight():
             clock.now += rng.choice([0.0, 0.01, 1.0])
             head = pipeline.inflight()[0]
-            pipeline.processor_result(TaskResult(head, STATUS_OK, b"r", ""))
-        elif event < 0.6 and pipeline.preparing() is not None:
+            if rng.random() < 0.3:  # stored by the agent: announced once it says so
+                pending_puts.append(b"put-" + head)
+                pipeline.processor_result(TaskResult(head, STATUS_OK_OBJECT, b"put-" + head, ""))
+            else:
+                pipeline.processor_result(TaskResult(head, STATUS_OK, b"r", ""))
+        elif event < 0.6 and pipeline.preparing():
             fetched, effects.fetched = effects.fetched, []
             for object_id in fetched:
                 pipeline.object_arrived(object_id, rng.random() < 0.9)
@@ -616,13 +692,16 @@ def test_random_event_sequences_never_lose_or_duplicate_a_task(seed):
         elif event < 0.75 and pipeline.processor_is_ready:
             pipeline.processor_died("random")
             pipeline.processor_ready()
+        elif event < 0.8 and pending_puts:
+            object_id = pending_puts.pop(rng.randrange(len(pending_puts)))
+            pipeline.object_stored(object_id, rng.choice(["", "", "full"]))
         elif event < 0.85 and not pipeline.processor_is_ready:
             pipeline.processor_ready()
         if effects.restarts:  # the agent replaced the processor: the new one is ready
             effects.restarts.clear()
             pipeline.processor_ready()
     assert set(added) <= {r.task_id for r in effects.results} | set(pipeline.queued()) | set(
-        pipeline.inflight()) | {pipeline.preparing()}
+        pipeline.inflight()) | set(pipeline.preparing()) | set(pipeline.storing())
     # Let everything finish: then every task has been answered exactly once.
     if not pipeline.processor_is_ready:
         pipeline.processor_ready()
@@ -631,10 +710,12 @@ def test_random_event_sequences_never_lose_or_duplicate_a_task(seed):
             fetched, effects.fetched = effects.fetched, []
             for object_id in fetched:
                 pipeline.object_arrived(object_id, True)
+        elif pending_puts:
+            pipeline.object_stored(pending_puts.pop(), "")
         elif pipeline.inflight():
             pipeline.processor_result(TaskResult(pipeline.inflight()[0], STATUS_OK, b"r", ""))
         else:
             break
-    assert len(pipeline) == 0, "stuck: %r %r %r" % (pipeline.queued(), pipeline.preparing(), pipeline.inflight())
+    assert len(pipeline) == 0 and not pipeline.storing(), "stuck: %r %r %r" % (pipeline.queued(), pipeline.preparing(), pipeline.inflight())
     answered = [r.task_id for r in effects.results]
     assert sorted(answered) == sorted(added), "every task answered exactly once"

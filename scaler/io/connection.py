@@ -966,10 +966,10 @@ class BlockingChannel:
         parts = encode_parts(msg)
         with self._send_lock:
             if len(parts) == 1:
-                self.sock.sendall(parts[0])
+                self._sendall(parts[0])
             else:
                 for part in parts:
-                    self.sock.sendall(part)
+                    self._sendall(part)
 
     def send_many(self, msgs: List[Message]) -> None:
         """Send several messages with as few system calls as their sizes allow."""
@@ -981,11 +981,11 @@ class BlockingChannel:
                         small.append(part)
                         continue
                     if small:
-                        self.sock.sendall(b"".join(small))
+                        self._sendall(b"".join(small))
                         small = []
-                    self.sock.sendall(part)
+                    self._sendall(part)
             if small:
-                self.sock.sendall(b"".join(small))
+                self._sendall(b"".join(small))
 
     def recv_ready(self, poll: bool = True, readable: bool = False) -> List[Message]:
         """The messages already complete in the socket buffer; never blocks.
@@ -1054,7 +1054,11 @@ class BlockingChannel:
             buf = self._scratch = memoryview(bytearray(_READ_CHUNK))
         return buf
 
-    # Overridden by the channel that also receives descriptors (fd_connection.FdChannel).
+    # Overridden by the channel that also receives descriptors (fd_connection.FdChannel), and by
+    # the TLS one.
+    def _sendall(self, data: Buffer) -> None:
+        self.sock.sendall(data)
+
     def _recv_some(self, flags: int = 0) -> memoryview:
         """Receive what is there (up to ``_READ_CHUNK``) into the reused buffer; valid until
         the next call."""
@@ -1066,23 +1070,55 @@ class BlockingChannel:
 
 
 class TlsChannel(BlockingChannel):
-    """A :class:`BlockingChannel` over an ``ssl.SSLSocket`` (a processor's tls:// scheduler)."""
+    """A :class:`BlockingChannel` over an ``ssl.SSLSocket`` (a processor's tls:// scheduler).
+
+    One SSL object must never be used by two threads at once, and a task's own threads may
+    send (stream_output) while the processor reads. So the socket stays non-blocking, every
+    SSL call is made under the send lock, and the waiting is done outside it, in ``poll``.
+    """
+
+    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        sock.setblocking(False)
+        self._want_read = select.poll()
+        self._want_read.register(sock, select.POLLIN)
+        self._want_write = select.poll()
+        self._want_write.register(sock, select.POLLOUT)
 
     def buffered(self) -> bool:
         return self.sock.pending() > 0  # type: ignore[attr-defined]
 
+    def _sendall(self, data: Buffer) -> None:  # (called with the send lock held)
+        ssl = sys.modules["ssl"]
+        view = memoryview(data).cast("B")
+        while view:
+            try:
+                view = view[self.sock.send(view):]
+            except ssl.SSLWantWriteError:
+                self._want_write.poll()
+            except ssl.SSLWantReadError:
+                self._want_read.poll()
+
+    def _call(self, receive: Any, buf: memoryview, wait: bool) -> int:
+        ssl = sys.modules["ssl"]
+        while True:
+            with self._send_lock:
+                try:
+                    return receive(buf)
+                except ssl.SSLWantReadError:
+                    poller = self._want_read
+                except ssl.SSLWantWriteError:
+                    poller = self._want_write
+            if not wait:
+                raise BlockingIOError
+            poller.poll()
+
     def _recv_some(self, flags: int = 0) -> memoryview:
         buf = self._buffer()
-        if not flags:
-            return buf[:self.sock.recv_into(buf)]
-        ssl = sys.modules["ssl"]
-        self.sock.setblocking(False)  # (an SSLSocket takes no MSG_DONTWAIT)
-        try:
-            return buf[:self.sock.recv_into(buf)]
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            raise BlockingIOError from None
-        finally:
-            self.sock.setblocking(True)
+        return buf[:self._call(self.sock.recv_into, buf, not flags)]
+
+    def _recv_into(self, buf: memoryview) -> int:
+        return self._call(self.sock.recv_into, buf, True)
 
 
 __all__ = ["Connection", "Listener", "Handler", "BlockingChannel", "TlsChannel", "FRAME_HEADER"]

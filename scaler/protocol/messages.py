@@ -131,6 +131,9 @@ WorkerDropObjects = declare(82, "WorkerDropObjects", [("object_ids", "bytes_list
 WorkerRestartProcessor = declare(83, "WorkerRestartProcessor", [("reason", "str")])
 # agent -> scheduler: the processor ``pid`` exited; detail: its exit code or signal.
 WorkerProcessorExited = declare(84, "WorkerProcessorExited", [("pid", "u32"), ("detail", "str")])
+# agent -> scheduler: a result the processor handed over (ProcessorStore) is in object storage
+# (error "") or could not be stored.
+WorkerObjectStored = declare(87, "WorkerObjectStored", [("object_id", "bytes"), ("error", "str")])
 
 # --- worker manager <-> scheduler ---
 # capacity: worker groups it may run; -1 no limit, 0 a fixed pool the scheduler never scales.
@@ -197,10 +200,11 @@ ProcessorCancel = declare(44, "ProcessorCancel", [("task_id", "bytes")])
 ProcessorObjectShm = declare(48, "ProcessorObjectShm", [("object_id", "bytes"), ("offset", "u64"), ("size", "u64")])
 # processor -> agent: store a result (too big to go inline, or a graph node's) under
 # ``object_id`` for ``owner_id``: in the sealed memfd passed with the frame (SCM_RIGHTS),
-# named after ``token``, or in ``payload`` when ``token`` is "". Answered by ProcessorStored.
+# named after ``token``, or in ``payload`` when ``token`` is "". The processor goes on at
+# once and answers the scheduler with status 1 and the id; the agent tells the scheduler
+# how the put went (WorkerObjectStored), which announces the result only then.
 ProcessorStore = declare(49, "ProcessorStore", [("object_id", "bytes"), ("owner_id", "bytes"), ("token", "str"),
                                                 ("payload", "chunks")])
-ProcessorStored = declare(87, "ProcessorStored", [("object_id", "bytes"), ("error", "str")])
 # agent -> processor: the agent has joined the scheduler at ``address``: connect to it (with
 # the cluster's key, trusting ``tls_ca`` for tls://) and present ``worker_id`` and ``token``.
 ProcessorDial = declare(86, "ProcessorDial", [("address", "str"), ("auth_key", "bytes"), ("tls_ca", "str"),

@@ -12,10 +12,11 @@ Where a task is, in order:
 
 * **queued** — held here, not sent yet: taken highest priority first, arrival order
   within one priority; the scheduler can still take it back (a non-forced cancel);
-* **preparing** — at most one: its objects (function, serializer, ``send_object``
-  arguments, large arguments) are being fetched from object storage and passed to the
-  processor by the worker's agent, in the order tasks were taken, so a task never
-  overtakes an earlier one in the processor;
+* **preparing** — taken from the queue, in order, while objects they need (function,
+  serializer, ``send_object`` arguments, large arguments, graph inputs) are fetched from
+  object storage and passed to the processor by the worker's agent: the fetches of
+  several tasks overlap, but each task is sent only once every task taken before it has
+  been, so a task never overtakes an earlier one in the processor;
 * **in flight** — sent to the processor, which runs them in order: the first one is
   the running one, which keeps cancellation and crash attribution exact.
 
@@ -37,15 +38,17 @@ only slot its children could run in (see "Nested tasks" in ``docs/architecture.r
 import collections
 import bisect
 import time
-from typing import AbstractSet, Callable, Deque, Dict, Iterator, List, Optional, Sequence
+from typing import AbstractSet, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Set
 
 from ..protocol.call import call_objects, read_call
 from ..protocol.codec import Message, ProtocolError
-from ..protocol.messages import (FLAG_NEEDS_OBJECTS, STATUS_CANCELLED, STATUS_MISSING_OBJECT, STATUS_PROCESSOR_DIED,
-                                 STATUS_TIMED_OUT, ProcessorCancel, ProcessorDropObjects, ProcessorTask, TaskResult)
+from ..protocol.messages import (FLAG_NEEDS_OBJECTS, STATUS_CANCELLED, STATUS_MISSING_OBJECT, STATUS_OK_OBJECT,
+                                 STATUS_PROCESSOR_DIED, STATUS_TIMED_OUT, ProcessorCancel, ProcessorDropObjects,
+                                 ProcessorTask, TaskResult)
 
 PIPELINE_DEPTH = 16  # tasks sent ahead to the processor (which runs them in order) while tasks are short
 HEAD_STALL_SECONDS = 0.001  # the running task has taken this long: stop queueing behind it
+STORED_EARLY_LIMIT = 4096  # put outcomes remembered for results not seen yet (see object_stored)
 
 
 def pipeline_depth(task_seconds: float) -> int:
@@ -172,10 +175,17 @@ class TaskPipeline:
         self._effects = effects
         self._clock = clock
         self._queue = _PriorityQueue()
-        self._preparing: Optional[_Item] = None
+        self._preparing: Deque[_Item] = collections.deque()  # taken in order, sent in order
+        self._fetching: Set[bytes] = set()  # objects asked of the agent, not arrived yet
+        # Fetches asked for a processor that is gone: their arrivals are not for the next one.
+        self._stale: Dict[bytes, int] = {}
         self._inflight: Deque[_Item] = collections.deque()
         self._ready = False  # the processor is up and may be sent tasks
         self._holds: Dict[bytes, bytes] = {}  # objects the processor holds -> owning client
+        self._pending_results: Dict[bytes, Message] = {}  # object id -> TaskResult (status 1) waiting for its put
+        # Put outcomes that came before their result (the agent's note and the processor's result
+        # travel on different connections): object id -> error.
+        self._stored_early: "collections.OrderedDict[bytes, str]" = collections.OrderedDict()
         self._blocked: List[_Item] = []  # tasks waiting for their sub-tasks, outermost first
         self._temp_users: Dict[bytes, int] = {}  # temporary object -> tasks sent that read it
         # Moving average of the processor's time per task; start by assuming tasks are slow.
@@ -186,7 +196,7 @@ class TaskPipeline:
     # --- what it holds ---
     def __len__(self) -> int:
         """Tasks held: queued, preparing and in flight (for heartbeats)."""
-        return len(self._queue) + (self._preparing is not None) + len(self._inflight)
+        return len(self._queue) + len(self._preparing) + len(self._inflight)
 
     @property
     def processor_is_ready(self) -> bool:
@@ -196,8 +206,9 @@ class TaskPipeline:
         """Ids of the queued tasks, in the order they will be taken."""
         return [item.task.task_id for item in self._queue]
 
-    def preparing(self) -> Optional[bytes]:
-        return self._preparing.task.task_id if self._preparing is not None else None
+    def preparing(self) -> List[bytes]:
+        """Ids of the tasks taken but not sent yet (waiting for objects, or behind one that is)."""
+        return [item.task.task_id for item in self._preparing]
 
     def inflight(self) -> List[bytes]:
         """Ids of the tasks with the processor, the running one first (cancelled ones too)."""
@@ -207,6 +218,10 @@ class TaskPipeline:
         """Tasks with the processor that wait for tasks they submitted (for monitors)."""
         return len(self._blocked)
 
+    def storing(self) -> List[bytes]:
+        """Ids of the tasks whose result is being stored, to be announced once it is."""
+        return [result.task_id for result in self._pending_results.values()]
+
     def processor_holds(self) -> Dict[bytes, bytes]:
         """Object id -> owning client, for the objects the processor has been sent."""
         return dict(self._holds)
@@ -215,7 +230,7 @@ class TaskPipeline:
     def add(self, task: Message, priority: int = 0) -> None:
         """A ``WorkerTask`` arrived; higher ``priority`` is taken first."""
         self._queue.push(_Item(task, priority))
-        if self._preparing is None and (len(self._inflight) < self.depth or self._blocked):
+        if len(self._inflight) + len(self._preparing) < self.depth or self._blocked:
             self._pump()  # (_pump applies the head-stall rule, and lets children past a waiting parent)
 
     def cancel(self, task_id: bytes, force: bool) -> None:
@@ -224,12 +239,14 @@ class TaskPipeline:
         if self._queue.remove(task_id) is not None:
             self._cancelled(task_id)
             return
-        if self._preparing is not None and self._preparing.task.task_id == task_id:
-            self._release_temp(self._preparing.temp)
-            self._preparing = None
-            self._cancelled(task_id)
-            self._pump()
-            return
+        for item in self._preparing:
+            if item.task.task_id == task_id:
+                self._preparing.remove(item)
+                self._release_temp(item.temp)
+                self._cancelled(task_id)
+                self._send_prepared()
+                self._pump()
+                return
         if not force:
             return  # already with the processor: it runs to completion
         for position, item in enumerate(self._inflight):
@@ -254,25 +271,45 @@ class TaskPipeline:
 
     # --- events from the agent ---
     def object_arrived(self, object_id: bytes, found: bool) -> None:
-        """A fetched object is on its way to the processor (or not in storage): send the task
-        once all of its objects are."""
-        item = self._preparing
-        if item is None or object_id not in item.waiting:
+        """A fetched object is on its way to the processor (or not in storage): send the tasks
+        that were waiting for it, in order, once all of their objects are."""
+        stale = self._stale.get(object_id)
+        if stale:  # fetched for the processor before this one: not here
+            if stale > 1:
+                self._stale[object_id] = stale - 1
+            else:
+                del self._stale[object_id]
             return
+        if object_id not in self._fetching:
+            return
+        self._fetching.discard(object_id)
+        preparing = self._preparing
         if not found:
-            self._release_temp(item.temp)
-            self._preparing = None
-            self._effects.send_result(TaskResult(item.task.task_id, STATUS_MISSING_OBJECT, b"",
-                                                 "object %s is not in object storage (deleted, or its owner left)"
-                                                 % object_id.hex()))
-            self._pump()
+            for item in [item for item in preparing if object_id in item.waiting]:
+                preparing.remove(item)
+                self._release_temp(item.temp)
+                self._effects.send_result(TaskResult(item.task.task_id, STATUS_MISSING_OBJECT, b"",
+                                                     "object %s is not in object storage (deleted, or its owner "
+                                                     "left)" % object_id.hex()))
+        else:
+            for item in preparing:
+                if object_id in item.waiting:
+                    item.waiting = item.waiting - {object_id}
+                    self._holds[object_id] = item.task.client_id
+        self._send_prepared()
+        self._pump()
+
+    def object_stored(self, object_id: bytes, error: str) -> None:
+        """The agent put a result the processor handed it into object storage (``error``
+        empty), or could not: the result that names it can be announced."""
+        result = self._pending_results.pop(object_id, None)
+        if result is None:  # its result has not come yet (or never will: its processor died)
+            early = self._stored_early
+            early[object_id] = error
+            if len(early) > STORED_EARLY_LIMIT:
+                early.popitem(last=False)
             return
-        item.waiting = item.waiting - {object_id}
-        self._holds[object_id] = item.task.client_id
-        if not item.waiting:
-            self._preparing = None
-            self._send(item, self._clock())
-            self._pump()
+        self._effects.send_result(_stored(result, error))
 
     # --- events from the processor ---
     def processor_ready(self) -> None:
@@ -305,7 +342,7 @@ class TaskPipeline:
         self._last_result_at = now
         self.depth = pipeline_depth(self.task_seconds)
         if not item.cancelled:
-            self._effects.send_result(result)
+            self._answer(result)
         self._pump()
 
     def processor_waiting(self, task_id: bytes, waiting: bool) -> None:
@@ -350,22 +387,23 @@ class TaskPipeline:
 
     # --- internals ---
     def _pump(self) -> None:
-        """Keep the processor's pipeline full: prepare queued tasks in order and send them."""
+        """Keep the processor's pipeline full: take queued tasks in order, fetch what they
+        need, and send them in that order."""
         queue = self._queue
-        if self._preparing is not None or not queue or not self._ready:
+        if not queue or not self._ready:
             return
         now = self._clock()
         # The depth allowed now: the same for the whole loop, which only appends behind the
         # head (and a head it sends itself has just started).
         depth = self._depth_now(now)
         inflight = self._inflight
+        preparing = self._preparing
         holds = self._holds
-        while self._preparing is None and queue and self._ready and (
-                len(inflight) < depth or self._outranks_the_blocked()):
+        while queue and self._ready and (len(inflight) + len(preparing) < depth or self._outranks_the_blocked()):
             item = queue.pop()
             task = item.task
-            if not task.flags & FLAG_NEEDS_OBJECTS and task.func_id in holds:
-                self._send(item, now)  # the common case: nothing to read or fetch
+            if not preparing and not task.flags & FLAG_NEEDS_OBJECTS and task.func_id in holds:
+                self._send(item, now)  # the common case: nothing to read or fetch, nothing ahead
                 continue
             needed = [task.func_id]
             if task.flags & FLAG_NEEDS_OBJECTS:
@@ -380,15 +418,25 @@ class TaskPipeline:
                 users = self._temp_users  # counted from now: a held input is not dropped under it
                 for object_id in item.temp:
                     users[object_id] = users.get(object_id, 0) + 1
-            holds = self._holds
             missing = [object_id for object_id in dict.fromkeys(needed) if object_id not in holds]
-            if not missing:
+            if not missing and not preparing:
                 self._send(item, now)
                 continue
             item.waiting = set(missing)
-            self._preparing = item
+            preparing.append(item)
+            fetching = self._fetching
             for object_id in missing:
-                self._effects.fetch_object(object_id)
+                if object_id not in fetching:
+                    fetching.add(object_id)
+                    self._effects.fetch_object(object_id)
+
+    def _send_prepared(self) -> None:
+        """Send the prepared tasks at the front, in order, up to the first still waiting."""
+        preparing = self._preparing
+        if preparing and not preparing[0].waiting and self._ready:
+            now = self._clock()
+            while preparing and not preparing[0].waiting:
+                self._send(preparing.popleft(), now)
 
     def _outranks_the_blocked(self) -> bool:
         """The best queued task outranks the innermost blocked one: the processor will run it
@@ -430,6 +478,18 @@ class TaskPipeline:
         if done:
             self._effects.to_processor(ProcessorDropObjects(done))
 
+    def _answer(self, result: Message) -> None:
+        """A result stored in object storage (status 1: the processor's agent stores results
+        over 64 KiB, and graph nodes' kept results) is announced once the put is done."""
+        if result.status == STATUS_OK_OBJECT:
+            object_id = bytes(result.payload)
+            error = self._stored_early.pop(object_id, None)
+            if error is None:
+                self._pending_results[object_id] = result
+                return
+            result = _stored(result, error)
+        self._effects.send_result(result)
+
     def _cancelled(self, task_id: bytes) -> None:
         self._effects.send_result(TaskResult(task_id, STATUS_CANCELLED, b"", "cancelled"))
 
@@ -451,15 +511,24 @@ class TaskPipeline:
                 if not item.cancelled:
                     self._effects.send_result(TaskResult(item.task.task_id, STATUS_PROCESSOR_DIED, b"", why))
         waiting = [item for item in self._inflight if not item.cancelled]
-        if self._preparing is not None:
-            waiting.append(self._preparing)
-            self._preparing = None
+        waiting.extend(self._preparing)
+        self._preparing.clear()
+        stale = self._stale
+        for object_id in self._fetching:
+            stale[object_id] = stale.get(object_id, 0) + 1
+        self._fetching = set()
         self._inflight.clear()
         for item in reversed(waiting):
             item.blocked = False
             item.waiting = _NOTHING
             item.temp = _NONE
             self._queue.push(item, front=True)
+
+
+def _stored(result: Message, error: str) -> Message:
+    if not error:
+        return result
+    return TaskResult(result.task_id, STATUS_MISSING_OBJECT, b"", "could not store the result: %s" % error)
 
 
 __all__ = ["HEAD_STALL_SECONDS", "PIPELINE_DEPTH", "PipelineEffects", "TaskPipeline",

@@ -26,8 +26,9 @@ from ..protocol.messages import (ROLE_CLIENT, ROLE_MANAGER, ROLE_SCHEDULER, ROLE
                                  WorkerGroupStopped, ClientDisconnect, Heartbeat, HeartbeatEcho, ObjectDelete,
                                  ObjectDeleteOwner, ProcessorConnect, SchedulerShutdown, ShutdownRefused, TaskCancel,
                                  TaskSubmit, WorkerConnect, WorkerConnectReply, WorkerDisconnect, WorkerHeartbeat,
-                                 WorkerObjectReady, WorkerProcessorExited, WorkerStatus)
+                                 WorkerObjectReady, WorkerObjectStored, WorkerProcessorExited, WorkerStatus)
 from ..config.policy import parse_policy
+from ..utility.cpu_policy import BatchPolicy
 from ..utility.procstat import ProcessMeter
 from ..worker_manager.errors import Refusal
 from ..utility.outage import Outage
@@ -94,6 +95,10 @@ class SchedulerServer(Handler):
         key = normalize_key(config.auth_key)
         self.peers: Dict[bytes, Connection] = {}
         self.hosts: Dict[bytes, WorkerHost] = {}  # worker id -> its task pipeline (worker_host.py)
+        # Workers whose processor does not have its next task at hand: while there are none,
+        # the loop thread runs under SCHED_BATCH (utility/cpu_policy.py).
+        self._short_of_work = 0
+        self.cpu_policy = BatchPolicy()
         self.store: Optional[ObjectStore] = None
         self.storage_server: Optional[ObjectStorageServer] = None
         self._storage_link: Optional[Connection] = None
@@ -218,6 +223,13 @@ class SchedulerServer(Handler):
         if conn is not None:
             conn.send(msg)
 
+    def _lined_up(self, lined_up: bool) -> None:
+        self._short_of_work += -1 if lined_up else 1
+        self._follow_saturation()
+
+    def _follow_saturation(self) -> None:
+        self.cpu_policy.set(self._short_of_work == 0 and bool(self.hosts))
+
     def _worker_result(self, worker_id: bytes, msg: Message) -> None:
         state = self.state
         state.task_result(worker_id, msg)
@@ -279,6 +291,8 @@ class SchedulerServer(Handler):
                 host.object_ready(msg.object_id, msg.found)
             elif kind is WorkerProcessorExited:
                 host.processor_exited(msg.pid, msg.detail)
+            elif kind is WorkerObjectStored:
+                host.object_stored(msg.object_id, msg.error)
             elif kind is WorkerHeartbeat:
                 self.state.worker_heartbeat(worker_id, now, len(host.pipeline), msg.rss, msg.cpu)
                 conn.send(HeartbeatEcho(msg.sent_at))
@@ -341,7 +355,9 @@ class SchedulerServer(Handler):
             self.peers[msg.worker_id] = conn
             self.hosts[msg.worker_id] = WorkerHost(msg.worker_id, conn, self._worker_result, self.state.task_output,
                                                    self.loop.call_soon, self.loop.call_later, msg.task_timeout,
-                                                   msg.processor_token)
+                                                   msg.processor_token, on_lined_up=self._lined_up)
+            self._short_of_work += 1
+            self._follow_saturation()
             queue_size = min(msg.queue_size, self.config.per_worker_queue_size)
             info = WorkerInfo(msg.worker_id, msg.name, queue_size, msg.capabilities, msg.pid, msg.manager_id, now)
             info.host = _host_of(conn.peer)
@@ -406,7 +422,10 @@ class SchedulerServer(Handler):
         else:
             host = self.hosts.pop(peer.peer_id, None)
             if host is not None:
+                if not host.lined_up:
+                    self._short_of_work -= 1
                 host.close()
+                self._follow_saturation()
             worker = self.state.workers.get(peer.peer_id)
             if worker is not None:
                 if not self.stopping:

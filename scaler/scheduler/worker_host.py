@@ -21,6 +21,7 @@ from ..protocol.codec import Message
 from ..protocol.messages import (ObjectDeleteOwner, ProcessorDropObjects, ProcessorWaiting, TaskOutput, TaskResult,
                                  WorkerDropObjects, WorkerFetchObject, WorkerRestartProcessor, WorkerTask,
                                  WorkerTaskCancel)
+from ..utility.cpu_policy import LINED_UP
 from .pipeline import PipelineEffects, TaskPipeline
 
 # How long a processor whose connection closed waits for its agent to say how it exited (the
@@ -32,7 +33,8 @@ class WorkerHost(PipelineEffects):
     def __init__(self, worker_id: bytes, agent: Any, on_result: Callable[[bytes, Message], None],
                  on_output: Callable[[bytes, Message], None], call_soon: Callable[[Callable[[], Any]], None],
                  call_later: Callable[[float, Callable[[], Any]], Any], task_timeout: float,
-                 processor_token: bytes, clock: Callable[[], float] = time.monotonic) -> None:
+                 processor_token: bytes, clock: Callable[[], float] = time.monotonic,
+                 on_lined_up: Callable[[bool], None] = lambda lined_up: None) -> None:
         self.worker_id = worker_id
         self._token = processor_token
         self.agent = agent  # the agent's Connection
@@ -44,9 +46,18 @@ class WorkerHost(PipelineEffects):
         self._on_output = on_output
         self._call_soon = call_soon
         self._call_later = call_later
-        self._inside = 0  # > 0 while the scheduler's state calls in: answers wait (see the module doc)
+        # Answers the pipeline gives are held while it runs and handed on after it returned
+        # (see the module doc): at once when the event came from a connection or a timer,
+        # after the state's call when the state called in (deliver).
+        self._inside = 0
         self._held: List[Message] = []
-        self._lost: Any = None  # (connection, pid, reason) of a processor gone without its exit note yet
+        self._release_scheduled = False
+        # Whether the pipeline holds LINED_UP tasks or more (its processor has its next task at
+        # hand), told to on_lined_up as it changes (the scheduler's CPU policy follows it).
+        self.lined_up = False
+        self._on_lined_up = on_lined_up
+        self._note: Any = None  # (pid, detail): the agent's exit note, come before the connection's end
+        self._lost: Any = None  # (pid, reason): the connection ended, the exit note has not come
         self.closed = False
 
     # --- from the scheduler's state ---
@@ -64,6 +75,11 @@ class WorkerHost(PipelineEffects):
                 self.agent.send(msg)
         finally:
             self._inside -= 1
+            if not self._inside:
+                if self._held and not self._release_scheduled:
+                    self._release_scheduled = True
+                    self._call_soon(self._release_held)
+                self._follow_lined_up()
 
     # --- from the processor's connection ---
     def admits(self, token: bytes) -> bool:
@@ -73,60 +89,97 @@ class WorkerHost(PipelineEffects):
 
     def attach(self, conn: Any, pid: int) -> None:
         """A processor of this worker connected: it gets the tasks from now on."""
-        if self.processor is not None:  # its exit note and its connection's end crossed this one
-            self._processor_gone(self.processor, self.processor_pid, "replaced by a new processor")
-        self._settle_lost()
-        self.processor = conn
-        self.processor_pid = pid
-        self.pipeline.processor_ready()
+        self._inside += 1
+        try:
+            if self.processor is not None:  # the old one's end and exit note crossed this connection
+                old, self.processor = self.processor, None
+                old.close("replaced by a new processor")
+                self.pipeline.processor_died("replaced by a new processor")
+            if self._lost is not None:
+                self._lost = None
+                self.pipeline.processor_died("its connection closed")
+            self._note = None
+            self.processor = conn
+            self.processor_pid = pid
+            self.pipeline.processor_ready()
+        finally:
+            self._leave()
 
     def processor_message(self, conn: Any, msg: Message) -> None:
         if conn is not self.processor:
             return  # a replaced processor's: what it had was answered when it was replaced
         kind = type(msg)
         if kind is TaskResult:
-            self.pipeline.processor_result(msg)
+            self._inside += 1
+            try:
+                self.pipeline.processor_result(msg)
+            finally:
+                self._leave()
         elif kind is TaskOutput:
             self._on_output(self.worker_id, msg)
         elif kind is ProcessorWaiting:
-            self.pipeline.processor_waiting(msg.task_id, msg.waiting)
+            self._inside += 1
+            try:
+                self.pipeline.processor_waiting(msg.task_id, msg.waiting)
+            finally:
+                self._leave()
         else:
             conn.close("unexpected %s from a processor" % kind.__name__)
 
     def processor_closed(self, conn: Any, reason: str) -> None:
-        """Its connection ended: wait a little for the agent's note of how it exited."""
+        """Its connection ended, after everything it sent was read: it died with the agent's
+        exit note as the detail, or, without one yet, wait a little for the note."""
         if conn is not self.processor:
             return
         self.processor = None
-        self._lost = (conn, self.processor_pid, reason)
-        lost = self._lost
-        self._call_later(EXIT_NOTE_SECONDS, lambda: self._settle_lost(lost))
+        note, self._note = self._note, None
+        if note is not None and note[0] == self.processor_pid:
+            self._died(note[1])
+            return
+        self._lost = lost = (self.processor_pid, reason)
+        self._call_later(EXIT_NOTE_SECONDS, lambda: self._no_note(lost))
 
     # --- from the agent ---
     def object_ready(self, object_id: bytes, found: bool) -> None:
-        self.pipeline.object_arrived(object_id, found)
+        self._inside += 1
+        try:
+            self.pipeline.object_arrived(object_id, found)
+        finally:
+            self._leave()
+
+    def object_stored(self, object_id: bytes, error: str) -> None:
+        self._inside += 1
+        try:
+            self.pipeline.object_stored(object_id, error)
+        finally:
+            self._leave()
 
     def processor_exited(self, pid: int, detail: str) -> None:
-        """The agent saw its processor ``pid`` exit: its running task fails with ``detail``."""
-        if self._lost is not None and self._lost[1] == pid:
+        """The agent saw its processor ``pid`` exit: its running task fails with ``detail``,
+        once its connection has ended (what it sent before dying is read first)."""
+        if self._lost is not None and self._lost[0] == pid:
             self._lost = None
-            self.pipeline.processor_died(detail)
+            self._died(detail)
         elif self.processor is not None and self.processor_pid == pid:
+            self._note = (pid, detail)
             conn = self.processor
-            self.processor = None
-            conn.close("processor exited")
-            self.pipeline.processor_died(detail)
+            self._call_later(EXIT_NOTE_SECONDS, lambda: self._end_unended(conn))
 
     # --- time ---
     def check_timeout(self) -> Optional[bytes]:
         if self.task_timeout <= 0:
             return None
-        return self.pipeline.check_timeout(self.task_timeout)
+        self._inside += 1
+        try:
+            return self.pipeline.check_timeout(self.task_timeout)
+        finally:
+            self._leave()
 
     def close(self) -> None:
         """The worker left: its processor's connection goes too (the state re-queued its tasks)."""
         self.closed = True
-        self._lost = None
+        self._lost = self._note = None
+        self._held = []
         conn, self.processor = self.processor, None
         if conn is not None:
             conn.close("worker left")
@@ -145,8 +198,6 @@ class WorkerHost(PipelineEffects):
         if self.closed:
             return
         if self._inside:
-            if not self._held:
-                self._call_soon(self._release_held)
             self._held.append(result)
             return
         self._on_result(self.worker_id, result)
@@ -155,29 +206,59 @@ class WorkerHost(PipelineEffects):
         conn, self.processor = self.processor, None
         if conn is not None:
             conn.close("processor replaced: %s" % why)
-        self._lost = None
+        self._lost = self._note = None
         self.agent.send(WorkerRestartProcessor(why))
 
     # --- internals ---
+    def _leave(self) -> None:
+        """After an event from a connection or a timer: hand on what the pipeline answered."""
+        self._inside -= 1
+        if not self._inside:
+            if self._held:
+                self._release_held()
+            self._follow_lined_up()
+
+    def _follow_lined_up(self) -> None:
+        lined_up = len(self.pipeline) >= LINED_UP
+        if lined_up is not self.lined_up and not self.closed:
+            self.lined_up = lined_up
+            self._on_lined_up(lined_up)
+
     def _release_held(self) -> None:
-        held, self._held = self._held, []
-        if not self.closed:
+        self._release_scheduled = False
+        while self._held and not self.closed:
+            held, self._held = self._held, []
             for result in held:
                 self._on_result(self.worker_id, result)
 
-    def _processor_gone(self, conn: Any, pid: int, reason: str) -> None:
-        self.processor = None
-        conn.close(reason)
-        self.pipeline.processor_died(reason)
-
-    def _settle_lost(self, lost: Any = None) -> None:
-        """A processor gone without its exit note (or before ``attach`` of its successor)."""
-        if self._lost is None or (lost is not None and lost is not self._lost):
+    def _died(self, detail: str) -> None:
+        if self.closed:
             return
-        _, _, reason = self._lost
+        self._inside += 1
+        try:
+            self.pipeline.processor_died(detail)
+        finally:
+            self._leave()
+
+    def _no_note(self, lost: Any) -> None:
+        """The connection ended and the agent did not say the processor exited: it may be
+        alive without its connection (a network fault), running a task that is retried
+        elsewhere now. The agent replaces it."""
+        if self._lost is not lost or self.closed:
+            return
         self._lost = None
-        if not self.closed:
-            self.pipeline.processor_died("its connection closed (%s)" % reason)
+        self._died("its connection to the scheduler closed (%s)" % lost[1])
+        self.agent.send(WorkerRestartProcessor("its connection to the scheduler closed"))
+
+    def _end_unended(self, conn: Any) -> None:
+        """The agent said the processor exited, but its connection has not ended since."""
+        note = self._note
+        if note is None or self.processor is not conn or self.closed:
+            return
+        self._note = None
+        self.processor = None
+        conn.close("its processor exited")
+        self._died(note[1])
 
 
 __all__ = ["WorkerHost"]

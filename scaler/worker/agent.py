@@ -27,10 +27,10 @@ from ..protocol.handshake import normalize_key
 from ..protocol.messages import (ROLE_WORKER, HeartbeatEcho, ObjectGet, ObjectGetBytes, ObjectGetReply, ObjectGetShm,
                                  ObjectPut, ObjectPutReply, ObjectPutShm, ObjectShmAccept, ObjectShmOffer,
                                  ObjectShmReady, ProcessorDial, ProcessorDropObjects, ProcessorObject,
-                                 ProcessorObjectShm, ProcessorReady, ProcessorStore, ProcessorStored,
+                                 ProcessorObjectShm, ProcessorReady, ProcessorStore,
                                  SchedulerShutdown, WorkerConnect, WorkerConnectReply, WorkerDisconnect,
                                  WorkerDropObjects, WorkerFetchObject, WorkerHeartbeat, WorkerObjectReady,
-                                 WorkerProcessorExited, WorkerRestartProcessor)
+                                 WorkerObjectStored, WorkerProcessorExited, WorkerRestartProcessor)
 from ..utility import process as proc_util
 from ..utility.outage import Outage
 from .status_report import StatusReporter
@@ -177,7 +177,7 @@ class WorkerAgent:
                 segment.close()  # the storage holds its own descriptor now
             if msg.object_id in self._storing:
                 self._storing.discard(msg.object_id)
-                self.to_processor(ProcessorStored(msg.object_id, msg.error))
+                self._stored(msg.object_id, msg.error)
         elif kind is ObjectShmOffer:
             self._shm_offer(conn, msg)
         elif kind is ObjectShmReady:
@@ -239,7 +239,7 @@ class WorkerAgent:
         # leave the scheduler, which re-queues the rest elsewhere; we reconnect afresh.
         storing, self._storing = self._storing, set()
         for object_id in storing:
-            self.to_processor(ProcessorStored(object_id, "object storage connection lost: %s" % reason))
+            self._stored(object_id, "object storage connection lost: %s" % reason)
         if self.scheduler is not None and self.scheduler.opened and not self.scheduler.closed:
             self.scheduler.close("object storage lost")
 
@@ -247,6 +247,9 @@ class WorkerAgent:
     def store_object(self, object_id: bytes, owner_id: bytes, payload: Buffer) -> None:
         if type(payload) is shm.Segment:  # a result the processor handed over in a memfd
             if self.shm_puts:
+                previous = self._shm_stored.get(object_id)
+                if previous is not None:  # the same id again (a graph node run twice): the first is done with
+                    previous.close()
                 self._shm_stored[object_id] = payload
                 self.storage.send(ObjectPutShm(object_id, owner_id, payload.fd, payload.token, payload.size))
                 return
@@ -288,6 +291,11 @@ class WorkerAgent:
         else:
             conn.close("unexpected %s from the processor" % kind.__name__)
 
+    def _stored(self, object_id: bytes, error: str) -> None:
+        """Tell the scheduler how the put of a result went: it announces the result then."""
+        if self.scheduler is not None and self.registered:
+            self.scheduler.send(WorkerObjectStored(object_id, error))
+
     def _store_for_processor(self, conn: Connection, msg: Message) -> None:
         """A result to put into object storage (in a memfd when the message has a token)."""
         payload = msg.payload
@@ -304,7 +312,7 @@ class WorkerAgent:
         if self.storage is None:
             if type(payload) is shm.Segment:
                 payload.close()
-            conn.send(ProcessorStored(msg.object_id, "no object storage connection"))
+            self._stored(msg.object_id, "no object storage connection")
             return
         self._storing.add(msg.object_id)
         self.store_object(msg.object_id, msg.owner_id, payload)
@@ -385,7 +393,12 @@ class WorkerAgent:
             delay = 1.0  # a crash loop: do not spin
         else:
             delay = 0.0
-        self.loop.call_later(delay, self._start_processor)
+        self.loop.call_later(delay, self._start_if_none)
+
+    def _start_if_none(self) -> None:
+        """The delayed start after a death: unless one was started meanwhile (a restart)."""
+        if self.processor is None and not self.stopping:
+            self._start_processor()
 
     # --- time ---
     def _heartbeat(self) -> None:

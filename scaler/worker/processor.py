@@ -35,7 +35,7 @@ from ..protocol.messages import (FLAG_KEEP_RESULT, FLAG_PROFILE, FLAG_STREAM_OUT
                                  STATUS_FAILED, STATUS_MISSING_OBJECT, STATUS_NOT_SERIALIZABLE, STATUS_OK,
                                  STATUS_OK_OBJECT, ProcessorCancel, ProcessorConnect, ProcessorDial,
                                  ProcessorDropObjects, ProcessorObject, ProcessorObjectShm, ProcessorReady,
-                                 ProcessorStore, ProcessorStored, ProcessorTask, ProcessorWaiting, TaskResult)
+                                 ProcessorStore, ProcessorTask, ProcessorWaiting, TaskResult)
 from ..utility import task_context
 from ..utility.exceptions import TaskExitError
 from ..utility.process import rss_bytes, watch_lifeline
@@ -76,7 +76,7 @@ class Processor:
                  trim_threshold: int) -> None:
         self.channel = channel  # the scheduler: tasks in, results out
         self.agent = agent  # the agent: objects in, results to store out
-        self.stored: Dict[bytes, str] = {}  # ProcessorStored answers: object id -> error ("" when stored)
+        self.unavailable: Set[bytes] = set()  # objects that came but could not be mapped
         self._poller = select.poll()
         self._poller.register(channel.sock, select.POLLIN)
         self._poller.register(agent.sock, select.POLLIN)
@@ -158,6 +158,7 @@ class Processor:
                 self.profiler.invalidate()  # its bytes are the processor's growth, not the next task's
             self.raw[msg.object_id] = msg.payload
             self.loaded.pop(msg.object_id, None)
+            self.unavailable.discard(msg.object_id)
             if len(msg.payload) >= shm.SHM_MIN_BYTES:
                 shm.STATS["socket_objects"] += 1
         elif kind is ProcessorObjectShm:
@@ -168,14 +169,17 @@ class Processor:
             fd = self.agent.take_fd() if isinstance(self.agent, FdChannel) else None
             if fd is None:
                 logger.error("object %s came without its descriptor", msg.object_id.hex())
-                return  # the task that needs it fails with STATUS_MISSING_OBJECT
+                self.unavailable.add(msg.object_id)  # the task that needs it fails with STATUS_MISSING_OBJECT
+                return
             try:
                 mapping = shm.map_readonly(fd, msg.offset + msg.size)
             except (OSError, ValueError) as exc:
                 logger.error("cannot map object %s: %s", msg.object_id.hex(), exc)
+                self.unavailable.add(msg.object_id)
                 return
             finally:
                 os.close(fd)
+            self.unavailable.discard(msg.object_id)
             self.raw[msg.object_id] = memoryview(mapping)[msg.offset:msg.offset + msg.size]
             shm.STATS["shm_objects"] += 1
         elif kind is ProcessorCancel:
@@ -184,8 +188,6 @@ class Processor:
             for object_id in msg.object_ids:
                 self.raw.pop(object_id, None)
                 self.loaded.pop(object_id, None)
-        elif kind is ProcessorStored:
-            self.stored[msg.object_id] = msg.error
 
     def _run_one(self, task: Any) -> None:
         if task.task_id in self.cancelled:
@@ -213,13 +215,14 @@ class Processor:
         self._housekeeping()
 
     def _store_result(self, task: Any, result: Any) -> Any:
-        """Have the agent put a result into object storage (a graph node's under the id its
-        dependents read, ``FLAG_KEEP_RESULT``); the scheduler gets the object's id. A big one
-        goes to the agent as a sealed memfd (its one copy), not through the socket."""
+        """Hand a result to the agent to put into object storage (a graph node's under the id
+        its dependents read, ``FLAG_KEEP_RESULT``), and answer the scheduler with that id at
+        once: the agent tells the scheduler how the put went, and the scheduler announces the
+        result only then. So the next task starts now, not after the put. A big one goes to
+        the agent as a sealed memfd (its one copy), not through the socket."""
         object_id = graph_result_id(task.task_id) if task.flags & FLAG_KEEP_RESULT else os.urandom(32)
         payload = result.payload
         agent = self.agent
-        sent = False
         if isinstance(agent, FdChannel) and payload_size(payload) >= shm.SHM_MIN_BYTES:
             try:
                 segment = shm.make_sealed(payload if type(payload) is list else [payload])
@@ -231,18 +234,9 @@ class Processor:
                 finally:
                     segment.close()
                 shm.STATS["shm_results"] += 1
-                sent = True
-        if not sent:
-            agent.send(ProcessorStore(object_id, task.owner_id, "", payload))
-        detail = result.detail
-        payload = result.payload = None  # sent: free them while the agent stores them
-        while object_id not in self.stored:
-            for msg in self.agent.recv_ready() or [self.agent.recv()]:
-                self._handle(msg)
-        error = self.stored.pop(object_id)
-        if error:
-            return TaskResult(task.task_id, STATUS_MISSING_OBJECT, b"", "could not store the result: %s" % error)
-        return TaskResult(task.task_id, STATUS_OK_OBJECT, object_id, detail)
+                return TaskResult(task.task_id, STATUS_OK_OBJECT, object_id, result.detail)
+        agent.send(ProcessorStore(object_id, task.owner_id, "", payload))
+        return TaskResult(task.task_id, STATUS_OK_OBJECT, object_id, result.detail)
 
     def _redirect_output(self, task: Any) -> Optional[Tuple[Any, Any]]:
         """Point ``sys.stdout``/``sys.stderr`` at the task's client (stream_output), or back at
@@ -362,7 +356,7 @@ class Processor:
         """Read the agent's messages until ``object_id`` is here: the task was sent after the
         agent passed it on, but it travels on the other channel and may still be on its way."""
         agent = self.agent
-        while object_id not in self.raw and object_id not in self.loaded:
+        while object_id not in self.raw and object_id not in self.loaded and object_id not in self.unavailable:
             messages = agent.recv_ready()
             if not messages:
                 if not self._agent_poller.poll(int(OBJECT_WAIT_SECONDS * 1000)):
@@ -486,10 +480,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             except OSError:
                 logger.error("%s", text)
             return 3
+    early = []  # what the agent sent before the dial (objects meant for the processor before us...)
     try:
         agent.send(ProcessorReady(os.getpid(), ""))
         dial_msg = agent.recv()
-        while type(dial_msg) is not ProcessorDial:  # (drops for a processor before this one)
+        while type(dial_msg) is not ProcessorDial:
+            early.append(dial_msg)
             dial_msg = agent.recv()
     except (EOFError, OSError):
         return 1  # the agent died while we started: nobody to serve, nothing to report
@@ -498,7 +494,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (DialError, TimeoutError, ValueError, OSError) as exc:
         logger.error("cannot join the scheduler: %s", exc)
         return DIAL_FAILED_EXIT
-    Processor(scheduler, agent, args.gc_interval, args.trim_threshold).serve()
+    processor = Processor(scheduler, agent, args.gc_interval, args.trim_threshold)
+    for msg in early:  # in order: each descriptor goes with its own message
+        processor._handle(msg)
+    processor.serve()
     return SCHEDULER_LEFT_EXIT
 
 
