@@ -72,6 +72,15 @@ class Harness:
         self.results.clear()
 
 
+def running_a(pid=10, **kwargs):
+    """A harness whose processor ``pid`` holds the function and runs task "a"."""
+    h = Harness(**kwargs)
+    processor = h.connect_processor(pid=pid)
+    h.warm(processor)
+    h.add("a")
+    return h, processor
+
+
 def test_tasks_go_to_the_processor_and_results_to_the_state():
     h = Harness()
     processor = h.connect_processor()
@@ -122,10 +131,7 @@ def test_drops_go_through_the_agent_behind_the_objects_and_other_messages_to_it(
 
 
 def test_a_dead_processor_s_running_task_fails_with_the_agent_s_exit_detail():
-    h = Harness()
-    processor = h.connect_processor(pid=10)
-    h.warm(processor)
-    h.add("a")
+    h, processor = running_a()
     h.add("b")
     h.host.processor_closed(processor, "connection reset")
     assert h.results == [], "waits for the agent's note"
@@ -143,10 +149,7 @@ def test_a_dead_processor_s_running_task_fails_with_the_agent_s_exit_detail():
 def test_an_exit_note_before_the_connection_s_end_waits_for_what_it_sent_last():
     """The agent's note and the processor's last results travel on different connections:
     results read after the note (but before the connection's end) still count."""
-    h = Harness()
-    processor = h.connect_processor(pid=10)
-    h.warm(processor)
-    h.add("a")
+    h, processor = running_a()
     h.add("b")
     h.host.processor_exited(10, "exit code 7")
     assert h.results == [] and processor.closed is None
@@ -157,10 +160,7 @@ def test_an_exit_note_before_the_connection_s_end_waits_for_what_it_sent_last():
 
 
 def test_an_exit_note_whose_connection_never_ends_closes_it():
-    h = Harness()
-    processor = h.connect_processor(pid=10)
-    h.warm(processor)
-    h.add("a")
+    h, processor = running_a()
     h.host.processor_exited(10, "exit code 7")
     (delay, end), = h.timers
     assert delay == EXIT_NOTE_SECONDS
@@ -171,10 +171,7 @@ def test_an_exit_note_whose_connection_never_ends_closes_it():
 
 
 def test_without_a_note_the_processor_counts_as_dead_after_a_while():
-    h = Harness()
-    processor = h.connect_processor(pid=10)
-    h.warm(processor)
-    h.add("a")
+    h, processor = running_a()
     h.host.processor_closed(processor, "connection reset")
     (delay, fallback), = h.timers
     assert delay == EXIT_NOTE_SECONDS
@@ -186,19 +183,13 @@ def test_without_a_note_the_processor_counts_as_dead_after_a_while():
 
 
 def test_a_note_for_another_pid_changes_nothing():
-    h = Harness()
-    processor = h.connect_processor(pid=10)
-    h.warm(processor)
-    h.add("a")
+    h, processor = running_a()
     h.host.processor_exited(99, "exit code 1")
     assert h.results == [] and processor.closed is None
 
 
 def test_a_forced_cancel_of_the_running_task_has_the_agent_replace_the_processor():
-    h = Harness()
-    processor = h.connect_processor(pid=10)
-    h.warm(processor)
-    h.add("a")
+    h, processor = running_a()
     h.add("b")
     h.host.deliver(WorkerTaskCancel(b"a", True))
     assert h.agent.sent[-1] == WorkerRestartProcessor("task cancelled while running")

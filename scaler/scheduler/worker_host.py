@@ -110,19 +110,11 @@ class WorkerHost(PipelineEffects):
             return  # a replaced processor's: what it had was answered when it was replaced
         kind = type(msg)
         if kind is TaskResult:
-            self._inside += 1
-            try:
-                self.pipeline.processor_result(msg)
-            finally:
-                self._leave()
+            self._through(self.pipeline.processor_result, msg)
         elif kind is TaskOutput:
             self._on_output(self.worker_id, msg)
         elif kind is ProcessorWaiting:
-            self._inside += 1
-            try:
-                self.pipeline.processor_waiting(msg.task_id, msg.waiting)
-            finally:
-                self._leave()
+            self._through(self.pipeline.processor_waiting, msg.task_id, msg.waiting)
         else:
             conn.close("unexpected %s from a processor" % kind.__name__)
 
@@ -141,18 +133,10 @@ class WorkerHost(PipelineEffects):
 
     # --- from the agent ---
     def object_ready(self, object_id: bytes, found: bool) -> None:
-        self._inside += 1
-        try:
-            self.pipeline.object_arrived(object_id, found)
-        finally:
-            self._leave()
+        self._through(self.pipeline.object_arrived, object_id, found)
 
     def object_stored(self, object_id: bytes, error: str) -> None:
-        self._inside += 1
-        try:
-            self.pipeline.object_stored(object_id, error)
-        finally:
-            self._leave()
+        self._through(self.pipeline.object_stored, object_id, error)
 
     def processor_exited(self, pid: int, detail: str) -> None:
         """The agent saw its processor ``pid`` exit: its running task fails with ``detail``,
@@ -169,11 +153,7 @@ class WorkerHost(PipelineEffects):
     def check_timeout(self) -> Optional[bytes]:
         if self.task_timeout <= 0:
             return None
-        self._inside += 1
-        try:
-            return self.pipeline.check_timeout(self.task_timeout)
-        finally:
-            self._leave()
+        return self._through(self.pipeline.check_timeout, self.task_timeout)
 
     def close(self) -> None:
         """The worker left: its processor's connection goes too (the state re-queued its tasks)."""
@@ -210,6 +190,14 @@ class WorkerHost(PipelineEffects):
         self.agent.send(WorkerRestartProcessor(why))
 
     # --- internals ---
+    def _through(self, event: Callable[..., Any], *args: Any) -> Any:
+        """Feed the pipeline an event from a connection or a timer (not from the state)."""
+        self._inside += 1
+        try:
+            return event(*args)
+        finally:
+            self._leave()
+
     def _leave(self) -> None:
         """After an event from a connection or a timer: hand on what the pipeline answered."""
         self._inside -= 1
@@ -232,13 +220,8 @@ class WorkerHost(PipelineEffects):
                 self._on_result(self.worker_id, result)
 
     def _died(self, detail: str) -> None:
-        if self.closed:
-            return
-        self._inside += 1
-        try:
-            self.pipeline.processor_died(detail)
-        finally:
-            self._leave()
+        if not self.closed:
+            self._through(self.pipeline.processor_died, detail)
 
     def _no_note(self, lost: Any) -> None:
         """The connection ended and the agent did not say the processor exited: it may be
