@@ -210,8 +210,12 @@ class Processor:
                 self._restore_output(streams)
         if result.status == STATUS_OK and (task.flags & FLAG_KEEP_RESULT
                                            or payload_size(result.payload) > INLINE_RESULT_LIMIT):
-            result = self._store_result(task, result)
-        self.channel.send(result)
+            # (the big payload is freed once the scheduler has its answer, not before: freeing
+            # 200 MB takes tens of ms, which the result would wait for)
+            self.channel.send(self._store_result(task, result))
+        else:
+            self.channel.send(result)
+        result = None
         self._housekeeping()
 
     def _store_result(self, task: Any, result: Any) -> Any:
