@@ -157,6 +157,33 @@ def test_a_task_s_own_client_joins_over_tls(tls_combo, pki):
         assert client.submit(nested_sum, 10).result(timeout=TIMEOUT) == 90
 
 
+def talk_while_waiting_for_children(lines):
+    """A thread of the task prints (its output goes out on the processor's TLS connection)
+    while the task waits for sub-tasks (the processor reads that connection meanwhile)."""
+    import threading
+    from scaler import Client
+
+    def talk():
+        for i in range(lines):
+            print("line %d" % i)
+
+    talker = threading.Thread(target=talk)
+    talker.start()
+    with Client() as inner:
+        total = sum(sum(inner.map(add, range(20), range(20))) for _ in range(5))
+    talker.join()
+    return total
+
+
+def test_a_task_s_thread_streams_output_while_the_task_waits_over_tls(tls_combo, pki, capsys):
+    """One SSL object, two threads: the processor reads its scheduler connection (children,
+    cancels) while a task's thread writes output on it; every line arrives, in order."""
+    with Client(tls_combo.get_address(), auth_key=KEY, tls_ca=pki.ca, stream_output=True) as client:
+        assert client.submit(talk_while_waiting_for_children, 3000).result(timeout=TIMEOUT) == 5 * 380
+    out = capsys.readouterr().out
+    assert out == "".join("line %d\n" % i for i in range(3000))
+
+
 def test_security_config_works_for_a_client_too(tls_combo, pki):
     with Client(tls_combo.get_address(), auth_key=KEY, security_config=SecurityConfig(tls_ca=pki.ca)) as client:
         assert client.submit(add, 2, 2).result(timeout=TIMEOUT) == 4
