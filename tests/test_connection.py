@@ -17,7 +17,7 @@ from scaler.io import connection as connection_module
 from scaler.io.connection import DEFAULT_MAX_FRAME_BYTES, Connection, Handler
 from scaler.io.loop import EventLoop
 from scaler.protocol import messages as m
-from scaler.protocol.codec import FRAME_HEADER, decode, encode, encode_parts
+from scaler.protocol.codec import FRAME_HEADER, decode, encode, encode_batch, encode_parts
 from scaler.protocol.framing import BIG_FRAME
 from scaler.protocol.handshake import HANDSHAKE_FRAME_LIMIT
 
@@ -357,6 +357,84 @@ def test_unhandled_error_in_the_handler_closes_the_connection(loop):
     c.send(m.Heartbeat(1.0))
     run_until(loop, lambda: a.closed)
     assert acceptor.closed == "internal error handling Heartbeat"
+
+
+class BatchRecorder(Recorder):
+    batch_types = frozenset((m.TaskResult, m.TaskSubmit))
+
+    def __init__(self):
+        super().__init__()
+        self.events = []
+
+    def message_received(self, conn, msg):
+        self.events.append(("one", msg))
+
+    def batch_received(self, conn, msgs):
+        self.events.append(("batch", list(msgs)))
+
+
+def _frames(*items):
+    """Frames written back to back: a message alone, or a list as one batch frame."""
+    out = b""
+    for item in items:
+        parts = encode_batch(item) if isinstance(item, list) else encode_parts(item)
+        out += b"".join(bytes(part) for part in parts)
+    return out
+
+
+def test_messages_of_a_batch_type_read_together_reach_the_handler_as_one_list_in_order(loop):
+    a_sock, c_sock = nonblocking_pair()
+    handler = BatchRecorder()
+    a = Connection(loop, a_sock, handler, peer="writer", handshake=False)
+    results = [m.TaskResult(b"r%d" % i, m.STATUS_OK, b"x", "") for i in range(7)]
+    submits = [m.TaskSubmit(b"s%d" % i, 0, b"f", b"c", "", 0) for i in range(2)]
+    heartbeat = m.Heartbeat(1.0)
+    c_sock.sendall(_frames(results[0], results[1], heartbeat, results[2], [results[3], results[4]], results[5],
+                           *submits, results[6]))
+    run_until(loop, lambda: sum(len(e[1]) if e[0] == "batch" else 1 for e in handler.events) == 10)
+    assert handler.events == [("batch", results[:2]), ("one", heartbeat), ("batch", results[2:6]),
+                              ("batch", submits), ("one", results[6])]
+    assert a.opened and not a.closed
+    c_sock.close()
+
+
+def test_a_handler_that_closes_the_connection_on_a_batch_gets_nothing_after_it(loop):
+    a_sock, c_sock = nonblocking_pair()
+    handler = BatchRecorder()
+    a = Connection(loop, a_sock, handler, peer="writer", handshake=False)
+
+    def close_on_batch(conn, msgs):
+        handler.events.append(("batch", list(msgs)))
+        conn.close("enough")
+    handler.batch_received = close_on_batch
+    results = [m.TaskResult(b"r%d" % i, m.STATUS_OK, b"x", "") for i in range(3)]
+    c_sock.sendall(_frames(results[0], results[1], m.Heartbeat(1.0), results[2]))
+    run_until(loop, lambda: a.closed)
+    assert handler.events == [("batch", results[:2])] and handler.closed == "enough"
+    c_sock.close()
+
+
+def test_an_error_in_a_batch_handler_closes_the_connection(loop):
+    a_sock, c_sock = nonblocking_pair()
+    handler = BatchRecorder()
+    a = Connection(loop, a_sock, handler, peer="writer", handshake=False)
+
+    def boom(conn, msgs):
+        raise RuntimeError("boom")
+    handler.batch_received = boom
+    c_sock.sendall(_frames([m.TaskResult(b"a", m.STATUS_OK, b"", ""), m.TaskResult(b"b", m.STATUS_OK, b"", "")]))
+    run_until(loop, lambda: a.closed)
+    assert handler.closed == "internal error handling TaskResult"
+    c_sock.close()
+
+
+def test_a_handler_without_batch_types_gets_every_message_alone(loop):
+    a, acceptor, c, connector = open_pair(loop)
+    results = [m.TaskResult(b"r%d" % i, m.STATUS_OK, b"x", "") for i in range(50)]
+    for result in results:
+        c.send(result)  # (batched on the wire)
+    run_until(loop, lambda: len(acceptor.messages) == 50)
+    assert acceptor.messages == results
 
 
 def test_without_handshake_the_connection_is_open_at_once(loop):

@@ -281,3 +281,26 @@ def test_a_worker_that_left_answers_nothing_more():
     h.host.processor_message(processor, TaskResult(b"a", STATUS_OK, b"", ""))
     h.host.processor_closed(processor, "closed")
     assert h.results == [] and h.timers == []
+
+
+def test_results_read_together_go_through_the_pipeline_at_once_and_a_replaced_one_s_not_at_all():
+    h = Harness()
+    processor = h.connect_processor()
+    h.warm(processor)
+    for _ in range(20):  # short tasks: several go to the processor at once
+        h.add("w")
+        h.host.processor_message(processor, TaskResult(b"w", STATUS_OK, b"", ""))
+    h.results.clear()
+    for name in ("a", "b", "c"):
+        h.add(name)
+    assert processor.tasks()[-3:] == [b"a", b"b", b"c"]
+    h.host.processor_batch(processor, [TaskResult(b"a", STATUS_OK, b"", ""), TaskResult(b"b", STATUS_OK, b"", "")])
+    assert [r.task_id for r in h.results] == [b"a", b"b"]
+    assert h.host.pipeline.inflight() == [b"c"]
+    replaced = processor
+    h.connect_processor(pid=11)  # (the old connection's last batch crossed the new one)
+    h.results.clear()
+    h.host.processor_batch(replaced, [TaskResult(b"c", STATUS_OK, b"", "")] * 2)
+    assert h.results == []
+    h.host.processor_batch(h.host.processor, [ProcessorWaiting(b"c", True), ProcessorWaiting(b"c", False)])
+    assert h.host.pipeline.blocked_count() == 0 and not h.host.processor.closed

@@ -649,6 +649,37 @@ def test_a_dead_processor_requeues_the_task_waiting_for_objects_after_the_sent_o
     assert not pipeline.processor_holds()
 
 
+def test_results_that_come_together_are_answered_in_order_and_the_pipe_refilled_once():
+    pipeline, effects, clock = make()
+    for i in range(PIPELINE_DEPTH + 8):
+        pipeline.add(task("t%d" % i), 0)
+    assert len(effects.sent_tasks()) == PIPELINE_DEPTH
+    pipeline.cancel(b"t2", force=True)  # not started: skipped by the processor, answered here
+    assert effects.take_results() == [(b"t2", STATUS_CANCELLED)]
+    pipeline.processor_results([ok("t0"), ok("t1"), TaskResult(b"t2", STATUS_CANCELLED, b"", ""), ok("ghost"),
+                                ok("t3")])
+    assert effects.take_results() == [(b"t0", STATUS_OK), (b"t1", STATUS_OK), (b"t3", STATUS_OK)]
+    assert len(effects.sent_tasks()) == PIPELINE_DEPTH + 4  # the four ended are replaced
+    assert pipeline.inflight()[0] == b"t4" and len(pipeline.inflight()) == PIPELINE_DEPTH
+
+
+def test_results_that_come_together_share_the_time_since_the_last_one():
+    """Sixteen results read at once after 80 ms are sixteen 5 ms tasks (depth 4), not one
+    80 ms task and fifteen instant ones."""
+    pipeline, effects, clock = make()
+    for i in range(PIPELINE_DEPTH):
+        pipeline.add(task("t%d" % i), 0)
+    clock.now += 0.080
+    pipeline.processor_results([ok("t%d" % i) for i in range(PIPELINE_DEPTH)])
+    assert 0.004 < pipeline.task_seconds < 0.005
+    assert pipeline.depth == 4
+    single, single_effects, single_clock = make()
+    single.add(task("a"), 0)
+    single_clock.now += 0.080
+    single.processor_results([ok("a")])
+    assert single.depth == 1
+
+
 def test_a_result_for_a_task_not_in_flight_is_ignored():
     pipeline, effects, clock = make()
     pipeline.processor_result(ok("ghost"))
@@ -681,6 +712,9 @@ def test_random_event_sequences_never_lose_or_duplicate_a_task(seed):
             if rng.random() < 0.3:  # stored by the agent: announced once it says so
                 pending_puts.append(b"put-" + head)
                 pipeline.processor_result(TaskResult(head, STATUS_OK_OBJECT, b"put-" + head, ""))
+            elif rng.random() < 0.3:  # several read at once (the first may have been skipped)
+                inflight = pipeline.inflight()
+                pipeline.processor_results([TaskResult(t, STATUS_OK, b"r", "") for t in inflight[:rng.randrange(1, 5)]])
             else:
                 pipeline.processor_result(TaskResult(head, STATUS_OK, b"r", ""))
         elif event < 0.6 and pipeline.preparing():

@@ -318,31 +318,43 @@ class TaskPipeline:
 
     def processor_result(self, result: Message) -> None:
         """A ``TaskResult`` from the processor: answer it, learn the task's duration, refill."""
+        self.processor_results((result,))
+
+    def processor_results(self, results: Sequence[Message]) -> None:
+        """``TaskResult`` s from the processor, in the order it sent them (a run of short tasks'
+        comes as one batch): answer each, learn the tasks' duration, refill once."""
         inflight = self._inflight
-        if not inflight:
-            return
-        if inflight[0].task.task_id == result.task_id:
-            item = inflight.popleft()
-        else:  # should not happen (in-order), but never lose track of a task
-            matches = [i for i in inflight if i.task.task_id == result.task_id]
-            if not matches:
-                return
-            item = matches[0]
-            inflight.remove(item)
-        if item.blocked:
-            item.blocked = False
-            self._blocked.remove(item)
-        if item.temp:
-            self._release_temp(item.temp)
         now = self._clock()
+        taken = 0
+        for result in results:
+            if not inflight:
+                break
+            if inflight[0].task.task_id == result.task_id:
+                item = inflight.popleft()
+            else:  # should not happen (in-order), but never lose track of a task
+                matches = [i for i in inflight if i.task.task_id == result.task_id]
+                if not matches:
+                    continue
+                item = matches[0]
+                inflight.remove(item)
+            taken += 1
+            if item.blocked:
+                item.blocked = False
+                self._blocked.remove(item)
+            if item.temp:
+                self._release_temp(item.temp)
+            if not item.cancelled:
+                self._answer(result)
+            if taken == 1:
+                since = max(item.sent_at, self._last_result_at)
+        if not taken:
+            return
         if inflight:
             inflight[0].started_at = max(inflight[0].sent_at, now)  # the next one starts now
-        sample = now - max(item.sent_at, self._last_result_at)
-        self.task_seconds += 0.25 * (sample - self.task_seconds)
+        sample = (now - since) / taken  # (a batch came at once: its tasks shared the time since)
+        self.task_seconds += (1.0 - 0.75 ** taken) * (sample - self.task_seconds)
         self._last_result_at = now
         self.depth = pipeline_depth(self.task_seconds)
-        if not item.cancelled:
-            self._answer(result)
         self._pump()
 
     def processor_waiting(self, task_id: bytes, waiting: bool) -> None:

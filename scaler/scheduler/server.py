@@ -25,8 +25,9 @@ from ..protocol.messages import (ROLE_CLIENT, ROLE_MANAGER, ROLE_SCHEDULER, ROLE
                                  ManagerHeartbeat, ShutdownWorkerGroup, StartWorkerGroup, WorkerGroupStarted,
                                  WorkerGroupStopped, ClientDisconnect, Heartbeat, HeartbeatEcho, ObjectDelete,
                                  ObjectDeleteOwner, ProcessorConnect, SchedulerShutdown, ShutdownRefused, TaskCancel,
-                                 TaskSubmit, WorkerConnect, WorkerConnectReply, WorkerDisconnect, WorkerHeartbeat,
-                                 WorkerObjectReady, WorkerObjectStored, WorkerProcessorExited, WorkerStatus)
+                                 TaskResult, TaskSubmit, WorkerConnect, WorkerConnectReply, WorkerDisconnect,
+                                 WorkerHeartbeat, WorkerObjectReady, WorkerObjectStored, WorkerProcessorExited,
+                                 WorkerStatus)
 from ..config.policy import parse_policy
 from ..utility.cpu_policy import BatchPolicy
 from ..utility.procstat import ProcessMeter
@@ -252,6 +253,29 @@ class SchedulerServer(Handler):
     def _balance_now(self) -> None:
         self._balance_scheduled = False
         self.state.balance()
+
+    # A processor's results and a client's submissions that arrive back to back are taken
+    # whole (see Handler.batch_types): per read, not per message.
+    batch_types = frozenset((TaskResult, TaskSubmit))
+
+    def batch_received(self, conn: Connection, msgs: List[Message]) -> None:
+        peer = conn.data
+        kind = type(msgs[0])
+        if type(peer) is _ProcessorPeer:
+            peer.host.processor_batch(conn, msgs)
+        elif kind is TaskSubmit and type(peer) is _ClientPeer:
+            client_id = peer.peer_id
+            state = self.state
+            state.client_seen(client_id, time.monotonic())
+            submitted = state.task_submitted
+            for msg in msgs:
+                submitted(client_id, msg.task_id, msg.flags, msg.func_id, msg.call, msg.capabilities, msg.priority)
+            self._schedule_dispatch()
+        else:
+            for msg in msgs:
+                if conn.closed:
+                    return
+                self.message_received(conn, msg)
 
     def message_received(self, conn: Connection, msg: Message) -> None:
         peer = conn.data

@@ -118,6 +118,16 @@ class WorkerHost(PipelineEffects):
         else:
             conn.close("unexpected %s from a processor" % kind.__name__)
 
+    def processor_batch(self, conn: Any, msgs: List[Message]) -> None:
+        """A batch frame from the processor: a run of results goes to the pipeline whole."""
+        if conn is not self.processor:
+            return
+        if type(msgs[0]) is TaskResult:
+            self._through(self.pipeline.processor_results, msgs)
+            return
+        for msg in msgs:
+            self.processor_message(conn, msg)
+
     def processor_closed(self, conn: Any, reason: str) -> None:
         """Its connection ended, after everything it sent was read: it died with the agent's
         exit note as the detail, or, without one yet, wait a little for the note."""
