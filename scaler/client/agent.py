@@ -268,6 +268,13 @@ class ClientAgent(Handler):
     def scheduler_open(self, conn: Connection) -> None:
         conn.send(ClientConnect(self.client_id))
 
+    def scheduler_results(self, msgs: List[Message]) -> None:
+        """Results that came together from the scheduler."""
+        self.last_echo = time.monotonic()
+        task_result = self._task_result
+        for msg in msgs:
+            task_result(msg)
+
     def scheduler_message(self, conn: Connection, msg: Message) -> None:
         self.last_echo = time.monotonic()
         kind = type(msg)
@@ -527,7 +534,10 @@ class ClientAgent(Handler):
             self.delete_objects(list(future._temp_objects))
         if status == STATUS_OK:
             future._profile = msg.detail  # a ProfileResult's text when the task was profiled
-            _settle(future, lambda: future._set_payload(msg.payload, self.deserialize))
+            try:
+                future._set_payload(msg.payload, self.deserialize)
+            except InvalidStateError:
+                pass  # cancelled by the user in the meantime
         elif status == STATUS_OK_OBJECT:
             future._profile = msg.detail
             object_id = bytes(msg.payload)
@@ -638,6 +648,14 @@ class _Link(Handler):
     def __init__(self, agent: ClientAgent, is_scheduler: bool) -> None:
         self.agent = agent
         self.is_scheduler = is_scheduler
+        if is_scheduler:  # results read together are settled in one call (see Handler.batch_types)
+            self.batch_types = frozenset((TaskResult,))
+
+    def batch_received(self, conn: Connection, msgs: List[Message]) -> None:
+        if self.is_scheduler:
+            self.agent.scheduler_results(msgs)
+        else:
+            super().batch_received(conn, msgs)
 
     def connection_open(self, conn: Connection) -> None:
         if self.is_scheduler:

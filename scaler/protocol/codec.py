@@ -387,6 +387,22 @@ def batch_size(msg: Message) -> int:
     return 0 if size is None else size(msg)
 
 
+_BATCH_STRUCTS: Dict[Tuple[int, int], struct.Struct] = {}  # (type, count) -> its fixed columns and lengths
+
+
+def _batch_struct(spec: "_Spec", count: int) -> struct.Struct:
+    """The fixed-field columns and the variable fields' lengths of a batch of ``count``
+    messages of ``spec``'s type, as one Struct (made once per type and count)."""
+    key = (spec.cls.TYPE, count)
+    packer = _BATCH_STRUCTS.get(key)
+    if packer is None:
+        packer = struct.Struct("<" + "".join("%d%s" % (count, _FIXED_KINDS[kind]) for _, kind in spec.fixed)
+                               + "%dQ" % (count * len(spec.variable)))
+        if len(_BATCH_STRUCTS) < 8192:
+            _BATCH_STRUCTS[key] = packer
+    return packer
+
+
 def encode_batch(msgs: Sequence[Message]) -> List[Buffer]:
     """Encode 2 to BATCH_MAX_MESSAGES messages of one batchable type, each accepted by
     :func:`batch_size`, as one frame: what a run of small frames costs per message to frame,
@@ -399,22 +415,23 @@ def encode_batch(msgs: Sequence[Message]) -> List[Buffer]:
         columns: List[Any] = [[getattr(m, spec.cls.FIELDS[0][0]) for m in msgs]]
     else:
         columns = list(zip(*map(spec.columns, msgs)))
-    parts: List[Any] = [_BATCH_HEAD.pack(BATCH_TYPE, spec.cls.TYPE, count)]
-    try:
-        for (field_name, kind), column in zip(spec.fixed, columns):
-            parts.append(struct.pack("<%d%s" % (count, _FIXED_KINDS[kind]), *column))
-    except struct.error as exc:
-        raise ProtocolError("cannot encode %s: %s" % (spec.cls.__name__, exc)) from None
-    lengths: List[int] = []
+    numbers: List[Any] = []
+    for column in columns[:spec.nfixed]:
+        numbers.extend(column)
     data: List[Any] = []
     for (field_name, kind), column in zip(spec.variable, columns[spec.nfixed:]):
         if kind == "str":
             column = [text.encode("utf-8") for text in column]
-        lengths.extend(map(len, column))
         data.extend(column)
-    parts.append(struct.pack("<%dQ" % len(lengths), *lengths))
-    total = sum(map(len, parts)) + sum(lengths)
-    return [b"".join([FRAME_HEADER.pack(total), *parts, *data])]
+    lengths = list(map(len, data))
+    numbers.extend(lengths)
+    packer = _batch_struct(spec, count)
+    try:
+        head = packer.pack(*numbers)
+    except struct.error as exc:
+        raise ProtocolError("cannot encode %s: %s" % (spec.cls.__name__, exc)) from None
+    total = _BATCH_HEAD.size + packer.size + sum(lengths)
+    return [b"".join([FRAME_HEADER.pack(total), _BATCH_HEAD.pack(BATCH_TYPE, spec.cls.TYPE, count), head, *data])]
 
 
 def encode_frames(msgs: Sequence[Message]) -> List[Buffer]:
@@ -467,22 +484,21 @@ def decode_batch(payload: Buffer) -> List[Message]:
         raise ProtocolError("batch of %s announces %d messages in %d bytes (2 to %d allowed)"
                             % (name, count, size, BATCH_MAX_MESSAGES))
     pos = _BATCH_HEAD.size
-    columns: List[Any] = []
-    for field_name, kind in spec.fixed:
-        column_format = "<%d%s" % (count, _FIXED_KINDS[kind])
-        columns.append(struct.unpack_from(column_format, view, pos))
-        pos += struct.calcsize(column_format)
-    nvar = len(spec.variable)
-    lengths = struct.unpack_from("<%dQ" % (count * nvar), view, pos)
-    pos += 8 * count * nvar
+    packer = _batch_struct(spec, count)
+    if pos + packer.size > size:
+        raise ProtocolError("batch of %s announces %d messages in %d bytes" % (name, count, size))
+    numbers = packer.unpack_from(view, pos)
+    pos += packer.size
+    nfixed = spec.nfixed * count
+    lengths = numbers[nfixed:]
     if sum(lengths) != size - pos:
         raise ProtocolError("batch of %s: its fields do not add up to the frame" % name)
+    columns: List[Any] = [numbers[start:start + count] for start in range(0, nfixed, count)]
     data = bytes(view[pos:])  # one copy; slices of bytes are bytes
-    end = 0
+    ends = list(itertools.accumulate(lengths, initial=0))
+    items = [data[a:b] for a, b in zip(ends, ends[1:])]  # field by field, message by message
     for index, (field_name, kind) in enumerate(spec.variable):
-        ends = list(itertools.accumulate(lengths[index * count:(index + 1) * count], initial=end))
-        column = [data[a:b] for a, b in zip(ends, ends[1:])]
-        end = ends[-1]
+        column = items[index * count:(index + 1) * count]
         if kind == "str":
             try:
                 column = [str(item, "utf-8") if item else "" for item in column]
