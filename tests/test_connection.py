@@ -414,6 +414,20 @@ def test_a_handler_that_closes_the_connection_on_a_batch_gets_nothing_after_it(l
     c_sock.close()
 
 
+def test_messages_held_for_a_run_are_delivered_before_a_bad_frame_closes_the_connection(loop):
+    """A processor's results read before a malformed frame are still results: losing them
+    would fail a task that succeeded and run the others twice."""
+    a_sock, c_sock = nonblocking_pair()
+    handler = BatchRecorder()
+    a = Connection(loop, a_sock, handler, peer="writer", handshake=False)
+    results = [m.TaskResult(b"r%d" % i, m.STATUS_OK, b"x", "") for i in range(3)]
+    c_sock.sendall(_frames(*results) + FRAME_HEADER.pack(3) + b"\xfe\x00\x00")  # a type nobody declared
+    run_until(loop, lambda: a.closed)
+    assert handler.events == [("batch", results)]
+    assert handler.closed.startswith("protocol error")
+    c_sock.close()
+
+
 def test_an_error_in_a_batch_handler_closes_the_connection(loop):
     a_sock, c_sock = nonblocking_pair()
     handler = BatchRecorder()

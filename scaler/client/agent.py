@@ -268,11 +268,13 @@ class ClientAgent(Handler):
     def scheduler_open(self, conn: Connection) -> None:
         conn.send(ClientConnect(self.client_id))
 
-    def scheduler_results(self, msgs: List[Message]) -> None:
+    def scheduler_results(self, conn: Connection, msgs: List[Message]) -> None:
         """Results that came together from the scheduler."""
         self.last_echo = time.monotonic()
         task_result = self._task_result
         for msg in msgs:
+            if conn.closed:
+                return
             task_result(msg)
 
     def scheduler_message(self, conn: Connection, msg: Message) -> None:
@@ -653,7 +655,7 @@ class _Link(Handler):
 
     def batch_received(self, conn: Connection, msgs: List[Message]) -> None:
         if self.is_scheduler:
-            self.agent.scheduler_results(msgs)
+            self.agent.scheduler_results(conn, msgs)
         else:
             super().batch_received(conn, msgs)
 

@@ -684,6 +684,10 @@ class Connection:
                     continue
                 msg = decode(frame)
             except ProtocolError as exc:
+                if run:  # what came before the bad frame is delivered first, as it would be unheld
+                    self._deliver_run(run)
+                    if self._state == _CLOSED:
+                        return
                 self.close("protocol error from %s: %s" % (self.peer, exc))
                 return
             if self._state != _OPEN:

@@ -269,6 +269,8 @@ class SchedulerServer(Handler):
             state.client_seen(client_id, time.monotonic())
             submitted = state.task_submitted
             for msg in msgs:
+                if conn.closed:
+                    break
                 submitted(client_id, msg.task_id, msg.flags, msg.func_id, msg.call, msg.capabilities, msg.priority)
             self._schedule_dispatch()
         else:
