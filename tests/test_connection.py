@@ -382,10 +382,16 @@ def _frames(*items):
     return out
 
 
-def test_messages_of_a_batch_type_read_together_reach_the_handler_as_one_list_in_order(loop):
+def batch_reader(loop):
+    """A Connection (no handshake) whose handler gathers TaskResult and TaskSubmit, and the
+    raw socket that writes to it."""
     a_sock, c_sock = nonblocking_pair()
     handler = BatchRecorder()
-    a = Connection(loop, a_sock, handler, peer="writer", handshake=False)
+    return Connection(loop, a_sock, handler, peer="writer", handshake=False), handler, c_sock
+
+
+def test_messages_of_a_batch_type_read_together_reach_the_handler_as_one_list_in_order(loop):
+    a, handler, c_sock = batch_reader(loop)
     results = [m.TaskResult(b"r%d" % i, m.STATUS_OK, b"x", "") for i in range(7)]
     submits = [m.TaskSubmit(b"s%d" % i, 0, b"f", b"c", "", 0) for i in range(2)]
     heartbeat = m.Heartbeat(1.0)
@@ -399,9 +405,7 @@ def test_messages_of_a_batch_type_read_together_reach_the_handler_as_one_list_in
 
 
 def test_a_handler_that_closes_the_connection_on_a_batch_gets_nothing_after_it(loop):
-    a_sock, c_sock = nonblocking_pair()
-    handler = BatchRecorder()
-    a = Connection(loop, a_sock, handler, peer="writer", handshake=False)
+    a, handler, c_sock = batch_reader(loop)
 
     def close_on_batch(conn, msgs):
         handler.events.append(("batch", list(msgs)))
@@ -417,9 +421,7 @@ def test_a_handler_that_closes_the_connection_on_a_batch_gets_nothing_after_it(l
 def test_messages_held_for_a_run_are_delivered_before_a_bad_frame_closes_the_connection(loop):
     """A processor's results read before a malformed frame are still results: losing them
     would fail a task that succeeded and run the others twice."""
-    a_sock, c_sock = nonblocking_pair()
-    handler = BatchRecorder()
-    a = Connection(loop, a_sock, handler, peer="writer", handshake=False)
+    a, handler, c_sock = batch_reader(loop)
     results = [m.TaskResult(b"r%d" % i, m.STATUS_OK, b"x", "") for i in range(3)]
     c_sock.sendall(_frames(*results) + FRAME_HEADER.pack(3) + b"\xfe\x00\x00")  # a type nobody declared
     run_until(loop, lambda: a.closed)
@@ -429,9 +431,7 @@ def test_messages_held_for_a_run_are_delivered_before_a_bad_frame_closes_the_con
 
 
 def test_an_error_in_a_batch_handler_closes_the_connection(loop):
-    a_sock, c_sock = nonblocking_pair()
-    handler = BatchRecorder()
-    a = Connection(loop, a_sock, handler, peer="writer", handshake=False)
+    a, handler, c_sock = batch_reader(loop)
 
     def boom(conn, msgs):
         raise RuntimeError("boom")
