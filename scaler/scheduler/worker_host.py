@@ -119,7 +119,8 @@ class WorkerHost(PipelineEffects):
             conn.close("unexpected %s from a processor" % kind.__name__)
 
     def processor_batch(self, conn: Any, msgs: List[Message]) -> None:
-        """A batch frame from the processor: a run of results goes to the pipeline whole."""
+        """Messages the processor sent back to back, read at once (see Handler.batch_types): a
+        run of results goes to the pipeline whole."""
         if conn is not self.processor:
             return
         if type(msgs[0]) is TaskResult:
