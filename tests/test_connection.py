@@ -395,11 +395,12 @@ def test_messages_of_a_batch_type_read_together_reach_the_handler_as_one_list_in
     results = [m.TaskResult(b"r%d" % i, m.STATUS_OK, b"x", "") for i in range(7)]
     submits = [m.TaskSubmit(b"s%d" % i, 0, b"f", b"c", "", 0) for i in range(2)]
     heartbeat = m.Heartbeat(1.0)
+    more = [m.TaskSubmit(b"s%d" % i, 0, b"f", b"c", "", 0) for i in range(2, 4)]
     c_sock.sendall(_frames(results[0], results[1], heartbeat, results[2], [results[3], results[4]], results[5],
-                           *submits, results[6]))
-    run_until(loop, lambda: sum(len(e[1]) if e[0] == "batch" else 1 for e in handler.events) == 10)
+                           *submits, results[6], more))
+    run_until(loop, lambda: sum(len(e[1]) if e[0] == "batch" else 1 for e in handler.events) == 12)
     assert handler.events == [("batch", results[:2]), ("one", heartbeat), ("batch", results[2:6]),
-                              ("batch", submits), ("one", results[6])]
+                              ("batch", submits), ("one", results[6]), ("batch", more)]
     assert a.opened and not a.closed
     c_sock.close()
 

@@ -674,13 +674,13 @@ class Connection:
                     if self._state != _OPEN:
                         raise ProtocolError("a batch frame before the handshake completed")
                     msgs = decode_batch(frame)
-                    if type(msgs[0]) in batch_types and (not run or type(run[0]) is type(msgs[0])):
-                        run.extend(msgs)
-                        continue
-                    if run:
+                    if run and type(run[0]) is not type(msgs[0]):
                         self._deliver_run(run)
                         run = []
-                    self._deliver_batch(msgs)
+                    if type(msgs[0]) in batch_types:
+                        run.extend(msgs)
+                    elif self._state != _CLOSED:
+                        self._deliver_batch(msgs)
                     continue
                 msg = decode(frame)
             except ProtocolError as exc:
