@@ -101,6 +101,7 @@ def ok(name, payload=b"r"):
 
 def test_pipeline_depth_follows_task_duration():
     assert pipeline_depth(0.0001) == PIPELINE_DEPTH
+    assert pipeline_depth(0.0002) == pipeline_depth(0.001) == 16 < PIPELINE_DEPTH
     assert pipeline_depth(0.005) == 4
     assert pipeline_depth(0.5) == 1
 
@@ -667,10 +668,10 @@ def test_results_that_come_together_share_the_time_since_the_last_one():
     """Sixteen results read at once after 80 ms are sixteen 5 ms tasks (depth 4), not one
     80 ms task and fifteen instant ones."""
     pipeline, effects, clock = make()
-    for i in range(PIPELINE_DEPTH):
+    for i in range(16):
         pipeline.add(task("t%d" % i), 0)
     clock.now += 0.080
-    pipeline.processor_results([ok("t%d" % i) for i in range(PIPELINE_DEPTH)])
+    pipeline.processor_results([ok("t%d" % i) for i in range(16)])
     assert 0.004 < pipeline.task_seconds < 0.005
     assert pipeline.depth == 4
     single, single_effects, single_clock = make()
