@@ -87,3 +87,28 @@ def test_a_restart_during_the_delayed_start_after_a_death_starts_one_processor(m
     finally:
         agent._stop_processor()
         loop.close()
+
+
+def test_an_object_that_could_not_be_mapped_then_dropped_is_awaited_when_sent_again():
+    """An object that came without its descriptor is marked unavailable (the task needing it
+    fails). Once the scheduler drops it, a later task that needs it again must wait for the
+    copy the agent sends next, not fail at once on the stale mark."""
+    import pickle
+
+    from scaler.protocol.messages import ProcessorDropObjects, ProcessorObject
+    scheduler_end, processor_end = socket.socketpair()
+    agent_end, processor_agent_end = socket.socketpair()
+    processor = processor_module.Processor(BlockingChannel(processor_end), BlockingChannel(processor_agent_end),
+                                           gc_interval=0, trim_threshold=-1)
+    agent = BlockingChannel(agent_end)
+    object_id = b"o" * 32
+    try:
+        processor._handle(ProcessorObjectShm(object_id, 0, 10))  # a plain channel: no descriptor with it
+        assert object_id in processor.unavailable
+        processor._handle(ProcessorDropObjects([object_id]))
+        assert object_id not in processor.unavailable
+        agent.send(ProcessorObject(object_id, pickle.dumps("the object")))  # fetched again for a new task
+        assert processor._object(object_id, processor.default_serializer) == "the object"
+    finally:
+        for sock in (scheduler_end, processor_end, agent_end, processor_agent_end):
+            sock.close()

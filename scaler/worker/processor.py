@@ -188,6 +188,7 @@ class Processor:
             for object_id in msg.object_ids:
                 self.raw.pop(object_id, None)
                 self.loaded.pop(object_id, None)
+                self.unavailable.discard(object_id)  # fetched again later, it is awaited, not failed at once
 
     def _run_one(self, task: Any) -> None:
         if task.task_id in self.cancelled:
