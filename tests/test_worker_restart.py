@@ -1,7 +1,9 @@
 """A worker's processor being replaced: what reaches the new one before it joins the
-scheduler, and the agent starting exactly one successor. In-process, no scheduler."""
+scheduler, the agent starting exactly one successor, and an object the processor could not
+map being sent to it again. In-process, no scheduler."""
 
 import itertools
+import os
 import socket
 import sys
 
@@ -110,5 +112,7 @@ def test_an_object_that_could_not_be_mapped_then_dropped_is_awaited_when_sent_ag
         agent.send(ProcessorObject(object_id, pickle.dumps("the object")))  # fetched again for a new task
         assert processor._object(object_id, processor.default_serializer) == "the object"
     finally:
+        os.close(processor.wake_reader)
+        os.close(processor.wake_writer)
         for sock in (scheduler_end, processor_end, agent_end, processor_agent_end):
             sock.close()
