@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from concurrent.futures import InvalidStateError
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 from ..io import shm
 from ..io.address import Address, connectable_host, parse_address
@@ -95,6 +95,9 @@ class ClientAgent(Handler):
         self.futures: Dict[bytes, ScalerFuture] = {}
         self.unacked: Dict[bytes, List[Callable[[Optional[BaseException]], None]]] = {}  # puts in flight
         self.held: Dict[bytes, ScalerFuture] = {}  # tasks waiting for their objects to be stored
+        # Batches not sent yet, in the order they were handed over: the first waits for an
+        # object to be stored, the others wait behind it (see submit).
+        self._queued: Deque[_QueuedBatch] = collections.deque()
         # Stores refused before a task needing them was handed over (the refusal can win the
         # race with the hand-over); the oldest are forgotten past REFUSED_PUTS_KEPT.
         self.refused_puts: "collections.OrderedDict[bytes, BaseException]" = collections.OrderedDict()
@@ -157,11 +160,14 @@ class ClientAgent(Handler):
         over earlier is still on its way, every object the tasks need is acknowledged, and the
         connection has nothing queued. Returns False, having done nothing, otherwise."""
         conn = self.scheduler
-        if conn is None or self.failure is not None or self._calls_pending or self.on_io_thread():
+        if (conn is None or self.failure is not None or self._calls_pending or self._queued
+                or self.on_io_thread()):
             return False  # (_calls_pending read unlocked as a hint: no frames encoded for nothing)
         parts = encode_frames([msg for _, msg in batch])
         with self.send_lock:
-            if self._calls_pending or self.failure is not None:
+            # With no hand-over pending, every batch handed over earlier is sent or queued:
+            # a queued one must not be overtaken.
+            if self._calls_pending or self._queued or self.failure is not None:
                 return False
             # Only now, with no hand-over pending: a put handed over just before (the
             # function's, on its first submit) may have reached unacked meanwhile.
@@ -413,7 +419,10 @@ class ClientAgent(Handler):
     def submit(self, batch: List[Tuple[ScalerFuture, Optional[Message]]], needs: Sequence[bytes] = (),
                graph: Optional[Message] = None) -> None:
         """Send tasks, but only once every object they need is acknowledged by storage:
-        a worker must never ask for an object that is still on its way.
+        a worker must never ask for an object that is still on its way. And in the order
+        they were handed over: a batch behind one that waits for its objects waits too, so
+        equal priorities run in submission order even when a map's first batch carries a
+        large argument (stored first) and its next one does not.
 
         With ``graph`` (a ``GraphSubmit``), the batch holds the futures of its requested
         nodes, without messages: the graph is sent whole after them."""
@@ -424,31 +433,47 @@ class ClientAgent(Handler):
         refused = [self.refused_puts[object_id] for object_id in needs if object_id in self.refused_puts]
         if refused:
             for future, _ in batch:
-                self.held.pop(future.task_id, None)
                 _settle(future, lambda f=future: f.set_exception(refused[0]))
             return
         waiting = [object_id for object_id in set(needs) if object_id in self.unacked]
-        if waiting:
-            remaining = [len(waiting)]
-
-            def acknowledged(error: Optional[BaseException]) -> None:
-                if error is not None:
-                    remaining[0] = -1
-                    for future, _ in batch:
-                        self.held.pop(future.task_id, None)
-                        _settle(future, lambda f=future: f.set_exception(error))
-                    return
-                remaining[0] -= 1
-                if remaining[0] == 0:
-                    self.submit(batch, graph=graph)
-
-            for object_id in waiting:
-                self.unacked[object_id].append(acknowledged)
-            for future, _ in batch:
-                self.held[future.task_id] = future
+        if not waiting and not self._queued:
+            self._send_batch(batch, graph)
             return
+        entry = _QueuedBatch(batch, graph, len(waiting))
+        self._queued.append(entry)
         for future, _ in batch:
-            self.held.pop(future.task_id, None)
+            self.held[future.task_id] = future
+
+        def acknowledged(error: Optional[BaseException]) -> None:
+            if entry.error is None:
+                if error is not None:
+                    entry.error = error
+                else:
+                    entry.waiting -= 1
+            self._release_queued()
+
+        for object_id in waiting:
+            self.unacked[object_id].append(acknowledged)
+
+    def _release_queued(self) -> None:
+        """Send the queued batches from the first on, up to one still waiting for an object;
+        one whose object was refused fails, and those behind it go on."""
+        queued = self._queued
+        while queued:
+            entry = queued[0]
+            if entry.error is None and entry.waiting > 0:
+                return
+            queued.popleft()
+            for future, _ in entry.batch:
+                self.held.pop(future.task_id, None)
+            error = entry.error or self.failure
+            if error is not None:
+                for future, _ in entry.batch:
+                    _settle(future, lambda f=future, e=error: f.set_exception(e))
+                continue
+            self._send_batch(entry.batch, entry.graph)
+
+    def _send_batch(self, batch: List[Tuple[ScalerFuture, Optional[Message]]], graph: Optional[Message]) -> None:
         futures = self.futures
         send = self.scheduler.send
         cancelled = []
@@ -624,6 +649,20 @@ def payload_nbytes(payload: Any) -> int:
     if type(payload) is list:
         return sum(memoryview(chunk).nbytes for chunk in payload)
     return memoryview(payload).nbytes
+
+
+class _QueuedBatch:
+    """A batch handed to ``ClientAgent.submit`` and not sent yet (``waiting``: its objects
+    not acknowledged yet; ``error``: the refusal of one of them)."""
+
+    __slots__ = ("batch", "graph", "waiting", "error")
+
+    def __init__(self, batch: List[Tuple[ScalerFuture, Optional[Message]]], graph: Optional[Message],
+                 waiting: int) -> None:
+        self.batch = batch
+        self.graph = graph
+        self.waiting = waiting
+        self.error: Optional[BaseException] = None
 
 
 def _settle(future: ScalerFuture, action: Callable[[], Any]) -> None:
