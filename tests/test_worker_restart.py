@@ -116,3 +116,27 @@ def test_an_object_that_could_not_be_mapped_then_dropped_is_awaited_when_sent_ag
         os.close(processor.wake_writer)
         for sock in (scheduler_end, processor_end, agent_end, processor_agent_end):
             sock.close()
+
+
+def test_a_cancel_for_a_task_the_processor_already_ran_is_not_kept():
+    """The scheduler cancels tasks it sent ahead (ProcessorCancel) without knowing whether
+    the processor has reached them: a cancel for one already run must not be remembered for
+    ever (64 ids per cancelled map of short tasks, for the processor's whole life)."""
+    from scaler.protocol.messages import ProcessorCancel, ProcessorTask
+    scheduler_end, processor_end = socket.socketpair()
+    agent_end, processor_agent_end = socket.socketpair()
+    processor = processor_module.Processor(BlockingChannel(processor_end), BlockingChannel(processor_agent_end),
+                                           gc_interval=0, trim_threshold=-1)
+    try:
+        waiting = ProcessorTask(b"t" * 32, 0, b"f" * 32, b"", 0, b"o" * 32)
+        processor._handle(waiting)
+        processor._handle(ProcessorCancel(b"t" * 32))
+        processor._handle(ProcessorCancel(b"r" * 32))  # ran already: nothing here to skip
+        assert processor.cancelled == {b"t" * 32}
+        processor._run_one(processor.pending.popleft())  # skipped: answered "cancelled", forgotten
+        assert processor.cancelled == set()
+    finally:
+        os.close(processor.wake_reader)
+        os.close(processor.wake_writer)
+        for sock in (scheduler_end, processor_end, agent_end, processor_agent_end):
+            sock.close()

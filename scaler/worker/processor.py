@@ -183,7 +183,12 @@ class Processor:
             self.raw[msg.object_id] = memoryview(mapping)[msg.offset:msg.offset + msg.size]
             shm.STATS["shm_objects"] += 1
         elif kind is ProcessorCancel:
-            self.cancelled.add(msg.task_id)
+            # Only for a task still waiting here: the scheduler cannot know whether this one
+            # has already run (its result is then dropped there), and a cancel kept for a task
+            # that never comes would be kept for ever.
+            task_id = msg.task_id
+            if any(task.task_id == task_id for task in self.pending):
+                self.cancelled.add(task_id)
         elif kind is ProcessorDropObjects:
             for object_id in msg.object_ids:
                 self.raw.pop(object_id, None)
