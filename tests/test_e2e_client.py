@@ -706,6 +706,37 @@ def test_a_worker_that_runs_dry_takes_queued_tasks_from_a_busy_one_at_once(make_
         assert len(set(slow_on)) == 2, "the slow tasks all ran on one worker: %s" % slow_on
 
 
+def test_tasks_sent_ahead_to_a_busy_processor_are_asked_back_for_a_worker_that_runs_dry(make_combo, tmp_path):
+    """After no-op tasks a worker's pipeline sends up to 64 tasks ahead to its processor, so
+    the slow half of the batch is with the processor, not queued, when the other worker runs
+    dry. Balancing asks the processor for the ones it has not started: the slow tasks end on
+    both workers, and every task runs exactly once (each appends its index to a file)."""
+    combo = make_combo(n_workers=2, load_balance_seconds=600)
+    log = str(tmp_path / "runs")
+    with Client(combo.get_address()) as client:
+        pids = set()
+        for _ in range(200):
+            pids.update(client.map(sleep_then_pid, [0.01, 0.01]))
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2, "two workers never both ran a task"
+        client.map(add, range(400), range(400))  # no-op tasks: both pipelines go 64 deep
+        durations = [0.15, 0.005] * 16
+        results = client.starmap(sleep_log_pid, [(seconds, i, log) for i, seconds in enumerate(durations)])
+        slow_on = [pid for pid, seconds in zip(results, durations) if seconds == 0.15]
+        assert len(set(slow_on)) == 2, "the slow tasks all ran on one worker: %s" % slow_on
+    with open(log) as f:
+        assert sorted(int(line) for line in f) == list(range(len(durations)))
+
+
+def sleep_log_pid(seconds, index, log):
+    import time as _time
+    _time.sleep(seconds)
+    with open(log, "a") as f:
+        f.write("%d\n" % index)
+    return os.getpid()
+
+
 def test_a_new_function_submitted_twice_at_once_never_reaches_a_worker_before_it_is_stored(shared_combo):
     """The first submit of a function stores it (through the I/O thread); a second submit
     right behind may be written by the caller's thread, but only once that store is

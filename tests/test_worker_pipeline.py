@@ -547,13 +547,59 @@ def test_cancel_of_a_task_waiting_for_objects_lets_the_next_one_go():
     assert effects.sent_tasks() == [b"b"]
 
 
-def test_a_balancing_cancel_leaves_tasks_already_with_the_processor():
+def test_a_balancing_cancel_asks_the_processor_back_for_a_task_it_has_not_started():
+    """Sent ahead is not started: a balancing cancel asks the processor to skip it, and the
+    state learns it was given back only from the processor's answer (so it runs once)."""
+    pipeline, effects, clock = make()
+    for name in ("a", "b", "c"):
+        pipeline.add(task(name), 0)
+    pipeline.cancel(b"a", force=False)  # the running one: stays
+    pipeline.cancel(b"c", force=False)
+    pipeline.cancel(b"c", force=False)  # asked once
+    assert effects.processor.count(ProcessorCancel(b"c")) == 1 and ProcessorCancel(b"a") not in effects.processor
+    assert effects.results == [] and pipeline.inflight() == [b"a", b"b", b"c"]
+    pipeline.processor_results([ok("a"), ok("b"), TaskResult(b"c", STATUS_CANCELLED, b"", "cancelled")])
+    assert effects.take_results() == [(b"a", STATUS_OK), (b"b", STATUS_OK), (b"c", STATUS_CANCELLED)]
+
+
+def test_a_task_asked_back_too_late_is_answered_with_its_result():
     pipeline, effects, clock = make()
     pipeline.add(task("a"), 0)
     pipeline.add(task("b"), 0)
     pipeline.cancel(b"b", force=False)
-    pipeline.cancel(b"a", force=False)
-    assert effects.results == [] and pipeline.inflight() == [b"a", b"b"]
+    pipeline.processor_results([ok("a"), ok("b")])  # the processor had started it: it ran, once
+    assert effects.take_results() == [(b"a", STATUS_OK), (b"b", STATUS_OK)]
+
+
+def test_a_forced_cancel_after_a_balancing_one_is_answered_once():
+    pipeline, effects, clock = make()
+    pipeline.add(task("a"), 0)
+    pipeline.add(task("b"), 0)
+    pipeline.cancel(b"b", force=False)
+    pipeline.cancel(b"b", force=True)
+    assert effects.take_results() == [(b"b", STATUS_CANCELLED)]
+    pipeline.processor_results([ok("a"), TaskResult(b"b", STATUS_CANCELLED, b"", "cancelled")])
+    assert effects.take_results() == [(b"a", STATUS_OK)]
+
+
+def test_a_task_asked_back_when_the_processor_dies_is_queued_again_and_can_be_asked_again():
+    pipeline, effects, clock = make()
+    for name in ("a", "b"):
+        pipeline.add(task(name), 0)
+    pipeline.cancel(b"b", force=False)
+    pipeline.processor_died("killed")
+    assert effects.take_results() == [(b"a", STATUS_PROCESSOR_DIED)] and pipeline.queued() == [b"b"]
+    pipeline.cancel(b"b", force=False)  # queued now: given back at once
+    assert effects.take_results() == [(b"b", STATUS_CANCELLED)]
+
+
+def test_tasks_that_need_objects_go_ahead_16_deep_at_most():
+    """64 ahead only for tasks with nothing to fetch: a burst of tasks with large arguments
+    after a run of no-op tasks must not have 64 of them fetched into the processor."""
+    pipeline, effects, clock = make()
+    for i in range(40):
+        pipeline.add(task("t%d" % i, FLAG_NEEDS_OBJECTS, call_of([(ARG_TEMP, oid("big%d" % i))])), 0)
+    assert len(effects.fetched) == 16 and len(pipeline.queued()) == 24
 
 
 def test_a_forced_cancel_of_a_sent_task_tells_the_processor_to_skip_it():

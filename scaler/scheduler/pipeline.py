@@ -20,11 +20,13 @@ Where a task is, in order:
 * **in flight** — sent to the processor, which runs them in order: the first one is
   the running one, which keeps cancellation and crash attribution exact.
 
-How many go in flight at once is the *pipelining depth*: 64 while tasks take under 0.2 ms,
-16 under 2 ms (fewer wake-ups, and a processor that keeps running while the scheduler waits
-for a CPU), 4 under 20 ms, else 1 (a moving average of the processor's time per task
-decides, starting from "slow"), so long tasks wait here where the scheduler can move them
-to idle workers. And nothing joins behind a running task that has taken longer than
+How many go in flight at once is the *pipelining depth*: 64 while tasks take under 0.2 ms
+(16 for a task whose objects must be fetched first), 16 under 2 ms (fewer wake-ups, and a
+processor that keeps running while the scheduler waits for a CPU), 4 under 20 ms, else 1
+(a moving average of the processor's time per task decides, starting from "slow"), so long
+tasks wait here where the scheduler can move them to idle workers. A task sent ahead and
+not started can still be moved: a balancing cancel asks the processor for it back, and
+the processor's answer (skipped, or its result) is what the state learns. And nothing joins behind a running task that has taken longer than
 ``HEAD_STALL_SECONDS`` (the *head-stall rule*): a task waiting for sub-tasks it submitted
 must not hold them hostage.
 
@@ -48,6 +50,7 @@ from ..protocol.messages import (FLAG_NEEDS_OBJECTS, STATUS_CANCELLED, STATUS_MI
                                  ProcessorTask, TaskResult)
 
 PIPELINE_DEPTH = 64  # tasks sent ahead to the processor (which runs them in order) while tasks are very short
+OBJECT_TASKS_AHEAD = 16  # at most this many ahead when the next one needs objects fetched (its arguments)
 HEAD_STALL_SECONDS = 0.001  # the running task has taken this long: stop queueing behind it
 STORED_EARLY_LIMIT = 4096  # put outcomes remembered for results not seen yet (see object_stored)
 
@@ -100,7 +103,7 @@ _NOTHING: AbstractSet[bytes] = frozenset()
 class _Item:
     """One task held by the pipeline."""
 
-    __slots__ = ("task", "priority", "temp", "waiting", "cancelled", "sent_at", "started_at", "blocked")
+    __slots__ = ("task", "priority", "temp", "waiting", "cancelled", "sent_at", "started_at", "blocked", "recalled")
 
     def __init__(self, task: Message, priority: int) -> None:
         self.task = task
@@ -111,6 +114,7 @@ class _Item:
         self.sent_at = 0.0
         self.started_at = 0.0  # when it became the processor's running task (first in flight)
         self.blocked = False  # started, and now waiting for tasks it submitted
+        self.recalled = False  # sent, then asked back for balancing: the processor's answer decides
 
 
 class _PriorityQueue:
@@ -257,7 +261,16 @@ class TaskPipeline:
                 self._pump()
                 return
         if not force:
-            return  # already with the processor: it runs to completion
+            # Balancing: a task sent ahead and not started is asked back. The processor
+            # answers STATUS_CANCELLED if it skipped it (passed on: the state gives it to
+            # another worker) or its result if it had started it; never both, never here.
+            for position, item in enumerate(self._inflight):
+                if item.task.task_id == task_id:
+                    if position > 0 and not item.cancelled and not item.recalled:
+                        item.recalled = True
+                        self._effects.to_processor(ProcessorCancel(task_id))
+                    return
+            return
         for position, item in enumerate(self._inflight):
             if item.task.task_id != task_id or item.cancelled:
                 continue
@@ -423,6 +436,10 @@ class TaskPipeline:
         while queue and self._ready and (len(inflight) + len(preparing) < depth or self._outranks_the_blocked()):
             item = queue.pop()
             task = item.task
+            if (task.flags & FLAG_NEEDS_OBJECTS and len(inflight) + len(preparing) >= OBJECT_TASKS_AHEAD
+                    and not (self._blocked and item.priority > self._blocked[-1].priority)):
+                queue.push(item, front=True)  # its objects would be fetched long before it runs
+                break
             if not preparing and not task.flags & FLAG_NEEDS_OBJECTS and task.func_id in holds:
                 self._send(item, now)  # the common case: nothing to read or fetch, nothing ahead
                 continue
@@ -541,6 +558,7 @@ class TaskPipeline:
         self._inflight.clear()
         for item in reversed(waiting):
             item.blocked = False
+            item.recalled = False
             item.waiting = _NOTHING
             item.temp = _NONE
             self._queue.push(item, front=True)
