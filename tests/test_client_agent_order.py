@@ -72,3 +72,21 @@ def test_a_later_batch_held_for_its_own_object_keeps_the_order_of_the_acks_it_wa
     assert _sent(agent) == []
     agent.storage_message(agent.storage, ObjectPutReply(b"x" * 32, ""))
     assert _sent(agent) == ["a0", "b0"]
+
+
+def test_the_callers_thread_cannot_slip_in_while_a_released_batch_is_being_sent(agent):
+    """The acknowledgement releases the queued batches on the I/O thread; until they are
+    written, a batch from the caller's thread (submit_now) must not go first."""
+    written = []
+
+    def send(msg):
+        if not written:
+            written.append(("user", agent.submit_now(_batch("d0"), [])))
+        written.append(msg.task_id.decode())
+
+    agent.scheduler.send = send
+    agent.scheduler.send_from_thread = lambda parts: True
+    agent.put(b"x" * 32, b"payload")
+    agent.submit(_batch("a0", "a1"), [b"x" * 32])
+    agent.storage_message(agent.storage, ObjectPutReply(b"x" * 32, ""))
+    assert written == [("user", False), "a0", "a1"]

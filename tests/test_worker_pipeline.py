@@ -582,15 +582,42 @@ def test_a_forced_cancel_after_a_balancing_one_is_answered_once():
     assert effects.take_results() == [(b"a", STATUS_OK)]
 
 
-def test_a_task_asked_back_when_the_processor_dies_is_queued_again_and_can_be_asked_again():
+def test_a_task_asked_back_when_the_processor_dies_is_given_back():
+    """The processor died before answering: the task had not started (it was not the running
+    one), so it is given back as asked, not kept here where the state thinks it is moving."""
     pipeline, effects, clock = make()
-    for name in ("a", "b"):
+    for name in ("a", "b", "c"):
         pipeline.add(task(name), 0)
     pipeline.cancel(b"b", force=False)
     pipeline.processor_died("killed")
-    assert effects.take_results() == [(b"a", STATUS_PROCESSOR_DIED)] and pipeline.queued() == [b"b"]
-    pipeline.cancel(b"b", force=False)  # queued now: given back at once
-    assert effects.take_results() == [(b"b", STATUS_CANCELLED)]
+    assert effects.take_results() == [(b"a", STATUS_PROCESSOR_DIED), (b"b", STATUS_CANCELLED)]
+    assert pipeline.queued() == [b"c"]
+
+
+def test_tasks_skipped_when_asked_back_do_not_count_as_quick_tasks():
+    """A skip is answered at once: it must not pull the moving average of the task time
+    towards zero (and the depth back up) right after slow tasks were asked back."""
+    pipeline, effects, clock = make(fast=False)
+    pipeline.add(task("a"), 0)
+    pipeline.object_arrived(FUNC, True)
+    clock.now += 1.0
+    pipeline.processor_result(ok("a"))  # slow: depth 1
+    for name in ("b", "c", "d", "e"):
+        pipeline.add(task(name), 0)
+    assert pipeline.inflight() == [b"b"]
+    clock.now += 1.0
+    pipeline.processor_result(ok("b"))
+    assert pipeline.inflight() == [b"c"]
+    pipeline.depth = 4  # as if c, d, e had gone ahead together: ask d and e back
+    pipeline._pump()
+    assert pipeline.inflight() == [b"c", b"d", b"e"]
+    pipeline.cancel(b"d", force=False)
+    pipeline.cancel(b"e", force=False)
+    before = pipeline.task_seconds
+    clock.now += 1.0  # c took as long as the tasks before it
+    pipeline.processor_results([ok("c"), TaskResult(b"d", STATUS_CANCELLED, b"", ""),
+                                TaskResult(b"e", STATUS_CANCELLED, b"", "")])
+    assert pipeline.task_seconds >= before, "the skips were counted as instant tasks"
 
 
 def test_tasks_that_need_objects_go_ahead_16_deep_at_most():

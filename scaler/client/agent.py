@@ -463,15 +463,18 @@ class ClientAgent(Handler):
             entry = queued[0]
             if entry.error is None and entry.waiting > 0:
                 return
-            queued.popleft()
             for future, _ in entry.batch:
                 self.held.pop(future.task_id, None)
             error = entry.error or self.failure
             if error is not None:
+                queued.popleft()
                 for future, _ in entry.batch:
                     _settle(future, lambda f=future, e=error: f.set_exception(e))
                 continue
+            # Taken off the queue only once written: until then submit_now (the caller's
+            # thread, which sees the queue) may not write a later batch before it.
             self._send_batch(entry.batch, entry.graph)
+            queued.popleft()
 
     def _send_batch(self, batch: List[Tuple[ScalerFuture, Optional[Message]]], graph: Optional[Message]) -> None:
         futures = self.futures

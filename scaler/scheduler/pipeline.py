@@ -347,7 +347,7 @@ class TaskPipeline:
         comes as one batch): answer each, learn the tasks' duration, refill once."""
         inflight = self._inflight
         now = self._clock()
-        taken = 0
+        taken = timed = 0
         for result in results:
             if not inflight:
                 break
@@ -367,16 +367,20 @@ class TaskPipeline:
                 self._release_temp(item.temp)
             if not item.cancelled:
                 self._answer(result)
-            if taken == 1:
+            if item.cancelled or (item.recalled and result.status == STATUS_CANCELLED):
+                continue  # skipped, answered at once: not a task's duration
+            timed += 1
+            if timed == 1:
                 since = max(item.sent_at, self._last_result_at)
         if not taken:
             return
         if inflight:
             inflight[0].started_at = max(inflight[0].sent_at, now)  # the next one starts now
-        sample = (now - since) / taken  # (a batch came at once: its tasks shared the time since)
-        self.task_seconds += (1.0 - 0.75 ** taken) * (sample - self.task_seconds)
+        if timed:
+            sample = (now - since) / timed  # (a batch came at once: its tasks shared the time since)
+            self.task_seconds += (1.0 - 0.75 ** timed) * (sample - self.task_seconds)
+            self.depth = pipeline_depth(self.task_seconds)
         self._last_result_at = now
-        self.depth = pipeline_depth(self.task_seconds)
         self._pump()
 
     def processor_waiting(self, task_id: bytes, waiting: bool) -> None:
@@ -548,7 +552,12 @@ class TaskPipeline:
                 self._inflight.remove(item)
                 if not item.cancelled:
                     self._effects.send_result(TaskResult(item.task.task_id, STATUS_PROCESSOR_DIED, b"", why))
-        waiting = [item for item in self._inflight if not item.cancelled]
+        waiting = []
+        for item in self._inflight:
+            if item.recalled and not item.cancelled:
+                self._cancelled(item.task.task_id)  # asked back and not started: given back as asked
+            elif not item.cancelled:
+                waiting.append(item)
         waiting.extend(self._preparing)
         self._preparing.clear()
         stale = self._stale
@@ -558,7 +567,6 @@ class TaskPipeline:
         self._inflight.clear()
         for item in reversed(waiting):
             item.blocked = False
-            item.recalled = False
             item.waiting = _NOTHING
             item.temp = _NONE
             self._queue.push(item, front=True)
