@@ -647,7 +647,7 @@ def format_pairs(paired):
         lines.append("  %5d   %12s   %14s   %11s   %5s   %12s   %9s   %5s" % (
             index, f(row["scaler_startup_s"], "%.3f s"), f(row["scaler_latency_ms"], "%.3f ms"),
             f(row["ppe_latency_ms"], "%.3f ms"), f(lat, "%.2fx"),
-            f(row["scaler_map_tps"], "%.0f"), f(row["ppe_map_tps"], "%.0f"), f(rate, "%.1fx")))
+            f(row["scaler_map_tps"], "%.0f"), f(row["ppe_map_tps"], "%.0f"), f(rate, "%.2fx")))
     return "\n".join(lines)
 
 
@@ -740,7 +740,7 @@ def evaluate_targets(results, imports, sizes, paired=None):
 
     tps = _fig(results, "map", "scaler", "tasks_per_s")
     ppe = _fig(results, "map", "ppe", "tasks_per_s")
-    map_ratio, note = ratio(tps, ppe, paired.get("map_ratio"), "%.1fx")
+    map_ratio, note = ratio(tps, ppe, paired.get("map_ratio"), "%.2fx")
     text = ">= %s/s, >= %gx PPE" % ("{:,.0f}".format(T_MAP_TPS), T_MAP_VS_PPE) + note
     judge("map", tps, tps is not None and tps >= T_MAP_TPS and (map_ratio is None or map_ratio >= T_MAP_VS_PPE),
           text + ("" if map_ratio is not None else " [PPE not run]"))

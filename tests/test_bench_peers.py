@@ -99,7 +99,7 @@ def test_targets_on_a_fake_run():
         "import": "PASS",
         "startup": "MISS",  # 0.3 s > 0.25 s
     }
-    assert "(4.4x)" in targets["map"][1]
+    assert "(4.43x)" in targets["map"][1]
 
     results["latency"]["ppe"]["median_ms"] = 0.2  # now 0.35 > 1.5 x 0.2
     assert bp.evaluate_targets(results, imports, sizes)["latency_median"][0] == "MISS"
@@ -186,7 +186,7 @@ def test_the_paired_pass_decides_the_ratio_targets_and_the_start_up():
     # the median of the paired ratios (1.32x, 4.4x), not the main pass's
     assert targets["latency_median"][0] == "PASS" and "paired 1.32x, median of 3; main pass 1.75x" in \
         targets["latency_median"][1]
-    assert targets["map"][0] == "PASS" and "paired 4.4x, median of 3; main pass 3.4x" in targets["map"][1]
+    assert targets["map"][0] == "PASS" and "paired 4.40x, median of 3; main pass 3.44x" in targets["map"][1]
     # the start-up: the median of the main pass's 0.3 s and the three paired starts
     assert targets["startup"] == ("PASS", "<= 0.25 s (median of 4 starts, 0.250 s): PASS")
     # the absolute figures stay the main pass's
