@@ -26,9 +26,9 @@ processor that keeps running while the scheduler waits for a CPU), 4 under 20 ms
 (a moving average of the processor's time per task decides, starting from "slow"), so long
 tasks wait here where the scheduler can move them to idle workers. A task sent ahead and
 not started can still be moved: a balancing cancel asks the processor for it back, and
-the processor's answer (skipped, or its result) is what the state learns. And nothing joins behind a running task that has taken longer than
-``HEAD_STALL_SECONDS`` (the *head-stall rule*): a task waiting for sub-tasks it submitted
-must not hold them hostage.
+the processor's answer (skipped, or its result) is what the state learns. And nothing
+joins behind a running task that has taken longer than ``HEAD_STALL_SECONDS`` (the
+*head-stall rule*): a task waiting for sub-tasks it submitted must not hold them hostage.
 
 **Nested tasks.** A task that submits tasks and blocks on them tells the pipeline so
 (:meth:`TaskPipeline.processor_waiting`); while it waits, the processor runs, on top of it,
