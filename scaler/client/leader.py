@@ -29,6 +29,7 @@ background with ``&``, or under ``nohup``) or left to its default action there i
 nothing to hold back.
 """
 
+import functools
 import os
 import select
 import signal
@@ -37,6 +38,7 @@ import time
 from typing import TYPE_CHECKING, Any, Optional, Tuple
 
 from . import future as future_module
+from ..io.spin import Spinner
 
 try:  # signal.signal() and getsignal() wrap these to convert to and from enums: 10x the cost
     import _signal as _raw_signal
@@ -144,6 +146,9 @@ class Leader:
         self._poller: Any = None
         self._wake_r = self._wake_w = -1
         self.results_led = 0  # waits that ended with the future done (a figure, for tests)
+        # io/spin.py: poll a little before sleeping while results come back quickly
+        spinner = Spinner()
+        self._spinner: Optional[Spinner] = spinner if spinner.budget > 0 else None
 
     def wait(self, future: "future_module.ScalerFuture", timeout: Optional[float]) -> Optional[float]:
         """Read the scheduler connection until ``future`` is done, the connection ends or
@@ -211,6 +216,9 @@ class Leader:
             return
         self._leading = True
         poller = self._poller
+        spinner = self._spinner
+        poll_now = functools.partial(poller.poll, 0)
+        clock = time.perf_counter
         try:
             while not future.done() and agent.failure is None:
                 lent = loop.lent_events(sock)
@@ -230,7 +238,14 @@ class Leader:
                     try:
                         if guard is not None:
                             guard.polling = True
-                        ready = poller.poll(max(1, int(wait * 1000 + 0.999)))
+                        if spinner is None:
+                            ready = poller.poll(max(1, int(wait * 1000 + 0.999)))
+                        else:
+                            started = clock()
+                            ready = spinner.spin(poll_now, wait) if spinner.worth_it() else None
+                            if not ready:
+                                ready = poller.poll(max(1, int(wait * 1000 + 0.999)))
+                            spinner.waited(clock() - started)
                     finally:
                         if guard is not None:
                             guard.polling = False

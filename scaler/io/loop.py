@@ -10,6 +10,7 @@ loop's thread reading it and then waking the waiter (one thread hand-over less p
 """
 
 import collections
+import functools
 import heapq
 import itertools
 import logging
@@ -17,6 +18,8 @@ import selectors
 import socket
 import time
 from typing import Any, Callable, Deque, Dict, List, Optional, Set
+
+from .spin import Spinner
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +58,9 @@ class EventLoop:
         self.lock: Any = None
         # Registrations lent to another thread (suspend): fileobj -> [events, callback].
         self._suspended: Dict[Any, List[Any]] = {}
+        # Set (to an io/spin.py Spinner) by a loop whose messages are worth polling for
+        # before it sleeps (the scheduler's); only a loop without ``lock`` spins.
+        self.spinner: Optional[Spinner] = None
 
     # --- registration ---
     def add(self, fileobj: Any, events: int, callback: Callable[[int], Any]) -> None:
@@ -147,6 +153,8 @@ class EventLoop:
     def run(self) -> None:
         self._running = True
         select = self.selector.select
+        poll_now = functools.partial(select, 0)
+        clock = time.perf_counter
         while self._running:
             timeout: Optional[float] = None
             if self._threadsafe or self._to_flush or self._soon:
@@ -154,14 +162,19 @@ class EventLoop:
             elif self._timers:
                 timeout = max(0.0, self._timers[0][0] - time.monotonic())
             lock = self.lock
-            if lock is None:
+            spinner = self.spinner
+            if spinner is not None and timeout != 0:
+                started = clock()
+                ready = spinner.spin(poll_now, timeout) if lock is None and spinner.worth_it() else None
+                if not ready:
+                    if timeout is not None:
+                        timeout = max(0.0, timeout - (clock() - started))
+                    ready = self._select(timeout)
+                spinner.waited(clock() - started)
+            elif lock is None:
                 ready = select(timeout)
             else:
-                lock.release()
-                try:
-                    ready = select(timeout)
-                finally:
-                    lock.acquire()
+                ready = self._select(timeout)
             for key, mask in ready:
                 key.data(mask)
             if self._timers:
@@ -172,6 +185,16 @@ class EventLoop:
                 self._soon.popleft()()
             if self._to_flush:
                 self.flush_all()
+
+    def _select(self, timeout: Optional[float]) -> List[Any]:
+        lock = self.lock
+        if lock is None:
+            return self.selector.select(timeout)
+        lock.release()
+        try:
+            return self.selector.select(timeout)
+        finally:
+            lock.acquire()
 
     def flush_all(self) -> None:
         pending, self._to_flush = self._to_flush, set()

@@ -16,6 +16,7 @@ from ..config.components import SchedulerConfig
 from ..io.address import Address, connectable_host, exposure_warning, listen, parse_address
 from ..io.connection import Connection, Handler, Listener
 from ..io.loop import EventLoop
+from ..io.spin import Spinner
 from ..object_storage.server import ObjectStorageServer
 from ..object_storage.store import ObjectStore
 from ..protocol.codec import Message
@@ -100,6 +101,10 @@ class SchedulerServer(Handler):
         # the loop thread runs under SCHED_BATCH (utility/cpu_policy.py).
         self._short_of_work = 0
         self.cpu_policy = BatchPolicy()
+        if loop.spinner is None and loop.lock is None:
+            spinner = Spinner()
+            if spinner.budget > 0:
+                loop.spinner = spinner  # io/spin.py: poll a little before sleeping, while answers come quickly
         self.store: Optional[ObjectStore] = None
         self.storage_server: Optional[ObjectStorageServer] = None
         self._storage_link: Optional[Connection] = None
@@ -229,7 +234,11 @@ class SchedulerServer(Handler):
         self._follow_saturation()
 
     def _follow_saturation(self) -> None:
-        self.cpu_policy.set(self._short_of_work == 0 and bool(self.hosts))
+        saturated = self._short_of_work == 0 and bool(self.hosts)
+        self.cpu_policy.set(saturated)
+        if self.loop.spinner is not None:
+            # every processor has its next task at hand: the CPUs are theirs, not a poller's
+            self.loop.spinner.enabled = not saturated
 
     def _worker_result(self, worker_id: bytes, msg: Message) -> None:
         state = self.state
