@@ -244,7 +244,8 @@ class Leader:
                             started = clock()
                             ready = spinner.spin(poll_now, wait) if spinner.worth_it() else None
                             if not ready:
-                                ready = poller.poll(max(1, int(wait * 1000 + 0.999)))
+                                left = wait - (clock() - started)
+                                ready = poller.poll(max(1, int(left * 1000 + 0.999)))
                             spinner.waited(clock() - started)
                     finally:
                         if guard is not None:

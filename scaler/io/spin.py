@@ -14,6 +14,13 @@ exponential average): an idle process, or one whose answers take longer (tasks o
 millisecond and more), sleeps at once and spends nothing. Between two polls the spinner
 yields its CPU (``sched_yield``), so a process that is ready to run there is not kept off it.
 
+What it does not do: a wait that ends just over the budget never starts the polling (its
+average stays above), and when activity stops, the first wait still polls for a budget
+before it sleeps. Within a process the poller holds the GIL between two polls (on 3.8 and
+3.9 ``sched_yield`` does not even release it), so another thread of the same process (the
+client's I/O thread) may wait up to one budget longer for it. Where ``os.sched_yield`` is
+missing (not Linux, not BSD) nothing polls.
+
 ``SCALER_SPIN_MICROSECONDS`` in the environment sets the budget; 0 turns spinning off.
 """
 
@@ -26,17 +33,24 @@ DEFAULT_MICROSECONDS = 250
 WEIGHT = 0.25  # of the newest wait in the average
 LONG_WAIT = 4  # a wait counts for at most this many budgets (one long pause is not remembered for ever)
 
-_yield: Callable[[], Any] = getattr(os, "sched_yield", lambda: None)
+_yield: Optional[Callable[[], Any]] = getattr(os, "sched_yield", None)
 
 
 def configured_budget() -> float:
-    """The budget in seconds that the environment asks for (the default if unset or invalid)."""
+    """The budget in seconds that the environment asks for (the default if unset or invalid;
+    0 where the CPU cannot be yielded between polls)."""
+    if _yield is None:
+        return 0.0
     text = os.environ.get(ENV, "").strip()
     try:
         micros = float(text) if text else DEFAULT_MICROSECONDS
     except ValueError:
         micros = DEFAULT_MICROSECONDS
     return max(0.0, min(micros, 10000.0)) / 1e6
+
+
+def _no_yield() -> None:
+    pass
 
 
 class Spinner:
@@ -62,11 +76,12 @@ class Spinner:
         last answer (empty if nothing came)."""
         clock = time.perf_counter
         end = clock() + (self.budget if limit is None else min(limit, self.budget))
+        give_way = _yield or _no_yield
         while True:
             ready = poll_now()
             if ready or clock() >= end:
                 return ready
-            _yield()
+            give_way()
 
 
 __all__ = ["ENV", "Spinner", "configured_budget"]
